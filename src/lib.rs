@@ -1,0 +1,10 @@
+//! # dalle-from-scratch
+//!
+//! The DALL-E family built from scratch in Rust, one chapter at a time.
+//!
+//! | chapter | module | what it builds |
+//! |---|---|---|
+//! | 00 | [`tensor`], [`ops`], [`nn`], [`optim`] | reverse-mode autograd on n-dimensional tensors |
+//!
+//! Data flows one way: `data` -> `models` (built from `nn`, built from `ops` on
+//! tensors, whose loops live in `backend`) -> `io` / `eval`.
