@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # dalle-from-scratch
 //!
 //! The DALL-E family built from scratch in Rust, one chapter at a time.
@@ -8,3 +9,8 @@
 //!
 //! Data flows one way: `data` -> `models` (built from `nn`, built from `ops` on
 //! tensors, whose loops live in `backend`) -> `io` / `eval`.
+
+
+
+pub mod error;
+pub use error::{Error, Result};
