@@ -14,3 +14,8 @@
 
 pub mod error;
 pub use error::{Error, Result};
+pub mod backend;
+pub mod ops;
+pub mod tensor;
+
+pub use tensor::{no_grad, Rng, Tensor};

@@ -1,0 +1,136 @@
+//! Single-precision GEMM on the CPU: `C = alpha * A B + beta * C` with arbitrary
+//! strides, on `matrixmultiply`'s packed micro-kernels, parallelised with rayon.
+//!
+//! Strides are in elements, so a transposed operand is the same memory with
+//! its row and column strides swapped: no copy is ever made to transpose.
+
+use rayon::prelude::*;
+
+/// A raw pointer that may cross rayon's thread boundary. Every use writes to
+/// disjoint rows of C (or only reads), which is what makes the sharing sound.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves.
+const PARALLEL_MIN_FLOPS: usize = 1 << 18;
+
+/// One strided matrix operand: element (i, j) is at `ptr + i * rs + j * cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatPtr {
+    /// Address of element (0, 0).
+    pub ptr: *const f32,
+    /// Row stride in elements.
+    pub rs: isize,
+    /// Column stride in elements.
+    pub cs: isize,
+}
+
+/// `C (m x n) = alpha * A (m x k) B (k x n) + beta * C` on one thread.
+///
+/// # Safety
+/// The pointers and strides must address valid memory for the given sizes,
+/// and C must not alias A or B.
+pub unsafe fn sgemm_serial(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: isize, csc: isize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // matrixmultiply handles k = 0, but make the beta scaling explicit.
+        for i in 0..m {
+            for j in 0..n {
+                let p = c.offset(i as isize * rsc + j as isize * csc);
+                *p = if beta == 0.0 { 0.0 } else { beta * *p };
+            }
+        }
+        return;
+    }
+    matrixmultiply::sgemm(m, k, n, alpha, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c, rsc, csc);
+}
+
+/// `C = alpha * A B + beta * C`, split over rows of C across rayon's threads when large.
+///
+/// # Safety
+/// As [`sgemm_serial`].
+pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: isize, csc: isize) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || m * n * k < PARALLEL_MIN_FLOPS || m < 16 {
+        return sgemm_serial(m, k, n, alpha, a, b, beta, c, rsc, csc);
+    }
+    // Row blocks of C, a multiple of the 8-row micro-kernel height.
+    let block = m.div_ceil(threads).div_ceil(8) * 8;
+    let (ap, cp) = (SendPtr(a), SendPtr(c));
+    let bp = SendPtr(b);
+    (0..m.div_ceil(block)).into_par_iter().for_each(|blk| {
+        let (a, b, c) = (ap, bp, cp);
+        let r0 = blk * block;
+        let rows = block.min(m - r0);
+        let a_blk = MatPtr { ptr: a.0.ptr.offset(r0 as isize * a.0.rs), ..a.0 };
+        sgemm_serial(rows, k, n, alpha, a_blk, b.0, beta, c.0.offset(r0 as isize * rsc), rsc, csc);
+    });
+}
+
+unsafe impl Sync for BatchedGemm<'_> {}
+
+/// A batch of GEMMs of one size: `C[i] = A[i] B[i] (+ C[i] when accumulate)`,
+/// where the operands of item `i` start at the given element offsets and C is
+/// row-major `(m, n)` per item.
+pub struct BatchedGemm<'a> {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Address of A's element (0, 0) of item 0's storage base (offsets are added to it).
+    pub a: *const f32,
+    /// (row stride, column stride) of A.
+    pub a_strides: (isize, isize),
+    /// Element offset of each item's A.
+    pub a_offsets: &'a [isize],
+    /// Address of B's storage base.
+    pub b: *const f32,
+    /// (row stride, column stride) of B.
+    pub b_strides: (isize, isize),
+    /// Element offset of each item's B.
+    pub b_offsets: &'a [isize],
+}
+
+impl BatchedGemm<'_> {
+    /// Run the batch into `c` (`len = batch * m * n`, row-major), overwriting or accumulating.
+    ///
+    /// # Safety
+    /// Every item's A and B, at its offset and strides, must lie in valid memory.
+    pub unsafe fn run(&self, c: &mut [f32], accumulate: bool) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let batch = self.a_offsets.len();
+        assert_eq!(batch, self.b_offsets.len());
+        assert_eq!(c.len(), batch * m * n);
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        let a_base = SendPtr(self.a);
+        let b_base = SendPtr(self.b);
+        let item = |i: usize, ci: &mut [f32], parallel: bool| unsafe {
+            let (a_base, b_base) = (a_base, b_base);
+            let a = MatPtr { ptr: a_base.0.offset(self.a_offsets[i]), rs: self.a_strides.0, cs: self.a_strides.1 };
+            let b = MatPtr { ptr: b_base.0.offset(self.b_offsets[i]), rs: self.b_strides.0, cs: self.b_strides.1 };
+            if parallel {
+                sgemm(m, k, n, 1.0, a, b, beta, ci.as_mut_ptr(), n as isize, 1);
+            } else {
+                sgemm_serial(m, k, n, 1.0, a, b, beta, ci.as_mut_ptr(), n as isize, 1);
+            }
+        };
+        if m * n == 0 {
+            return;
+        }
+        let threads = rayon::current_num_threads();
+        if batch >= threads && batch > 1 {
+            // Many matrices (attention heads, images): one thread per matrix.
+            c.par_chunks_mut(m * n).enumerate().for_each(|(i, ci)| item(i, ci, false));
+        } else {
+            for (i, ci) in c.chunks_mut(m * n).enumerate() {
+                item(i, ci, true);
+            }
+        }
+    }
+}

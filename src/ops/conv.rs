@@ -1,0 +1,157 @@
+//! Convolution and pooling on NCHW images.
+//!
+//! `conv2d`: `y[n, o, i, j] = b[o] + Σ_{c,u,v} w[o, c, u, v] · x_pad[n, c, i·s + u, j·s + v]`
+//! (cross-correlation, as PyTorch). The loops live in the backend (im2col + GEMM);
+//! here is the bookkeeping and the bias, whose gradient is `Σ_{n,i,j} dy`.
+
+use crate::backend::{self, ConvGeom};
+use crate::tensor::Tensor;
+use crate::Result;
+use ndarray::{ArrayD, Axis, IxDyn};
+
+impl Tensor {
+    /// 2-D convolution: `x (N, C, H, W)`, `weight (OC, C, KH, KW)`, optional
+    /// `bias (OC)` -> `(N, OC, OH, OW)` with `OH = (H + 2p - KH)/s + 1`.
+    /// PyTorch: `F.conv2d(x, weight, bias, stride, padding)`.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+        let (xs, ws) = (self.shape(), weight.shape());
+        let err = |why: &str| crate::Error::shape("conv2d", format!("input {xs:?}, weight {ws:?}, stride {stride}, padding {padding}: {why}"));
+        if xs.len() != 4 || ws.len() != 4 {
+            return Err(err("expected a 4-D input (N, C, H, W) and a 4-D weight (OC, C, KH, KW)"));
+        }
+        if xs[1] != ws[1] {
+            return Err(err(&format!("input has {} channels, weight expects {}", xs[1], ws[1])));
+        }
+        if stride == 0 || xs[2] + 2 * padding < ws[2] || xs[3] + 2 * padding < ws[3] {
+            return Err(err("kernel larger than the padded input, or stride 0"));
+        }
+        if let Some(b) = bias {
+            if b.shape() != [ws[0]] {
+                return Err(err(&format!("bias has shape {:?}, expected [{}]", b.shape(), ws[0])));
+            }
+        }
+        let g = ConvGeom { n: xs[0], c: xs[1], h: xs[2], w: xs[3], oc: ws[0], kh: ws[2], kw: ws[3], stride, pad: padding };
+        let mut y = ArrayD::<f32>::zeros(IxDyn(&[g.n, g.oc, g.oh(), g.ow()]));
+        {
+            let x = self.data().as_standard_layout().into_owned();
+            let w = weight.data().as_standard_layout().into_owned();
+            backend::conv2d_forward(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), y.as_slice_mut().expect("fresh"));
+        }
+        let y = match bias {
+            Some(b) => {
+                let b = b.data().view().into_shape_with_order(IxDyn(&[1, g.oc, 1, 1])).expect("checked").to_owned();
+                y + &b
+            }
+            None => y,
+        };
+        let (xc, wc) = (self.clone(), weight.clone());
+        let parents: Vec<&Tensor> = match bias {
+            Some(b) => vec![self, weight, b],
+            None => vec![self, weight],
+        };
+        let has_bias = bias.is_some();
+        Ok(Tensor::from_op(y, "conv2d", &parents, move |dy, _| {
+            let dy = dy.as_standard_layout();
+            let x = xc.data().as_standard_layout().into_owned();
+            let w = wc.data().as_standard_layout().into_owned();
+            let mut dx = xc.requires_grad().then(|| ArrayD::<f32>::zeros(x.raw_dim()));
+            let mut dw = wc.requires_grad().then(|| ArrayD::<f32>::zeros(w.raw_dim()));
+            backend::conv2d_backward(
+                &g,
+                x.as_slice().expect("standard"),
+                w.as_slice().expect("standard"),
+                dy.as_slice().expect("standard"),
+                dx.as_mut().map(|a| a.as_slice_mut().expect("fresh")),
+                dw.as_mut().map(|a| a.as_slice_mut().expect("fresh")),
+            );
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                // db[o] = Σ_{n, i, j} dy[n, o, i, j]
+                grads.push(Some(dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0))));
+            }
+            grads
+        }))
+    }
+
+    /// Nearest-neighbour upsampling by an integer factor: `(N, C, H, W) -> (N, C, H·f, W·f)`.
+    /// Backward: each input pixel sums the gradient of its f×f copies.
+    /// PyTorch: `F.interpolate(x, scale_factor=f, mode="nearest")`.
+    pub fn upsample_nearest2d(&self, factor: usize) -> Result<Tensor> {
+        let s = self.shape();
+        if s.len() != 4 || factor == 0 {
+            return Err(crate::Error::shape("upsample_nearest2d", format!("expected (N, C, H, W) and a factor >= 1, got {s:?}, factor {factor}")));
+        }
+        let (h, w) = (s[2], s[3]);
+        let x = self.data();
+        let out = ArrayD::from_shape_fn(IxDyn(&[s[0], s[1], h * factor, w * factor]), |p| x[[p[0], p[1], p[2] / factor, p[3] / factor]]);
+        drop(x);
+        Ok(Tensor::from_op(out, "upsample_nearest2d", &[self], move |g, _| {
+            let mut dx = ArrayD::<f32>::zeros(IxDyn(&s));
+            for ((n, c, i, j), &v) in g.view().into_dimensionality::<ndarray::Ix4>().expect("4-D").indexed_iter() {
+                dx[[n, c, i / factor, j / factor]] += v;
+            }
+            vec![Some(dx)]
+        }))
+    }
+
+    /// Average pooling with a `k×k` window and stride `s` (no padding).
+    /// Backward: each window spreads `dy / k²` over its pixels. PyTorch: `F.avg_pool2d(x, k, s)`.
+    pub fn avg_pool2d(&self, k: usize, stride: usize) -> Result<Tensor> {
+        self.pool2d("avg_pool2d", k, stride, false)
+    }
+
+    /// Max pooling with a `k×k` window and stride `s` (no padding).
+    /// Backward: the gradient goes to the (first) maximum of each window. PyTorch: `F.max_pool2d(x, k, s)`.
+    pub fn max_pool2d(&self, k: usize, stride: usize) -> Result<Tensor> {
+        self.pool2d("max_pool2d", k, stride, true)
+    }
+
+    fn pool2d(&self, op: &'static str, k: usize, stride: usize, is_max: bool) -> Result<Tensor> {
+        let s = self.shape();
+        if s.len() != 4 || k == 0 || stride == 0 || s[2] < k || s[3] < k {
+            return Err(crate::Error::shape(op, format!("input {s:?} with window {k} and stride {stride}")));
+        }
+        let (oh, ow) = ((s[2] - k) / stride + 1, (s[3] - k) / stride + 1);
+        let x = self.data().as_standard_layout().into_owned().into_dimensionality::<ndarray::Ix4>().expect("4-D");
+        let mut out = ndarray::Array4::<f32>::zeros((s[0], s[1], oh, ow));
+        // For max pooling, remember where each maximum came from.
+        let mut argmax = vec![(0usize, 0usize); if is_max { out.len() } else { 0 }];
+        for (idx, ((n, c, i, j), o)) in out.indexed_iter_mut().enumerate() {
+            let (mut best, mut at, mut sum) = (f32::NEG_INFINITY, (0, 0), 0.0);
+            for u in 0..k {
+                for v in 0..k {
+                    let val = x[[n, c, i * stride + u, j * stride + v]];
+                    sum += val;
+                    if val > best {
+                        best = val;
+                        at = (i * stride + u, j * stride + v);
+                    }
+                }
+            }
+            if is_max {
+                *o = best;
+                argmax[idx] = at;
+            } else {
+                *o = sum / (k * k) as f32;
+            }
+        }
+        drop(x);
+        Ok(Tensor::from_op(out.into_dyn(), op, &[self], move |g, _| {
+            let mut dx = ndarray::Array4::<f32>::zeros((s[0], s[1], s[2], s[3]));
+            let g4 = g.view().into_dimensionality::<ndarray::Ix4>().expect("4-D");
+            for (idx, ((n, c, i, j), &gv)) in g4.indexed_iter().enumerate() {
+                if is_max {
+                    let (y, x) = argmax[idx];
+                    dx[[n, c, y, x]] += gv;
+                } else {
+                    for u in 0..k {
+                        for v in 0..k {
+                            dx[[n, c, i * stride + u, j * stride + v]] += gv / (k * k) as f32;
+                        }
+                    }
+                }
+            }
+            vec![Some(dx.into_dyn())]
+        }))
+    }
+}

@@ -1,0 +1,84 @@
+//! The small elementwise loops shared by the ops: map one array, or two
+//! broadcast arrays, in parallel when the array is large enough to pay off.
+
+use ndarray::{ArrayD, IxDyn, Zip};
+
+/// Arrays smaller than this are mapped on one thread: rayon's overhead would dominate.
+pub const PARALLEL_MIN_LEN: usize = 1 << 15;
+
+/// `out[i] = f(x[i])`.
+pub fn map(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    if x.len() < PARALLEL_MIN_LEN {
+        return x.mapv(f);
+    }
+    let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+    Zip::from(&mut out).and(x).par_for_each(|o, &v| *o = f(v));
+    out
+}
+
+/// `out[i] = f(x[i], y[i])` for two arrays of the same shape.
+pub fn map2(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+    if x.len() < PARALLEL_MIN_LEN {
+        Zip::from(&mut out).and(x).and(y).for_each(|o, &a, &b| *o = f(a, b));
+    } else {
+        Zip::from(&mut out).and(x).and(y).par_for_each(|o, &a, &b| *o = f(a, b));
+    }
+    out
+}
+
+/// `out[i] = f(x[i], y[i], z[i])` for three arrays of the same shape.
+pub fn map3(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+    if x.len() < PARALLEL_MIN_LEN {
+        Zip::from(&mut out).and(x).and(y).and(z).for_each(|o, &a, &b, &c| *o = f(a, b, c));
+    } else {
+        Zip::from(&mut out).and(x).and(y).and(z).par_for_each(|o, &a, &b, &c| *o = f(a, b, c));
+    }
+    out
+}
+
+/// `out = f(a, b)` with `a` and `b` broadcast to `shape`.
+pub fn broadcast_map2(a: &ArrayD<f32>, b: &ArrayD<f32>, shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    let dim = IxDyn(shape);
+    let av = a.broadcast(dim.clone()).expect("shapes were checked to broadcast");
+    let bv = b.broadcast(dim.clone()).expect("shapes were checked to broadcast");
+    let mut out = ArrayD::<f32>::zeros(dim);
+    if out.len() < PARALLEL_MIN_LEN {
+        Zip::from(&mut out).and(&av).and(&bv).for_each(|o, &x, &y| *o = f(x, y));
+    } else {
+        Zip::from(&mut out).and(&av).and(&bv).par_for_each(|o, &x, &y| *o = f(x, y));
+    }
+    out
+}
+
+/// `f(g, a, b)` with all three broadcast to the shape of `g` (the output gradient).
+pub fn broadcast_map3(g: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    let dim = g.raw_dim();
+    let av = a.broadcast(dim.clone()).expect("shapes were checked to broadcast");
+    let bv = b.broadcast(dim.clone()).expect("shapes were checked to broadcast");
+    let mut out = ArrayD::<f32>::zeros(dim);
+    if out.len() < PARALLEL_MIN_LEN {
+        Zip::from(&mut out).and(g).and(&av).and(&bv).for_each(|o, &g, &x, &y| *o = f(g, x, y));
+    } else {
+        Zip::from(&mut out).and(g).and(&av).and(&bv).par_for_each(|o, &g, &x, &y| *o = f(g, x, y));
+    }
+    out
+}
+
+/// The error function, erf(x), to about 1e-7 absolute (Abramowitz & Stegun 7.1.26
+/// is too coarse for GELU's golden tests, so this uses the erfc series of
+/// Numerical Recipes' `erfcc`, fractional error below 1.2e-7), computed in f64.
+pub fn erf(x: f32) -> f32 {
+    let z = (x as f64).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    let r = 1.0 - erfc;
+    (if x >= 0.0 { r } else { -r }) as f32
+}

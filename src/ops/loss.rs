@@ -1,0 +1,113 @@
+//! Losses and similarities.
+
+use super::elementwise::sigmoid;
+use crate::tensor::Tensor;
+use crate::Result;
+use ndarray::{ArrayD, Axis, Ix2};
+
+impl Tensor {
+    /// Cross entropy between `logits (N, K)` and class `targets` (N), averaged
+    /// over the rows whose target is not `ignore_index`.
+    ///
+    /// With label smoothing ε the target distribution is `q = (1-ε)·onehot + ε/K`:
+    /// `loss_i = -Σ_k q_k log softmax(x_i)_k`, and `dloss/dx_i = (softmax(x_i) - q) / count`.
+    /// PyTorch: `F.cross_entropy(logits, targets, ignore_index=..., label_smoothing=ε)`.
+    pub fn cross_entropy_with(&self, targets: &[usize], ignore_index: Option<usize>, label_smoothing: f32) -> Result<Tensor> {
+        let shape = self.shape();
+        if shape.len() != 2 || shape[0] != targets.len() {
+            return Err(crate::Error::shape("cross_entropy", format!("logits {shape:?} need shape (N, K) with N = {} targets", targets.len())));
+        }
+        let k = shape[1];
+        if let Some((i, &t)) = targets.iter().enumerate().find(|&(_, &t)| Some(t) != ignore_index && t >= k) {
+            return Err(crate::Error::shape("cross_entropy", format!("target {t} at row {i} is not a class index below {k}")));
+        }
+        if !(0.0..=1.0).contains(&label_smoothing) {
+            return Err(crate::Error::Config(format!("label_smoothing {label_smoothing} must be in [0, 1]")));
+        }
+        let logits = self.data().view().into_dimensionality::<Ix2>().expect("checked 2-D").to_owned();
+        let mut probs = logits.clone();
+        let mut total = 0.0f64;
+        let mut count = 0usize;
+        for (i, mut row) in probs.axis_iter_mut(Axis(0)).enumerate() {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            let lse = m + row.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+            if Some(targets[i]) != ignore_index {
+                count += 1;
+                let smooth = label_smoothing as f64 / k as f64;
+                for (j, &v) in row.iter().enumerate() {
+                    let q = if j == targets[i] { 1.0 - label_smoothing as f64 + smooth } else { smooth };
+                    total -= q * (v - lse) as f64; // -q_k log p_k
+                }
+            }
+            row.mapv_inplace(|v| (v - lse).exp());
+        }
+        let denom = count.max(1) as f32;
+        let out = ArrayD::from_elem(ndarray::IxDyn(&[]), if count == 0 { f32::NAN } else { (total / count as f64) as f32 });
+        let targets = targets.to_vec();
+        Ok(Tensor::from_op(out, "cross_entropy", &[self], move |g, _| {
+            let g = *g.iter().next().expect("scalar");
+            let mut d = probs.clone();
+            let smooth = label_smoothing / k as f32;
+            for (i, mut row) in d.axis_iter_mut(Axis(0)).enumerate() {
+                if Some(targets[i]) == ignore_index {
+                    row.fill(0.0);
+                    continue;
+                }
+                for (j, v) in row.iter_mut().enumerate() {
+                    let q = if j == targets[i] { 1.0 - label_smoothing + smooth } else { smooth };
+                    *v = g * (*v - q) / denom;
+                }
+            }
+            vec![Some(d.into_dyn())]
+        }))
+    }
+
+    /// Cross entropy with no ignored index and no smoothing.
+    pub fn cross_entropy(&self, targets: &[usize]) -> Result<Tensor> {
+        self.cross_entropy_with(targets, None, 0.0)
+    }
+
+    /// Mean squared error `mean((a - b)²)`. PyTorch: `F.mse_loss(a, b)`.
+    pub fn mse(&self, target: &Tensor) -> Result<Tensor> {
+        Ok(self.sub(target)?.square().mean())
+    }
+
+    /// Binary cross entropy on logits, averaged:
+    /// `mean(max(x, 0) - x·y + ln(1 + e^{-|x|}))` (stable form).
+    /// `d/dx = (σ(x) - y)/n`, `d/dy = -x/n`. PyTorch: `F.binary_cross_entropy_with_logits(x, y)`.
+    pub fn bce_with_logits(&self, target: &Tensor) -> Result<Tensor> {
+        if self.shape() != target.shape() {
+            return Err(crate::Error::shape("bce_with_logits", format!("logits {:?} and targets {:?} differ", self.shape(), target.shape())));
+        }
+        let n = self.len().max(1) as f32;
+        let total: f64 = {
+            let (x, y) = (self.data(), target.data());
+            x.iter().zip(y.iter()).map(|(&x, &y)| (x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()) as f64).sum()
+        };
+        let out = ArrayD::from_elem(ndarray::IxDyn(&[]), (total / n as f64) as f32);
+        let (xc, yc) = (self.clone(), target.clone());
+        Ok(Tensor::from_op(out, "bce_with_logits", &[self, target], move |g, _| {
+            let g = *g.iter().next().expect("scalar");
+            let (x, y) = (xc.data(), yc.data());
+            let dx = super::kernels::map2(&x, &y, move |x, y| g * (sigmoid(x) - y) / n);
+            let dy = yc.requires_grad().then(|| x.mapv(|x| -g * x / n));
+            vec![Some(dx), dy]
+        }))
+    }
+
+    /// `x / max(‖x‖₂, ε)` along `axis`. PyTorch: `F.normalize(x, dim=axis, eps=ε)`.
+    pub fn l2_normalize(&self, axis: isize, eps: f32) -> Result<Tensor> {
+        let norm = self.square().sum_axes(&[axis], true)?.sqrt().clamp(eps, f32::INFINITY);
+        self.div(&norm)
+    }
+
+    /// Cosine similarity along `axis`: `a·b / max(‖a‖ ‖b‖, ε)`.
+    /// PyTorch: `F.cosine_similarity(a, b, dim=axis, eps=ε)`.
+    pub fn cosine_similarity(&self, other: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
+        let dot = self.mul(other)?.sum_axes(&[axis], false)?;
+        let na = self.square().sum_axes(&[axis], false)?;
+        let nb = other.square().sum_axes(&[axis], false)?;
+        let denom = na.mul(&nb)?.clamp(eps * eps, f32::INFINITY).sqrt();
+        dot.div(&denom)
+    }
+}

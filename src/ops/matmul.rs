@@ -1,0 +1,194 @@
+//! Matrix multiplication with batch dimensions: `C = A B`.
+//!
+//! `A (..., M, K) · B (..., K, N) -> C (..., M, N)`, the batch dimensions
+//! broadcast as in `torch.matmul`. Backward:
+//!
+//! ```text
+//! dA = dC · Bᵀ      (..., M, N) · (..., N, K)
+//! dB = Aᵀ · dC      (..., K, M) · (..., M, N)
+//! ```
+//!
+//! summed over any batch dimension that was broadcast. A transpose is a view
+//! with swapped strides, so `Bᵀ` and `Aᵀ` are never copied.
+
+use crate::backend::{self, BatchedGemm};
+use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
+use crate::Result;
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+/// `a · b` on plain arrays (any strides), batch dimensions broadcast.
+pub fn matmul_arrays(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>) -> Result<ArrayD<f32>> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
+        return Err(crate::Error::shape("matmul", format!("{sa:?} x {sb:?}")));
+    }
+    let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
+    let batch = broadcast_shapes("matmul", &sa[..sa.len() - 2], &sb[..sb.len() - 2])
+        .map_err(|_| crate::Error::shape("matmul", format!("{sa:?} x {sb:?}: batch dimensions do not broadcast")))?;
+    let count: usize = batch.iter().product();
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&out_shape));
+
+    // (B..., M, K) · (K, N) with A's rows contiguous in memory: one tall GEMM.
+    if sb.len() == 2 && sa.len() > 2 && rows_fold(a) {
+        let st = a.strides();
+        let g = BatchedGemm {
+            m: count * m,
+            k,
+            n,
+            a: a.as_ptr(),
+            a_strides: (st[st.len() - 2], st[st.len() - 1]),
+            a_offsets: &[0],
+            b: b.as_ptr(),
+            b_strides: (b.strides()[0], b.strides()[1]),
+            b_offsets: &[0],
+        };
+        unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false) };
+        return Ok(out);
+    }
+
+    let mut full_a = batch.clone();
+    full_a.extend([m, k]);
+    let mut full_b = batch.clone();
+    full_b.extend([k, n]);
+    let av = a.broadcast(IxDyn(&full_a)).expect("checked");
+    let bv = b.broadcast(IxDyn(&full_b)).expect("checked");
+    let a_offsets = batch_offsets(&batch, av.strides());
+    let b_offsets = batch_offsets(&batch, bv.strides());
+    let (sta, stb) = (av.strides(), bv.strides());
+    let nd = full_a.len();
+    let g = BatchedGemm {
+        m,
+        k,
+        n,
+        a: av.as_ptr(),
+        a_strides: (sta[nd - 2], sta[nd - 1]),
+        a_offsets: &a_offsets,
+        b: bv.as_ptr(),
+        b_strides: (stb[nd - 2], stb[nd - 1]),
+        b_offsets: &b_offsets,
+    };
+    unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false) };
+    Ok(out)
+}
+
+/// Whether the batch and row dimensions of `a` fold into one row dimension
+/// (each batch's rows follow the previous batch's at the row stride).
+fn rows_fold(a: &ArrayViewD<f32>) -> bool {
+    let (sh, st) = (a.shape(), a.strides());
+    let nd = sh.len();
+    let mut expected = st[nd - 2];
+    let mut size = sh[nd - 2] as isize;
+    for d in (0..nd - 2).rev() {
+        if sh[d] != 1 && st[d] != expected * size {
+            return false;
+        }
+        expected *= size;
+        size = sh[d] as isize;
+    }
+    true
+}
+
+/// Element offset of every batch item, in row-major order of the batch index.
+fn batch_offsets(batch: &[usize], strides: &[isize]) -> Vec<isize> {
+    let count: usize = batch.iter().product();
+    let mut offsets = Vec::with_capacity(count);
+    let mut idx = vec![0usize; batch.len()];
+    for _ in 0..count {
+        offsets.push(idx.iter().zip(strides).map(|(&i, &s)| i as isize * s).sum());
+        for d in (0..batch.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < batch[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    offsets
+}
+
+/// Swap the last two axes of a view (a transpose without a copy).
+fn t(x: ArrayViewD<'_, f32>) -> ArrayViewD<'_, f32> {
+    let nd = x.ndim();
+    let mut v = x;
+    v.swap_axes(nd - 2, nd - 1);
+    v
+}
+
+impl Tensor {
+    /// Matrix product with batch dimensions. PyTorch: `torch.matmul(a, b)` (for ndim >= 2).
+    ///
+    /// Errors name both shapes: `matmul: [4, 3] x [5, 2]`.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        let out = matmul_arrays(&self.data().view(), &other.data().view())?;
+        let (ac, bc) = (self.clone(), other.clone());
+        Ok(Tensor::from_op(out, "matmul", &[self, other], move |g, _| {
+            let (a, b) = (ac.data(), bc.data());
+            let ga = ac.requires_grad().then(|| {
+                // dA = dC · Bᵀ
+                let d = matmul_arrays(&g.view(), &t(b.view())).expect("shapes checked in forward");
+                reduce_to_shape(d, a.shape())
+            });
+            let gb = bc.requires_grad().then(|| {
+                if b.ndim() == 2 && a.ndim() > 2 {
+                    // dB = Σ_batch Aᵀ dC = A_flatᵀ (K, B·M) · dC_flat (B·M, N)
+                    let k = a.shape()[a.ndim() - 1];
+                    let n = g.shape()[g.ndim() - 1];
+                    let a2 = a.to_shape((a.len() / k.max(1), k)).expect("fold");
+                    let g2 = g.to_shape((g.len() / n.max(1), n)).expect("fold");
+                    matmul_arrays(&t(a2.view().into_dyn()), &g2.view().into_dyn()).expect("shapes checked in forward")
+                } else {
+                    // dB = Aᵀ · dC
+                    let d = matmul_arrays(&t(a.view()), &g.view()).expect("shapes checked in forward");
+                    reduce_to_shape(d, b.shape())
+                }
+            });
+            vec![ga, gb]
+        }))
+    }
+
+    /// Swap the last two axes: a transpose view for matmul (no copy).
+    pub fn t(&self) -> Tensor {
+        let nd = self.ndim();
+        self.transpose(nd as isize - 2, nd as isize - 1)
+    }
+}
+
+impl Tensor {
+    /// `A · Bᵀ` without materialising the transpose: `(..., M, K) · (..., N, K)ᵀ -> (..., M, N)`.
+    /// This is how a linear layer with PyTorch's `(out, in)` weight multiplies.
+    /// Backward: `dA = dC · B`, `dB = dCᵀ · A` (summed over broadcast batch dimensions).
+    /// PyTorch: `a @ b.transpose(-1, -2)`.
+    pub fn matmul_t(&self, other: &Tensor) -> Result<Tensor> {
+        let out = {
+            let (a, b) = (self.data(), other.data());
+            if b.ndim() < 2 {
+                return Err(crate::Error::shape("matmul", format!("{:?} x {:?}ᵀ", a.shape(), b.shape())));
+            }
+            matmul_arrays(&a.view(), &t(b.view())).map_err(|_| crate::Error::shape("matmul", format!("{:?} x {:?}ᵀ", a.shape(), b.shape())))?
+        };
+        let (ac, bc) = (self.clone(), other.clone());
+        Ok(Tensor::from_op(out, "matmul_t", &[self, other], move |g, _| {
+            let (a, b) = (ac.data(), bc.data());
+            let ga = ac.requires_grad().then(|| {
+                // dA = dC · B
+                reduce_to_shape(matmul_arrays(&g.view(), &b.view()).expect("checked in forward"), a.shape())
+            });
+            let gb = bc.requires_grad().then(|| {
+                if b.ndim() == 2 && a.ndim() > 2 {
+                    // dB (N, K) = dC_flatᵀ (N, B·M) · A_flat (B·M, K)
+                    let k = a.shape()[a.ndim() - 1];
+                    let n = g.shape()[g.ndim() - 1];
+                    let a2 = a.to_shape((a.len() / k.max(1), k)).expect("fold");
+                    let g2 = g.to_shape((g.len() / n.max(1), n)).expect("fold");
+                    matmul_arrays(&t(g2.view().into_dyn()), &a2.view().into_dyn()).expect("checked in forward")
+                } else {
+                    // dB = dCᵀ · A
+                    reduce_to_shape(matmul_arrays(&t(g.view()), &a.view()).expect("checked in forward"), b.shape())
+                }
+            });
+            vec![ga, gb]
+        }))
+    }
+}

@@ -1,0 +1,19 @@
+//! Every differentiable operation, one family per file.
+//!
+//! Each op is a method on [`crate::Tensor`] that computes its output and,
+//! right beside it, the backward closure given to [`crate::Tensor::from_op`].
+//! The rustdoc of each op states its formula, its derivative and the PyTorch
+//! call it matches. Heavy loops (matmul, conv2d) go through [`crate::backend`].
+
+pub mod conv;
+pub mod elementwise;
+pub mod index;
+pub mod kernels;
+pub mod loss;
+pub mod matmul;
+pub mod norm;
+pub mod reduce;
+pub mod shape;
+
+pub use elementwise::sigmoid;
+pub use matmul::matmul_arrays;

@@ -1,0 +1,162 @@
+//! Reductions over axes: sum, mean, max, variance; softmax and log-softmax.
+
+use super::kernels::{map2, PARALLEL_MIN_LEN};
+use crate::tensor::{normalize_axis, Tensor};
+use crate::Result;
+use ndarray::{ArrayD, Axis, IxDyn, Zip};
+
+/// Sorted, de-duplicated, non-negative axes; an error names `op` when one is out of range.
+fn axes_of(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let n = if a < 0 { a + ndim as isize } else { a };
+        if n < 0 || n as usize >= ndim {
+            return Err(crate::Error::shape(op, format!("axis {a} out of range for a tensor with {ndim} dimensions")));
+        }
+        out.push(n as usize);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The shape with the reduced axes set to 1.
+fn kept_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    shape.iter().enumerate().map(|(i, &s)| if axes.contains(&i) { 1 } else { s }).collect()
+}
+
+fn sum_axes(x: &ArrayD<f32>, axes: &[usize]) -> ArrayD<f32> {
+    let mut r = x.to_owned();
+    for &a in axes.iter().rev() {
+        r = r.sum_axis(Axis(a));
+    }
+    r
+}
+
+fn finish(r: ArrayD<f32>, kept: &[usize], keepdim: bool) -> ArrayD<f32> {
+    if keepdim {
+        r.into_shape_with_order(IxDyn(kept)).expect("same element count")
+    } else {
+        r
+    }
+}
+
+impl Tensor {
+    /// Sum over `axes` (negative counts from the end). d/dx = 1, broadcast back.
+    /// PyTorch: `x.sum(dim=axes, keepdim=keepdim)`.
+    pub fn sum_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let shape = self.shape();
+        let ax = axes_of("sum", axes, shape.len())?;
+        let kept = kept_shape(&shape, &ax);
+        let out = finish(sum_axes(&self.data(), &ax), &kept, keepdim);
+        Ok(Tensor::from_op(out, "sum", &[self], move |g, _| {
+            let g = g.view().into_shape_with_order(IxDyn(&kept)).expect("kept shape");
+            vec![Some(g.broadcast(IxDyn(&shape)).expect("broadcast back").to_owned())]
+        }))
+    }
+
+    /// Sum of all elements, as a scalar.
+    pub fn sum(&self) -> Tensor {
+        let all: Vec<isize> = (0..self.ndim() as isize).collect();
+        self.sum_axes(&all, false).expect("all axes are valid")
+    }
+
+    /// Mean over `axes`. d/dx = 1/n. PyTorch: `x.mean(dim=axes, keepdim=keepdim)`.
+    pub fn mean_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
+        let shape = self.shape();
+        let ax = axes_of("mean", axes, shape.len())?;
+        let n: usize = ax.iter().map(|&a| shape[a]).product();
+        Ok(self.sum_axes(axes, keepdim)?.scale(1.0 / n.max(1) as f32))
+    }
+
+    /// Mean of all elements, as a scalar.
+    pub fn mean(&self) -> Tensor {
+        let n = self.len().max(1);
+        self.sum().scale(1.0 / n as f32)
+    }
+
+    /// Maximum over one axis. The gradient is shared equally by the elements
+    /// equal to the maximum (PyTorch's `amax`). PyTorch: `x.amax(dim, keepdim)`.
+    pub fn max_axis(&self, axis: isize, keepdim: bool) -> Result<Tensor> {
+        let shape = self.shape();
+        let a = axes_of("max", &[axis], shape.len())?[0];
+        if shape[a] == 0 {
+            return Err(crate::Error::shape("max", format!("cannot take the maximum over an empty axis {a} of {shape:?}")));
+        }
+        let kept = kept_shape(&shape, &[a]);
+        let m = self.data().fold_axis(Axis(a), f32::NEG_INFINITY, |&acc, &v| acc.max(v));
+        let out = finish(m.clone(), &kept, keepdim);
+        let xc = self.clone();
+        Ok(Tensor::from_op(out, "max", &[self], move |g, _| {
+            let x = xc.data();
+            let mk = m.view().into_shape_with_order(IxDyn(&kept)).expect("kept").broadcast(x.raw_dim()).expect("bc").to_owned();
+            let is_max = map2(&x, &mk, |v, m| if v == m { 1.0 } else { 0.0 });
+            let count = is_max.sum_axis(Axis(a)).insert_axis(Axis(a));
+            let gk = g.view().into_shape_with_order(IxDyn(&kept)).expect("kept").to_owned() / &count;
+            vec![Some(is_max * &gk)]
+        }))
+    }
+
+    /// Variance over `axes`, biased (divide by n) or unbiased (n - 1).
+    /// Computed as `mean((x - mean(x))²)` so that its gradient comes from the pieces.
+    /// PyTorch: `x.var(dim=axes, unbiased=unbiased, keepdim=keepdim)`.
+    pub fn var_axes(&self, axes: &[isize], unbiased: bool, keepdim: bool) -> Result<Tensor> {
+        let shape = self.shape();
+        let ax = axes_of("var", axes, shape.len())?;
+        let n: usize = ax.iter().map(|&a| shape[a]).product();
+        let centered = self.sub(&self.mean_axes(axes, true)?)?;
+        let denom = if unbiased { n.saturating_sub(1) } else { n };
+        Ok(centered.square().sum_axes(axes, keepdim)?.scale(1.0 / denom.max(1) as f32))
+    }
+
+    /// Softmax over `axis`: `y_i = e^{x_i - max x} / Σ_j e^{x_j - max x}`.
+    /// Backward: `dx = y ⊙ (g - Σ_j g_j y_j)`. PyTorch: `F.softmax(x, dim)`.
+    pub fn softmax(&self, axis: isize) -> Tensor {
+        let a = normalize_axis(axis, self.ndim());
+        let mut out = self.data().to_owned();
+        lanes_mut(&mut out, a, |lane| {
+            let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
+            let mut s = 0.0;
+            lane.iter_mut().for_each(|v| {
+                *v = (*v - m).exp();
+                s += *v;
+            });
+            lane.iter_mut().for_each(|v| *v /= s);
+        });
+        Tensor::from_op(out, "softmax", &[self], move |g, y| {
+            let mut dx = g * y;
+            let s = dx.sum_axis(Axis(a)).insert_axis(Axis(a));
+            Zip::from(&mut dx).and(y).and_broadcast(&s).for_each(|d, &y, &s| *d -= y * s);
+            vec![Some(dx)]
+        })
+    }
+
+    /// Log-softmax over `axis`: `y_i = x_i - max x - ln Σ_j e^{x_j - max x}`.
+    /// Backward: `dx = g - e^y Σ_j g_j`. PyTorch: `F.log_softmax(x, dim)`.
+    pub fn log_softmax(&self, axis: isize) -> Tensor {
+        let a = normalize_axis(axis, self.ndim());
+        let mut out = self.data().to_owned();
+        lanes_mut(&mut out, a, |lane| {
+            let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
+            let lse = m + lane.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+            lane.iter_mut().for_each(|v| *v -= lse);
+        });
+        Tensor::from_op(out, "log_softmax", &[self], move |g, y| {
+            let s = g.sum_axis(Axis(a)).insert_axis(Axis(a));
+            let mut dx = g.to_owned();
+            Zip::from(&mut dx).and(y).and_broadcast(&s).for_each(|d, &y, &s| *d -= y.exp() * s);
+            vec![Some(dx)]
+        })
+    }
+}
+
+/// Apply `f` to every 1-D lane along `axis`, in parallel when the array is large.
+pub(crate) fn lanes_mut(x: &mut ArrayD<f32>, axis: usize, f: impl Fn(&mut ndarray::ArrayViewMut1<f32>) + Sync + Send) {
+    let parallel = x.len() >= PARALLEL_MIN_LEN;
+    let lanes = x.lanes_mut(Axis(axis));
+    if parallel {
+        Zip::from(lanes).par_for_each(|mut l| f(&mut l));
+    } else {
+        Zip::from(lanes).for_each(|mut l| f(&mut l));
+    }
+}

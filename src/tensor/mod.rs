@@ -1,0 +1,306 @@
+//! The [`Tensor`]: an n-dimensional f32 array that remembers how it was made.
+//!
+//! # For a reader who knows micrograd
+//!
+//! micrograd's `Value` holds one number, its `grad`, the `_prev` values it was
+//! computed from and a `_backward` closure. A [`Tensor`] is the same idea at
+//! array scale:
+//!
+//! | micrograd `Value` | [`Tensor`] |
+//! |---|---|
+//! | `data: float` | `data: ArrayD<f32>` (read with [`Tensor::data`]) |
+//! | `grad: float` | `grad: Option<ArrayD<f32>>` (read with [`Tensor::grad`]) |
+//! | `_prev` | the parents in its [`GradFn`] |
+//! | `_backward()` | [`GradFn`]'s closure: output gradient in, one gradient per parent out |
+//! | `backward()` | [`Tensor::backward`]: topological sort, then the closures in reverse |
+//!
+//! Every operation in [`crate::ops`] computes its output and, right beside it,
+//! the closure that maps the output's gradient to its inputs' gradients. A
+//! graph is recorded only when some input requires a gradient and we are not
+//! inside [`no_grad`]; sampling and evaluation therefore record nothing.
+//!
+//! Tensors are cheap handles (`Arc`) to shared storage: cloning a tensor does
+//! not copy its data. Parameters are updated in place by the optimisers
+//! ([`Tensor::update`]), which bumps a version counter that device caches read.
+
+mod graph;
+pub mod gradcheck;
+mod random;
+mod shape;
+
+pub use graph::{is_grad_enabled, no_grad, NoGradGuard};
+pub use random::Rng;
+pub use shape::{broadcast_shapes, reduce_to_shape};
+
+use ndarray::{ArrayD, IxDyn};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The backward closure of one operation: given the gradient of the loss with
+/// respect to the output (and the output's value), return the gradient with
+/// respect to each parent, in order (`None` for a parent that needs none).
+pub type BackwardFn =
+    Box<dyn Fn(&ArrayD<f32>, &ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> + Send + Sync>;
+
+/// How a tensor was computed: the operation's name, its inputs and its backward closure.
+pub struct GradFn {
+    /// The operation's name, for error messages and graph printing.
+    pub name: &'static str,
+    /// The tensors this one was computed from.
+    pub parents: Vec<Tensor>,
+    /// Maps (output gradient, output value) to one gradient per parent.
+    pub backward: BackwardFn,
+}
+
+pub(crate) struct TensorInner {
+    id: usize,
+    data: RwLock<ArrayD<f32>>,
+    grad: Mutex<Option<ArrayD<f32>>>,
+    requires_grad: bool,
+    grad_fn: Option<GradFn>,
+    version: AtomicU64,
+}
+
+/// An n-dimensional f32 tensor with reverse-mode automatic differentiation.
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) inner: Arc<TensorInner>,
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+impl Tensor {
+    fn make(data: ArrayD<f32>, requires_grad: bool, grad_fn: Option<GradFn>) -> Tensor {
+        Tensor {
+            inner: Arc::new(TensorInner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                data: RwLock::new(data),
+                grad: Mutex::new(None),
+                requires_grad,
+                grad_fn,
+                version: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A constant tensor (no gradient) owning `data`.
+    pub fn new(data: ArrayD<f32>) -> Tensor {
+        Tensor::make(data, false, None)
+    }
+
+    /// A leaf tensor that requires a gradient: a trainable parameter.
+    pub fn param(data: ArrayD<f32>) -> Tensor {
+        Tensor::make(data, true, None)
+    }
+
+    /// A constant tensor of `shape` filled from `values` (row-major).
+    ///
+    /// Errors when `values.len()` is not the product of `shape`.
+    pub fn from_vec(values: Vec<f32>, shape: &[usize]) -> crate::Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != values.len() {
+            return Err(crate::Error::shape(
+                "from_vec",
+                format!("{} values cannot fill shape {:?} ({} elements)", values.len(), shape, n),
+            ));
+        }
+        Ok(Tensor::new(ArrayD::from_shape_vec(IxDyn(shape), values).expect("checked length")))
+    }
+
+    /// A constant scalar (0-dimensional) tensor.
+    pub fn scalar(v: f32) -> Tensor {
+        Tensor::new(ArrayD::from_elem(IxDyn(&[]), v))
+    }
+
+    /// A constant tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::new(ArrayD::zeros(IxDyn(shape)))
+    }
+
+    /// A constant tensor of ones.
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::new(ArrayD::ones(IxDyn(shape)))
+    }
+
+    /// A constant tensor filled with `v`.
+    pub fn full(shape: &[usize], v: f32) -> Tensor {
+        Tensor::new(ArrayD::from_elem(IxDyn(shape), v))
+    }
+
+    /// `[0, 1, ..., n-1]` as f32.
+    pub fn arange(n: usize) -> Tensor {
+        Tensor::new(ArrayD::from_shape_fn(IxDyn(&[n]), |i| i[0] as f32))
+    }
+
+    /// Build the output of an operation. A graph node is recorded only when
+    /// gradients are enabled and at least one parent requires a gradient.
+    pub fn from_op(
+        data: ArrayD<f32>,
+        name: &'static str,
+        parents: &[&Tensor],
+        backward: impl Fn(&ArrayD<f32>, &ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let track = is_grad_enabled() && parents.iter().any(|p| p.requires_grad());
+        if !track {
+            return Tensor::new(data);
+        }
+        let grad_fn = GradFn {
+            name,
+            parents: parents.iter().map(|p| (*p).clone()).collect(),
+            backward: Box::new(backward),
+        };
+        Tensor::make(data, true, Some(grad_fn))
+    }
+
+    /// A unique id for this tensor's storage (stable for its lifetime).
+    pub fn id(&self) -> usize {
+        self.inner.id
+    }
+
+    /// Increases each time the data is changed in place ([`Tensor::update`]);
+    /// device caches use `(id, version)` to know when to upload again.
+    pub fn version(&self) -> u64 {
+        self.inner.version.load(Ordering::Acquire)
+    }
+
+    /// Whether gradients flow to (or through) this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.inner.requires_grad
+    }
+
+    /// Whether this tensor is a leaf: not computed by a recorded operation.
+    pub fn is_leaf(&self) -> bool {
+        self.inner.grad_fn.is_none()
+    }
+
+    /// The operation that produced this tensor, if recorded.
+    pub fn grad_fn(&self) -> Option<&GradFn> {
+        self.inner.grad_fn.as_ref()
+    }
+
+    /// Read access to the values.
+    pub fn data(&self) -> RwLockReadGuard<'_, ArrayD<f32>> {
+        self.inner.data.read().expect("tensor data lock poisoned")
+    }
+
+    /// Write access to the values; prefer [`Tensor::update`], which also bumps the version.
+    pub fn data_mut(&self) -> RwLockWriteGuard<'_, ArrayD<f32>> {
+        self.inner.version.fetch_add(1, Ordering::AcqRel);
+        self.inner.data.write().expect("tensor data lock poisoned")
+    }
+
+    /// Change the values in place (an optimiser step), outside any graph.
+    pub fn update(&self, f: impl FnOnce(&mut ArrayD<f32>)) {
+        let mut d = self.data_mut();
+        f(&mut d);
+    }
+
+    /// Replace the values with `values` of the same shape (checkpoint loading).
+    pub fn assign(&self, values: ArrayD<f32>) -> crate::Result<()> {
+        if values.shape() != self.shape().as_slice() {
+            return Err(crate::Error::shape(
+                "assign",
+                format!("cannot assign {:?} to a tensor of shape {:?}", values.shape(), self.shape()),
+            ));
+        }
+        *self.data_mut() = values;
+        Ok(())
+    }
+
+    /// A copy of the values.
+    pub fn to_array(&self) -> ArrayD<f32> {
+        self.data().clone()
+    }
+
+    /// The values in row-major order.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.data().iter().copied().collect()
+    }
+
+    /// The single value of a one-element tensor.
+    ///
+    /// # Panics
+    /// When the tensor has more than one element (a programming error, like `torch.item`).
+    pub fn item(&self) -> f32 {
+        let d = self.data();
+        assert_eq!(d.len(), 1, "item() on a tensor of shape {:?}", d.shape());
+        *d.iter().next().expect("one element")
+    }
+
+    /// The shape, e.g. `[B, C, H, W]`.
+    pub fn shape(&self) -> Vec<usize> {
+        self.data().shape().to_vec()
+    }
+
+    /// The number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.data().ndim()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.data().len()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The size of dimension `axis` (negative counts from the end).
+    pub fn dim(&self, axis: isize) -> usize {
+        let shape = self.shape();
+        shape[normalize_axis(axis, shape.len())]
+    }
+
+    /// The accumulated gradient (after [`Tensor::backward`]).
+    pub fn grad(&self) -> Option<ArrayD<f32>> {
+        self.inner.grad.lock().expect("grad lock poisoned").clone()
+    }
+
+    /// Forget the accumulated gradient.
+    pub fn zero_grad(&self) {
+        *self.inner.grad.lock().expect("grad lock poisoned") = None;
+    }
+
+    /// Replace the accumulated gradient (gradient clipping, tests).
+    pub fn set_grad(&self, g: Option<ArrayD<f32>>) {
+        *self.inner.grad.lock().expect("grad lock poisoned") = g;
+    }
+
+    pub(crate) fn accumulate_grad(&self, g: ArrayD<f32>) {
+        let mut slot = self.inner.grad.lock().expect("grad lock poisoned");
+        match slot.as_mut() {
+            Some(acc) => *acc += &g,
+            None => *slot = Some(g),
+        }
+    }
+
+    /// The same values, cut from the graph: no gradient flows through the result.
+    pub fn detach(&self) -> Tensor {
+        Tensor::new(self.to_array())
+    }
+
+    /// A new leaf parameter with a copy of these values (e.g. an EMA copy).
+    pub fn detach_param(&self) -> Tensor {
+        Tensor::param(self.to_array())
+    }
+}
+
+/// Map a possibly negative axis to `0..ndim`.
+///
+/// # Panics
+/// When the axis is out of range (a programming error in model code).
+pub fn normalize_axis(axis: isize, ndim: usize) -> usize {
+    let a = if axis < 0 { axis + ndim as isize } else { axis };
+    assert!(a >= 0 && (a as usize) < ndim.max(1), "axis {axis} out of range for {ndim} dimensions");
+    a as usize
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = self.grad_fn().map(|g| g.name).unwrap_or("leaf");
+        write!(f, "Tensor(shape={:?}, op={}, requires_grad={})\n{}", self.shape(), op, self.requires_grad(), *self.data())
+    }
+}
