@@ -19,3 +19,6 @@ pub mod ops;
 pub mod tensor;
 
 pub use tensor::{no_grad, Rng, Tensor};
+pub mod io;
+pub mod nn;
+pub mod optim;

@@ -1,0 +1,3 @@
+//! Reading and writing: checkpoints, images, arrays, plots.
+
+pub mod checkpoint;
