@@ -12,5 +12,6 @@
 
 
 
+pub mod backend;
 pub mod error;
 pub use error::{Error, Result};
