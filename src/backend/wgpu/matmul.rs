@@ -143,8 +143,8 @@ pub(super) fn encode_matmul(
     // length and the batch stride are multiples of 4 (tiles start at multiples of 16).
     let contiguous_a = if s.trans_a { s.m } else { s.k };
     let contiguous_b = if s.trans_b { s.k } else { s.n };
-    let vec4_a = contiguous_a % 4 == 0 && s.a_batch_stride % 4 == 0;
-    let vec4_b = contiguous_b % 4 == 0 && s.b_batch_stride % 4 == 0;
+    let vec4_a = contiguous_a.is_multiple_of(4) && s.a_batch_stride.is_multiple_of(4);
+    let vec4_b = contiguous_b.is_multiple_of(4) && s.b_batch_stride.is_multiple_of(4);
     let reduce = mode != BatchMode::PerEntry;
     let params = [
         s.m as u32,
