@@ -298,6 +298,31 @@ fn conv2d_backward_matches_naive() {
 }
 
 #[test]
+fn conv2d_splits_large_batches_into_chunks() {
+    // A private context with a 4 KiB binding cap: the columns of one sample below take
+    // 3 * 9 * 36 * 4 = 3888 bytes, so each of the 5 samples runs as its own chunk and
+    // the weight gradient accumulates across chunks.
+    let Some(_) = ctx() else { return };
+    let ctx = WgpuContext::new().expect("a second context on the same adapter");
+    ctx.cap_binding_bytes(4096);
+    let s = Conv2dShape { batch: 5, in_channels: 3, height: 6, width: 6, out_channels: 4, kernel_h: 3, kernel_w: 3, stride: 1, padding: 1 };
+    let x = values(s.input_len(), 180);
+    let w = values(s.weight_len(), 181);
+    let dy = values(s.output_len(), 182);
+    let y = conv2d_forward(&ctx, &x, &w, None, &s).unwrap();
+    assert_close("chunked forward", &y, &conv_forward_reference(&x, &w, None, &s), 27);
+    let (want_dx, want_dw) = conv_backward_reference(&x, &w, &dy, &s);
+    let dx = conv2d_backward_input(&ctx, &dy, &w, &s).unwrap();
+    assert_close("chunked dx", &dx, &want_dx, 36);
+    let dw = conv2d_backward_weight(&ctx, &x, &dy, &s).unwrap();
+    assert_close("chunked dw", &dw, &want_dw, 5 * 36);
+    // One sample that cannot fit is a clean device error, not a failed dispatch.
+    ctx.cap_binding_bytes(1024);
+    let err = conv2d_forward(&ctx, &x, &w, None, &s).unwrap_err();
+    assert!(matches!(&err, Error::Device(m) if m.contains("largest binding")), "{err}");
+}
+
+#[test]
 fn conv2d_rejects_bad_shapes() {
     let Some(ctx) = ctx() else { return };
     let s = Conv2dShape { batch: 1, in_channels: 2, height: 3, width: 3, out_channels: 1, kernel_h: 5, kernel_w: 5, stride: 1, padding: 0 };

@@ -1,6 +1,7 @@
 //! The device: adapter, device, queue and compiled pipelines, plus the plumbing that
 //! turns wgpu's errors (which panic by default) into [`Error::Device`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wgpu::util::DeviceExt;
@@ -36,6 +37,8 @@ pub struct WgpuContext {
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     memory: Mutex<Memory>,
+    /// A caller's cap on the bytes of one binding (u64::MAX: the adapter's limit).
+    binding_cap: AtomicU64,
 }
 
 /// The backends named by `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`, or a comma
@@ -151,6 +154,7 @@ impl WgpuContext {
             uncaptured,
             lost,
             memory: Mutex::new(Memory::default()),
+            binding_cap: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -170,9 +174,18 @@ impl WgpuContext {
         format!("{} ({:?}, {:?}, driver {} {})", self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info)
     }
 
-    /// The largest buffer a kernel can bind, in bytes.
+    /// The largest buffer a kernel may bind, in bytes: the adapter's limit, or the cap
+    /// set by [`WgpuContext::cap_binding_bytes`] when lower. Convolutions split their
+    /// batch into chunks that fit; a matmul operand above it is an error.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        let adapter = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        adapter.min(self.binding_cap.load(Ordering::Relaxed))
+    }
+
+    /// Caps the bytes of one binding below the adapter's limit (to bound the GPU memory
+    /// a convolution's columns take; `u64::MAX` removes the cap).
+    pub fn cap_binding_bytes(&self, bytes: u64) {
+        self.binding_cap.store(bytes.max(16), Ordering::Relaxed);
     }
 
     /// Memory-traffic counters since the context was created.
