@@ -52,11 +52,20 @@ mod bench {
         // C = 1 · A B + 0 · C, all row-major (row stride n, column stride 1)
         unsafe {
             matrixmultiply::sgemm(
-                n, n, n, 1.0,
-                a.as_ptr(), n as isize, 1,
-                b.as_ptr(), n as isize, 1,
+                n,
+                n,
+                n,
+                1.0,
+                a.as_ptr(),
+                n as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
                 0.0,
-                c.as_mut_ptr(), n as isize, 1,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             );
         }
         c
@@ -64,30 +73,51 @@ mod bench {
 
     pub fn main() -> dalle::Result<()> {
         let args = Args::parse();
-        let (sizes, reps) = if args.smoke { (vec![64, 128], 1) } else { (args.sizes, 5) };
+        let (sizes, reps) = if args.smoke {
+            (vec![64, 128], 1)
+        } else {
+            (args.sizes, 5)
+        };
         let ctx = global()?;
         println!("adapter: {}", ctx.describe());
         if ctx.is_software() {
             println!("note: a software rasterizer (device type Cpu): these wgpu numbers are a correctness run, not a GPU speed");
         }
-        let threads = std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "physical cores".into());
+        let threads =
+            std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "physical cores".into());
         println!("cpu: matrixmultiply::sgemm, threads = {threads}; median of {reps} calls after a warm-up\n");
         println!(
             "{:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9}",
             "n", "cpu ms", "GFLOP/s", "upload ms", "GFLOP/s", "resid. ms", "GFLOP/s", "max diff"
         );
         for n in sizes {
-            let a: Vec<f32> = (0..n * n).map(|i| ((i * 7 + 3) % 13) as f32 / 13.0 - 0.5).collect();
-            let b: Vec<f32> = (0..n * n).map(|i| ((i * 5 + 1) % 11) as f32 / 11.0 - 0.5).collect();
+            let a: Vec<f32> = (0..n * n)
+                .map(|i| ((i * 7 + 3) % 13) as f32 / 13.0 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..n * n)
+                .map(|i| ((i * 5 + 1) % 11) as f32 / 11.0 - 0.5)
+                .collect();
             let shape = MatmulShape::new(n, n, n);
             let (t_cpu, c_cpu) = time(reps, || cpu_sgemm(&a, &b, n));
             let (t_up, c_up) = time(reps, || matmul(ctx, &a, &b, &shape));
             let c_up = c_up?;
-            let (t_res, c_res) =
-                time(reps, || matmul(ctx, Operand::resident(1, n as u64, &a), Operand::resident(2, n as u64, &b), &shape));
+            let (t_res, c_res) = time(reps, || {
+                matmul(
+                    ctx,
+                    Operand::resident(1, n as u64, &a),
+                    Operand::resident(2, n as u64, &b),
+                    &shape,
+                )
+            });
             let c_res = c_res?;
             let scale = c_cpu.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-            let max_diff = |c: &[f32]| c_cpu.iter().zip(c).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let max_diff = |c: &[f32]| {
+                c_cpu
+                    .iter()
+                    .zip(c)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max)
+            };
             let diff = max_diff(&c_up).max(max_diff(&c_res)) / scale;
             println!(
                 "{n:>6} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>9.1e}",

@@ -12,8 +12,8 @@
 #![cfg(feature = "wgpu")]
 
 use dalle::backend::wgpu::{
-    bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global, matmul, Conv2dShape,
-    MatmulShape, Operand, WgpuContext,
+    bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global, matmul,
+    Conv2dShape, MatmulShape, Operand, WgpuContext,
 };
 use dalle::Error;
 
@@ -80,8 +80,16 @@ fn matmul_reference(a: &[f32], b: &[f32], s: &MatmulShape) -> Vec<Exact> {
             for j in 0..s.n {
                 let cell = &mut c[(bi * s.m + i) * s.n + j];
                 for p in 0..s.k {
-                    let av = if s.trans_a { a[bi * s.a_batch_stride + p * s.m + i] } else { a[bi * s.a_batch_stride + i * s.k + p] };
-                    let bv = if s.trans_b { b[bi * s.b_batch_stride + j * s.k + p] } else { b[bi * s.b_batch_stride + p * s.n + j] };
+                    let av = if s.trans_a {
+                        a[bi * s.a_batch_stride + p * s.m + i]
+                    } else {
+                        a[bi * s.a_batch_stride + i * s.k + p]
+                    };
+                    let bv = if s.trans_b {
+                        b[bi * s.b_batch_stride + j * s.k + p]
+                    } else {
+                        b[bi * s.b_batch_stride + p * s.n + j]
+                    };
                     cell.add(av, bv);
                 }
             }
@@ -91,8 +99,16 @@ fn matmul_reference(a: &[f32], b: &[f32], s: &MatmulShape) -> Vec<Exact> {
 }
 
 fn check_matmul(ctx: &WgpuContext, s: MatmulShape, seed: u64) {
-    let a_len = if s.batch == 0 { 0 } else { (s.batch - 1) * s.a_batch_stride + s.m * s.k };
-    let b_len = if s.batch == 0 { 0 } else { (s.batch - 1) * s.b_batch_stride + s.k * s.n };
+    let a_len = if s.batch == 0 {
+        0
+    } else {
+        (s.batch - 1) * s.a_batch_stride + s.m * s.k
+    };
+    let b_len = if s.batch == 0 {
+        0
+    } else {
+        (s.batch - 1) * s.b_batch_stride + s.k * s.n
+    };
     let a = values(a_len, seed);
     let b = values(b_len, seed + 1);
     let got = matmul(ctx, &a, &b, &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
@@ -108,7 +124,10 @@ fn matmul_one_by_one() {
         check_matmul(ctx, MatmulShape::new(1, 1, 1).transposed(ta, tb), 1);
     }
     // 2 x 3 = 6 exactly: catches a kernel that writes nothing or the wrong cell.
-    assert_eq!(matmul(ctx, &vec![2.0], &vec![3.0], &MatmulShape::new(1, 1, 1)).unwrap(), vec![6.0]);
+    assert_eq!(
+        matmul(ctx, &vec![2.0], &vec![3.0], &MatmulShape::new(1, 1, 1)).unwrap(),
+        vec![6.0]
+    );
 }
 
 #[test]
@@ -150,14 +169,27 @@ fn matmul_multi_tile_and_zero_sizes() {
     let Some(ctx) = ctx() else { return };
     check_matmul(ctx, MatmulShape::new(130, 100, 70), 9);
     // k = 0: an empty sum is zero; m = 0: an empty result.
-    assert_eq!(matmul(ctx, &vec![], &vec![], &MatmulShape::new(2, 0, 3)).unwrap(), vec![0.0; 6]);
-    assert!(matmul(ctx, &vec![], &vec![1.0; 3], &MatmulShape::new(0, 1, 3)).unwrap().is_empty());
+    assert_eq!(
+        matmul(ctx, &vec![], &vec![], &MatmulShape::new(2, 0, 3)).unwrap(),
+        vec![0.0; 6]
+    );
+    assert!(
+        matmul(ctx, &vec![], &vec![1.0; 3], &MatmulShape::new(0, 1, 3))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn matmul_rejects_short_operands() {
     let Some(ctx) = ctx() else { return };
-    let err = matmul(ctx, &vec![0.0; 5], &vec![0.0; 6], &MatmulShape::new(2, 3, 2)).unwrap_err();
+    let err = matmul(
+        ctx,
+        &vec![0.0; 5],
+        &vec![0.0; 6],
+        &MatmulShape::new(2, 3, 2),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
 }
 
@@ -177,7 +209,12 @@ fn matmul_accepts_ndarray_views() {
 }
 
 /// Naive convolution, forward: y[b][o][oy][ox] = Σ_{c,ky,kx} w[o][c][ky][kx] x[b][c][oy s - p + ky][ox s - p + kx].
-fn conv_forward_reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2dShape) -> Vec<Exact> {
+fn conv_forward_reference(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    s: &Conv2dShape,
+) -> Vec<Exact> {
     let (ho, wo) = (s.out_height(), s.out_width());
     let mut y = vec![Exact::default(); s.output_len()];
     for b in 0..s.batch {
@@ -193,11 +230,18 @@ fn conv_forward_reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2d
                             for kx in 0..s.kernel_w {
                                 let iy = (oy * s.stride + ky) as isize - s.padding as isize;
                                 let ix = (ox * s.stride + kx) as isize - s.padding as isize;
-                                if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= s.height as isize
+                                    || ix >= s.width as isize
+                                {
                                     continue;
                                 }
-                                let xv = x[((b * s.in_channels + c) * s.height + iy as usize) * s.width + ix as usize];
-                                let wv = w[((o * s.in_channels + c) * s.kernel_h + ky) * s.kernel_w + kx];
+                                let xv = x[((b * s.in_channels + c) * s.height + iy as usize)
+                                    * s.width
+                                    + ix as usize];
+                                let wv = w
+                                    [((o * s.in_channels + c) * s.kernel_h + ky) * s.kernel_w + kx];
                                 cell.add(xv, wv);
                             }
                         }
@@ -211,7 +255,12 @@ fn conv_forward_reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, s: &Conv2d
 
 /// Naive input and weight gradients of the forward above, by scattering each dy term
 /// to every input and weight element it came from (the GPU gathers instead).
-fn conv_backward_reference(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<Exact>, Vec<Exact>) {
+fn conv_backward_reference(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    s: &Conv2dShape,
+) -> (Vec<Exact>, Vec<Exact>) {
     let (ho, wo) = (s.out_height(), s.out_width());
     let mut dx = vec![Exact::default(); s.input_len()];
     let mut dw = vec![Exact::default(); s.weight_len()];
@@ -225,11 +274,18 @@ fn conv_backward_reference(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) ->
                             for kx in 0..s.kernel_w {
                                 let iy = (oy * s.stride + ky) as isize - s.padding as isize;
                                 let ix = (ox * s.stride + kx) as isize - s.padding as isize;
-                                if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= s.height as isize
+                                    || ix >= s.width as isize
+                                {
                                     continue;
                                 }
-                                let xi = ((b * s.in_channels + c) * s.height + iy as usize) * s.width + ix as usize;
-                                let wi = ((o * s.in_channels + c) * s.kernel_h + ky) * s.kernel_w + kx;
+                                let xi = ((b * s.in_channels + c) * s.height + iy as usize)
+                                    * s.width
+                                    + ix as usize;
+                                let wi =
+                                    ((o * s.in_channels + c) * s.kernel_h + ky) * s.kernel_w + kx;
                                 dx[xi].add(g, w[wi]); // ∂L/∂x += dy · w
                                 dw[wi].add(g, x[xi]); // ∂L/∂w += dy · x
                             }
@@ -264,7 +320,17 @@ fn conv_shapes() -> Vec<Conv2dShape> {
         }
     }
     // a rectangular kernel and one channel in
-    shapes.push(Conv2dShape { batch: 3, in_channels: 1, height: 5, width: 9, out_channels: 3, kernel_h: 3, kernel_w: 2, stride: 2, padding: 1 });
+    shapes.push(Conv2dShape {
+        batch: 3,
+        in_channels: 1,
+        height: 5,
+        width: 9,
+        out_channels: 3,
+        kernel_h: 3,
+        kernel_w: 2,
+        stride: 2,
+        padding: 1,
+    });
     shapes
 }
 
@@ -276,9 +342,15 @@ fn conv2d_forward_matches_naive() {
         let w = values(s.weight_len(), 40 + i as u64);
         let bias = values(s.out_channels, 60 + i as u64);
         let with_bias = i % 2 == 0;
-        let y = conv2d_forward(ctx, &x, &w, with_bias.then(|| Operand::host(&bias)), &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        let y = conv2d_forward(ctx, &x, &w, with_bias.then(|| Operand::host(&bias)), &s)
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"));
         let want = conv_forward_reference(&x, &w, with_bias.then_some(&bias[..]), &s);
-        assert_close(&format!("forward {s:?}"), &y, &want, s.in_channels * s.kernel_h * s.kernel_w);
+        assert_close(
+            &format!("forward {s:?}"),
+            &y,
+            &want,
+            s.in_channels * s.kernel_h * s.kernel_w,
+        );
     }
 }
 
@@ -291,9 +363,19 @@ fn conv2d_backward_matches_naive() {
         let dy = values(s.output_len(), 120 + i as u64);
         let (want_dx, want_dw) = conv_backward_reference(&x, &w, &dy, &s);
         let dx = conv2d_backward_input(ctx, &dy, &w, &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-        assert_close(&format!("dx {s:?}"), &dx, &want_dx, s.out_channels * s.kernel_h * s.kernel_w);
+        assert_close(
+            &format!("dx {s:?}"),
+            &dx,
+            &want_dx,
+            s.out_channels * s.kernel_h * s.kernel_w,
+        );
         let dw = conv2d_backward_weight(ctx, &x, &dy, &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-        assert_close(&format!("dw {s:?}"), &dw, &want_dw, s.batch * s.out_height() * s.out_width());
+        assert_close(
+            &format!("dw {s:?}"),
+            &dw,
+            &want_dw,
+            s.batch * s.out_height() * s.out_width(),
+        );
     }
 }
 
@@ -305,12 +387,27 @@ fn conv2d_splits_large_batches_into_chunks() {
     let Some(_) = ctx() else { return };
     let ctx = WgpuContext::new().expect("a second context on the same adapter");
     ctx.cap_binding_bytes(4096);
-    let s = Conv2dShape { batch: 5, in_channels: 3, height: 6, width: 6, out_channels: 4, kernel_h: 3, kernel_w: 3, stride: 1, padding: 1 };
+    let s = Conv2dShape {
+        batch: 5,
+        in_channels: 3,
+        height: 6,
+        width: 6,
+        out_channels: 4,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    };
     let x = values(s.input_len(), 180);
     let w = values(s.weight_len(), 181);
     let dy = values(s.output_len(), 182);
     let y = conv2d_forward(&ctx, &x, &w, None, &s).unwrap();
-    assert_close("chunked forward", &y, &conv_forward_reference(&x, &w, None, &s), 27);
+    assert_close(
+        "chunked forward",
+        &y,
+        &conv_forward_reference(&x, &w, None, &s),
+        27,
+    );
     let (want_dx, want_dw) = conv_backward_reference(&x, &w, &dy, &s);
     let dx = conv2d_backward_input(&ctx, &dy, &w, &s).unwrap();
     assert_close("chunked dx", &dx, &want_dx, 36);
@@ -319,16 +416,33 @@ fn conv2d_splits_large_batches_into_chunks() {
     // One sample that cannot fit is a clean device error, not a failed dispatch.
     ctx.cap_binding_bytes(1024);
     let err = conv2d_forward(&ctx, &x, &w, None, &s).unwrap_err();
-    assert!(matches!(&err, Error::Device(m) if m.contains("largest binding")), "{err}");
+    assert!(
+        matches!(&err, Error::Device(m) if m.contains("largest binding")),
+        "{err}"
+    );
 }
 
 #[test]
 fn conv2d_rejects_bad_shapes() {
     let Some(ctx) = ctx() else { return };
-    let s = Conv2dShape { batch: 1, in_channels: 2, height: 3, width: 3, out_channels: 1, kernel_h: 5, kernel_w: 5, stride: 1, padding: 0 };
+    let s = Conv2dShape {
+        batch: 1,
+        in_channels: 2,
+        height: 3,
+        width: 3,
+        out_channels: 1,
+        kernel_h: 5,
+        kernel_w: 5,
+        stride: 1,
+        padding: 0,
+    };
     let err = conv2d_forward(ctx, &vec![0.0; 18], &vec![0.0; 50], None, &s).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
-    let s = Conv2dShape { kernel_h: 3, kernel_w: 3, ..s };
+    let s = Conv2dShape {
+        kernel_h: 3,
+        kernel_w: 3,
+        ..s
+    };
     let err = conv2d_forward(ctx, &vec![0.0; 17], &vec![0.0; 18], None, &s).unwrap_err();
     assert!(err.to_string().contains("x has 17 elements"), "{err}");
 }
@@ -395,16 +509,34 @@ fn temporaries_come_from_the_pool() {
         matmul(&ctx, &a, &b, &s).unwrap();
     }
     let stats = ctx.stats();
-    assert_eq!(stats.buffers_created, created, "repeated calls allocate nothing new");
+    assert_eq!(
+        stats.buffers_created, created,
+        "repeated calls allocate nothing new"
+    );
     assert!(stats.buffers_reused >= 3 * created);
 }
 
 #[test]
 fn shader_errors_are_device_errors() {
     let Some(ctx) = ctx() else { return };
-    let err = ctx.compile_pipeline("broken.wgsl", "@compute @workgroup_size(1) fn main( {", "main").unwrap_err();
-    assert!(matches!(&err, Error::Device(m) if m.contains("broken.wgsl")), "{err}");
-    let err = ctx.compile_pipeline("ok.wgsl", "@compute @workgroup_size(1) fn main() {}", "missing").unwrap_err();
+    let err = ctx
+        .compile_pipeline(
+            "broken.wgsl",
+            "@compute @workgroup_size(1) fn main( {",
+            "main",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Device(m) if m.contains("broken.wgsl")),
+        "{err}"
+    );
+    let err = ctx
+        .compile_pipeline(
+            "ok.wgsl",
+            "@compute @workgroup_size(1) fn main() {}",
+            "missing",
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::Device(_)), "{err}");
     // The context still works after the failed compiles.
     check_matmul(ctx, MatmulShape::new(2, 3, 4), 170);
@@ -412,6 +544,11 @@ fn shader_errors_are_device_errors() {
 
 #[test]
 fn no_backend_is_a_clean_error() {
-    let err = WgpuContext::with_backends(wgpu::Backends::empty()).err().expect("no adapter without backends");
-    assert!(matches!(&err, Error::Device(m) if m.contains("no wgpu adapter found")), "{err}");
+    let err = WgpuContext::with_backends(wgpu::Backends::empty())
+        .err()
+        .expect("no adapter without backends");
+    assert!(
+        matches!(&err, Error::Device(m) if m.contains("no wgpu adapter found")),
+        "{err}"
+    );
 }

@@ -86,8 +86,14 @@ impl WgpuContext {
     /// Like [`WgpuContext::new`] but on the given backends, ignoring `WGPU_BACKEND`
     /// (`wgpu::Backends::empty()` gives the no-adapter error).
     pub fn with_backends(backends: wgpu::Backends) -> Result<Self> {
-        std::panic::catch_unwind(|| pollster::block_on(Self::create(backends)))
-            .unwrap_or_else(|p| Err(device_error(format!("wgpu initialisation panicked: {}", panic_message(&*p)))))
+        std::panic::catch_unwind(|| pollster::block_on(Self::create(backends))).unwrap_or_else(
+            |p| {
+                Err(device_error(format!(
+                    "wgpu initialisation panicked: {}",
+                    panic_message(&*p)
+                )))
+            },
+        )
     }
 
     async fn create(backends: wgpu::Backends) -> Result<Self> {
@@ -120,7 +126,12 @@ impl WgpuContext {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| device_error(format!("opening a device on {} ({:?}): {e}", info.name, info.backend)))?;
+            .map_err(|e| {
+                device_error(format!(
+                    "opening a device on {} ({:?}): {e}",
+                    info.name, info.backend
+                ))
+            })?;
 
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&uncaptured);
@@ -171,14 +182,22 @@ impl WgpuContext {
 
     /// One line naming the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?}, driver {} {})", self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info)
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
     }
 
     /// The largest buffer a kernel may bind, in bytes: the adapter's limit, or the cap
     /// set by [`WgpuContext::cap_binding_bytes`] when lower. Convolutions split their
     /// batch into chunks that fit; a matmul operand above it is an error.
     pub fn max_binding_bytes(&self) -> u64 {
-        let adapter = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let adapter =
+            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
         adapter.min(self.binding_cap.load(Ordering::Relaxed))
     }
 
@@ -215,13 +234,20 @@ impl WgpuContext {
     /// Compiles WGSL `source` and builds a compute pipeline for `entry`. Compile and
     /// validation errors come back as [`Error::Device`] naming `label` and `entry`. The
     /// built-in kernels are compiled through this at creation.
-    pub fn compile_pipeline(&self, label: &str, source: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
+    pub fn compile_pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
         let _guard = self.lock()?;
         compile(&self.device, label, source, entry)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Memory>> {
-        self.memory.lock().map_err(|_| device_error("wgpu context lock poisoned by an earlier panic"))
+        self.memory
+            .lock()
+            .map_err(|_| device_error("wgpu context lock poisoned by an earlier panic"))
     }
 
     /// Starts one GPU job: takes the lock, checks the device is alive, opens error scopes.
@@ -231,7 +257,14 @@ impl WgpuContext {
             return Err(device_error(lost));
         }
         push_scopes(&self.device);
-        Ok(Job { ctx: self, memory, label, encoder: None, scratch: Vec::new(), scopes_open: true })
+        Ok(Job {
+            ctx: self,
+            memory,
+            label,
+            encoder: None,
+            scratch: Vec::new(),
+            scopes_open: true,
+        })
     }
 }
 
@@ -249,7 +282,12 @@ fn pop_scopes(device: &wgpu::Device) -> Option<wgpu::Error> {
     internal.or(validation).or(oom)
 }
 
-fn compile(device: &wgpu::Device, label: &str, source: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
+fn compile(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> Result<wgpu::ComputePipeline> {
     push_scopes(device);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
@@ -297,7 +335,9 @@ impl Job<'_> {
         let bytes = len as u64 * 4;
         self.check_size(what, bytes)?;
         let size = size_class(bytes, self.ctx.max_binding_bytes());
-        let buffer = self.memory.acquire(&self.ctx.device, BufferKind::Storage, size);
+        let buffer = self
+            .memory
+            .acquire(&self.ctx.device, BufferKind::Storage, size);
         self.scratch.push((BufferKind::Storage, buffer.clone()));
         Ok(buffer)
     }
@@ -305,7 +345,9 @@ impl Job<'_> {
     /// Writes `data` at the start of `buffer` before the next submission.
     pub(super) fn write(&mut self, buffer: &wgpu::Buffer, data: &[f32]) {
         if !data.is_empty() {
-            self.ctx.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+            self.ctx
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
             self.memory.stats.host_uploads += 1;
             self.memory.stats.bytes_uploaded += data.len() as u64 * 4;
         }
@@ -331,8 +373,9 @@ impl Job<'_> {
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         let device = &self.ctx.device;
         let label = self.label;
-        self.encoder
-            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) }))
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+        })
     }
 
     /// Records one dispatch of `pipeline` with `params` as its uniform (binding 0) and
@@ -360,9 +403,15 @@ impl Job<'_> {
             contents: bytemuck::cast_slice(params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
         for (i, buffer) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: buffer.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buffer.as_entire_binding(),
+            });
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(self.label),
@@ -372,7 +421,10 @@ impl Job<'_> {
         let label = self.label;
         let mut pass = self
             .encoder()
-            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -417,9 +469,12 @@ impl Job<'_> {
         }
         let bytes = len as u64 * 4;
         let size = size_class(bytes, u64::MAX);
-        let staging = self.memory.acquire(&self.ctx.device, BufferKind::Staging, size);
+        let staging = self
+            .memory
+            .acquire(&self.ctx.device, BufferKind::Staging, size);
         self.scratch.push((BufferKind::Staging, staging.clone()));
-        self.encoder().copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.encoder()
+            .copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         self.submit()?;
         let (sender, receiver) = std::sync::mpsc::channel();
         let slice = staging.slice(..bytes);
@@ -432,8 +487,18 @@ impl Job<'_> {
             .map_err(|e| device_error(format!("{}: waiting for the read-back: {e}", self.label)))?;
         match receiver.try_recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(device_error(format!("{}: mapping the result: {e}", self.label))),
-            Err(_) => return Err(device_error(format!("{}: the result was never mapped", self.label))),
+            Ok(Err(e)) => {
+                return Err(device_error(format!(
+                    "{}: mapping the result: {e}",
+                    self.label
+                )))
+            }
+            Err(_) => {
+                return Err(device_error(format!(
+                    "{}: the result was never mapped",
+                    self.label
+                )))
+            }
         }
         let values = {
             let view = slice.get_mapped_range();
@@ -448,7 +513,12 @@ impl Job<'_> {
     pub(super) fn finish(mut self) -> Result<()> {
         self.scopes_open = false;
         let scoped = pop_scopes(&self.ctx.device);
-        let uncaptured: Vec<String> = self.ctx.uncaptured.lock().map(|mut e| e.drain(..).collect()).unwrap_or_default();
+        let uncaptured: Vec<String> = self
+            .ctx
+            .uncaptured
+            .lock()
+            .map(|mut e| e.drain(..).collect())
+            .unwrap_or_default();
         let lost = self.ctx.lost.lock().ok().and_then(|l| l.clone());
         if let Some(e) = scoped {
             return Err(device_error(format!("{}: {e}", self.label)));

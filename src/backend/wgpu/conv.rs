@@ -78,9 +78,14 @@ impl Conv2dShape {
     /// Checks the hyper-parameters and that each tensor has the length the shape needs.
     fn check(&self, tensors: &[(&str, usize, usize)]) -> Result<()> {
         if self.stride == 0 || self.kernel_h == 0 || self.kernel_w == 0 {
-            return Err(Error::shape("wgpu conv2d", format!("{self:?}: stride and kernel must be >= 1")));
+            return Err(Error::shape(
+                "wgpu conv2d",
+                format!("{self:?}: stride and kernel must be >= 1"),
+            ));
         }
-        if self.height + 2 * self.padding < self.kernel_h || self.width + 2 * self.padding < self.kernel_w {
+        if self.height + 2 * self.padding < self.kernel_h
+            || self.width + 2 * self.padding < self.kernel_w
+        {
             return Err(Error::shape(
                 "wgpu conv2d",
                 format!(
@@ -94,7 +99,10 @@ impl Conv2dShape {
         }
         for &(name, got, want) in tensors {
             if got != want {
-                return Err(Error::shape("wgpu conv2d", format!("{name} has {got} elements, {self:?} expects {want}")));
+                return Err(Error::shape(
+                    "wgpu conv2d",
+                    format!("{name} has {got} elements, {self:?} expects {want}"),
+                ));
             }
         }
         Ok(())
@@ -150,9 +158,21 @@ fn samples(data: &[f32], per: usize, start: usize, count: usize) -> &[f32] {
 }
 
 /// Records im2col of `count` samples in `x` into `cols`.
-fn encode_im2col(job: &mut Job<'_>, ctx: &WgpuContext, s: &Conv2dShape, x: &wgpu::Buffer, cols: &wgpu::Buffer, count: usize) -> Result<()> {
+fn encode_im2col(
+    job: &mut Job<'_>,
+    ctx: &WgpuContext,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    cols: &wgpu::Buffer,
+    count: usize,
+) -> Result<()> {
     let total = count * s.patch_len() * s.out_plane();
-    job.dispatch_elementwise(&ctx.pipelines.im2col, &s.params(count, total), &[x, cols], total)
+    job.dispatch_elementwise(
+        &ctx.pipelines.im2col,
+        &s.params(count, total),
+        &[x, cols],
+        total,
+    )
 }
 
 /// Convolution forward: `y = conv2d(x, w) + bias`, returned as `(N, Cout, Ho, Wo)`.
@@ -167,7 +187,10 @@ pub fn conv2d_forward<'a>(
     s: &Conv2dShape,
 ) -> Result<Vec<f32>> {
     let (x, w) = (x.into(), w.into());
-    s.check(&[("x", x.len(), s.input_len()), ("w", w.len(), s.weight_len())])?;
+    s.check(&[
+        ("x", x.len(), s.input_len()),
+        ("w", w.len(), s.weight_len()),
+    ])?;
     if let Some(bias) = &bias {
         s.check(&[("bias", bias.len(), s.out_channels)])?;
     }
@@ -175,7 +198,11 @@ pub fn conv2d_forward<'a>(
         return Ok(Vec::new());
     }
     let chunk = s.chunk(ctx)?;
-    let (x_per, y_per, cols_per) = (s.input_len() / s.batch, s.out_channels * s.out_plane(), s.patch_len() * s.out_plane());
+    let (x_per, y_per, cols_per) = (
+        s.input_len() / s.batch,
+        s.out_channels * s.out_plane(),
+        s.patch_len() * s.out_plane(),
+    );
     let mut job = ctx.job("wgpu conv2d_forward")?;
     let w_buf = job.upload("w", &w)?;
     let bias_buf = bias.as_ref().map(|b| job.upload("bias", b)).transpose()?;
@@ -188,11 +215,23 @@ pub fn conv2d_forward<'a>(
         job.write(&x_buf, samples(x.data(), x_per, start, count));
         encode_im2col(&mut job, ctx, s, &x_buf, &cols, count)?;
         // y[b] (Cout, Ho Wo) = W (Cout, C kh kw) · cols[b] (C kh kw, Ho Wo)
-        let mm = MatmulShape::batched(count, s.out_channels, s.patch_len(), s.out_plane()).strides(0, cols_per);
-        encode_matmul(&mut job, ctx, [&w_buf, &cols, &y_buf], &mm, BatchMode::PerEntry)?;
+        let mm = MatmulShape::batched(count, s.out_channels, s.patch_len(), s.out_plane())
+            .strides(0, cols_per);
+        encode_matmul(
+            &mut job,
+            ctx,
+            [&w_buf, &cols, &y_buf],
+            &mm,
+            BatchMode::PerEntry,
+        )?;
         if let Some(bias_buf) = &bias_buf {
             let total = count * y_per;
-            job.dispatch_elementwise(&ctx.pipelines.bias_add, &s.params(count, total), &[bias_buf, &y_buf], total)?;
+            job.dispatch_elementwise(
+                &ctx.pipelines.bias_add,
+                &s.params(count, total),
+                &[bias_buf, &y_buf],
+                total,
+            )?;
         }
         y.extend(job.read(&y_buf, count * y_per)?);
     }
@@ -210,12 +249,19 @@ pub fn conv2d_backward_input<'a>(
     s: &Conv2dShape,
 ) -> Result<Vec<f32>> {
     let (dy, w) = (dy.into(), w.into());
-    s.check(&[("dy", dy.len(), s.output_len()), ("w", w.len(), s.weight_len())])?;
+    s.check(&[
+        ("dy", dy.len(), s.output_len()),
+        ("w", w.len(), s.weight_len()),
+    ])?;
     if s.input_len() == 0 {
         return Ok(Vec::new());
     }
     let chunk = s.chunk(ctx)?;
-    let (x_per, y_per, cols_per) = (s.input_len() / s.batch, s.out_channels * s.out_plane(), s.patch_len() * s.out_plane());
+    let (x_per, y_per, cols_per) = (
+        s.input_len() / s.batch,
+        s.out_channels * s.out_plane(),
+        s.patch_len() * s.out_plane(),
+    );
     let mut job = ctx.job("wgpu conv2d_backward_input")?;
     let w_buf = job.upload("w", &w)?;
     let dy_buf = job.scratch("dy chunk", chunk * y_per)?;
@@ -229,9 +275,20 @@ pub fn conv2d_backward_input<'a>(
         let mm = MatmulShape::batched(count, s.patch_len(), s.out_channels, s.out_plane())
             .transposed(true, false)
             .strides(0, y_per);
-        encode_matmul(&mut job, ctx, [&w_buf, &dy_buf, &dcols], &mm, BatchMode::PerEntry)?;
+        encode_matmul(
+            &mut job,
+            ctx,
+            [&w_buf, &dy_buf, &dcols],
+            &mm,
+            BatchMode::PerEntry,
+        )?;
         let total = count * x_per;
-        job.dispatch_elementwise(&ctx.pipelines.col2im, &s.params(count, total), &[&dcols, &dx_buf], total)?;
+        job.dispatch_elementwise(
+            &ctx.pipelines.col2im,
+            &s.params(count, total),
+            &[&dcols, &dx_buf],
+            total,
+        )?;
         dx.extend(job.read(&dx_buf, total)?);
     }
     job.finish()?;
@@ -250,7 +307,10 @@ pub fn conv2d_backward_weight<'a>(
     s: &Conv2dShape,
 ) -> Result<Vec<f32>> {
     let (x, dy) = (x.into(), dy.into());
-    s.check(&[("x", x.len(), s.input_len()), ("dy", dy.len(), s.output_len())])?;
+    s.check(&[
+        ("x", x.len(), s.input_len()),
+        ("dy", dy.len(), s.output_len()),
+    ])?;
     if s.weight_len() == 0 {
         return Ok(Vec::new());
     }
@@ -258,7 +318,11 @@ pub fn conv2d_backward_weight<'a>(
         return Ok(vec![0.0; s.weight_len()]);
     }
     let chunk = s.chunk(ctx)?;
-    let (x_per, y_per, cols_per) = (s.input_len() / s.batch, s.out_channels * s.out_plane(), s.patch_len() * s.out_plane());
+    let (x_per, y_per, cols_per) = (
+        s.input_len() / s.batch,
+        s.out_channels * s.out_plane(),
+        s.patch_len() * s.out_plane(),
+    );
     let mut job = ctx.job("wgpu conv2d_backward_weight")?;
     let x_buf = job.scratch("x chunk", chunk * x_per)?;
     let dy_buf = job.scratch("dy chunk", chunk * y_per)?;
@@ -273,7 +337,11 @@ pub fn conv2d_backward_weight<'a>(
         let mm = MatmulShape::batched(count, s.out_channels, s.out_plane(), s.patch_len())
             .transposed(false, true)
             .strides(y_per, cols_per);
-        let mode = if i == 0 { BatchMode::Sum } else { BatchMode::SumInto };
+        let mode = if i == 0 {
+            BatchMode::Sum
+        } else {
+            BatchMode::SumInto
+        };
         encode_matmul(&mut job, ctx, [&dy_buf, &cols, &dw], &mm, mode)?;
         // the next chunk overwrites x_buf and dy_buf: let this one finish first
         job.submit()?;
@@ -311,7 +379,12 @@ pub fn bias_add<'a>(
     params[10] = channels as u32;
     params[11] = plane as u32;
     params[12] = total as u32;
-    job.dispatch_elementwise(&ctx.pipelines.bias_add, &params, &[&bias_buf, &y_buf], total)?;
+    job.dispatch_elementwise(
+        &ctx.pipelines.bias_add,
+        &params,
+        &[&bias_buf, &y_buf],
+        total,
+    )?;
     let out = job.read(&y_buf, total)?;
     job.finish()?;
     Ok(out)

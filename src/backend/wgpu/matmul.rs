@@ -38,17 +38,34 @@ impl MatmulShape {
 
     /// `batch` products with densely packed operands (strides `m k` and `k n`).
     pub fn batched(batch: usize, m: usize, k: usize, n: usize) -> Self {
-        MatmulShape { batch, m, k, n, trans_a: false, trans_b: false, a_batch_stride: m * k, b_batch_stride: k * n }
+        MatmulShape {
+            batch,
+            m,
+            k,
+            n,
+            trans_a: false,
+            trans_b: false,
+            a_batch_stride: m * k,
+            b_batch_stride: k * n,
+        }
     }
 
     /// The same shape with the given transpose flags.
     pub fn transposed(self, trans_a: bool, trans_b: bool) -> Self {
-        MatmulShape { trans_a, trans_b, ..self }
+        MatmulShape {
+            trans_a,
+            trans_b,
+            ..self
+        }
     }
 
     /// The same shape with the given batch strides (0 = broadcast).
     pub fn strides(self, a_batch_stride: usize, b_batch_stride: usize) -> Self {
-        MatmulShape { a_batch_stride, b_batch_stride, ..self }
+        MatmulShape {
+            a_batch_stride,
+            b_batch_stride,
+            ..self
+        }
     }
 
     /// Floating-point operations: `2 batch m k n`.
@@ -66,7 +83,13 @@ impl MatmulShape {
     }
 
     fn check(&self, a_len: usize, b_len: usize) -> Result<()> {
-        let stored = |t: bool, r: usize, c: usize| if t { format!("({c}, {r})") } else { format!("({r}, {c})") };
+        let stored = |t: bool, r: usize, c: usize| {
+            if t {
+                format!("({c}, {r})")
+            } else {
+                format!("({r}, {c})")
+            }
+        };
         let need_a = self.needed(self.a_batch_stride, self.m * self.k);
         let need_b = self.needed(self.b_batch_stride, self.k * self.n);
         if a_len < need_a || b_len < need_b {
@@ -82,11 +105,21 @@ impl MatmulShape {
                 ),
             ));
         }
-        if [self.batch, self.m, self.k, self.n, self.a_batch_stride, self.b_batch_stride]
-            .iter()
-            .any(|&d| d > u32::MAX as usize)
+        if [
+            self.batch,
+            self.m,
+            self.k,
+            self.n,
+            self.a_batch_stride,
+            self.b_batch_stride,
+        ]
+        .iter()
+        .any(|&d| d > u32::MAX as usize)
         {
-            return Err(Error::shape("wgpu matmul", format!("{self:?} has a dimension above u32::MAX")));
+            return Err(Error::shape(
+                "wgpu matmul",
+                format!("{self:?} has a dimension above u32::MAX"),
+            ));
         }
         Ok(())
     }
@@ -113,7 +146,13 @@ pub fn matmul<'a>(
     let a_buf = job.upload("A", &a)?;
     let b_buf = job.upload("B", &b)?;
     let c_buf = job.scratch("C", out_len)?;
-    encode_matmul(&mut job, ctx, [&a_buf, &b_buf, &c_buf], shape, BatchMode::PerEntry)?;
+    encode_matmul(
+        &mut job,
+        ctx,
+        [&a_buf, &b_buf, &c_buf],
+        shape,
+        BatchMode::PerEntry,
+    )?;
     let c = job.read(&c_buf, out_len)?;
     job.finish()?;
     Ok(c)

@@ -46,7 +46,11 @@ impl<'a> Operand<'a> {
 
     /// Parameter `id` at `version`, kept resident on the GPU.
     pub fn resident(id: u64, version: u64, data: &'a [f32]) -> Self {
-        Operand::Resident { id, version, data: Cow::Borrowed(data) }
+        Operand::Resident {
+            id,
+            version,
+            data: Cow::Borrowed(data),
+        }
     }
 
     /// The host values.
@@ -143,7 +147,12 @@ pub(super) fn size_class(bytes: u64, max: u64) -> u64 {
 
 impl Memory {
     /// A buffer of at least `size` bytes (a size class) from the pool, or a new one.
-    pub(super) fn acquire(&mut self, device: &wgpu::Device, kind: BufferKind, size: u64) -> wgpu::Buffer {
+    pub(super) fn acquire(
+        &mut self,
+        device: &wgpu::Device,
+        kind: BufferKind,
+        size: u64,
+    ) -> wgpu::Buffer {
         if let Some(buffer) = self.free.get_mut(&(kind, size)).and_then(Vec::pop) {
             self.idle_bytes -= size;
             self.stats.buffers_reused += 1;
@@ -152,7 +161,9 @@ impl Memory {
         self.stats.buffers_created += 1;
         let usage = match kind {
             BufferKind::Storage => {
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC
             }
             BufferKind::Staging => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         };
@@ -209,7 +220,14 @@ impl Memory {
         }
         self.stats.resident_uploads += 1;
         self.stats.bytes_uploaded += data.len() as u64 * 4;
-        self.resident.insert(id, ResidentEntry { version, len: data.len(), buffer: buffer.clone() });
+        self.resident.insert(
+            id,
+            ResidentEntry {
+                version,
+                len: data.len(),
+                buffer: buffer.clone(),
+            },
+        );
         buffer
     }
 

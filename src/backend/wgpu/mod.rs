@@ -40,7 +40,9 @@ mod memory;
 use std::sync::OnceLock;
 
 pub use context::WgpuContext;
-pub use conv::{bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape};
+pub use conv::{
+    bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
 pub use matmul::{matmul, MatmulShape};
 pub use memory::{GpuStats, Operand};
 
@@ -60,7 +62,8 @@ pub fn global() -> Result<&'static WgpuContext> {
             other => other.to_string(),
         })
     });
-    slot.as_ref().map_err(|message| Error::Device(message.clone()))
+    slot.as_ref()
+        .map_err(|message| Error::Device(message.clone()))
 }
 
 /// Whether the process-wide context exists (creating it on first call).
