@@ -13,4 +13,5 @@
 
 
 pub mod error;
+pub mod tokenizer;
 pub use error::{Error, Result};

@@ -189,7 +189,7 @@ HANDWRITTEN = [
     "mixed\n\nnewlines\n", "ideo\u3000space", "\x85next", "c1\x80control", "c1\x93quotes\x94",
     "<|startoftext|>", "<|endoftext|>", "a <|endoftext|> b", "<|STARTOFTEXT|>", "<|endoftext|><|endoftext|>",
     "</w>", "hello</w>", "a<b", "!!!", "???", "...", "---", "___", "***", "~~~", "@@@", "<<>>", "\\\\",
-    "!!'s", "a'b", "'", "''''", "x'", "'ll'", "we'LL", "I'D", "it'S",
+    "!!'s", "it'\u017f", "<|\u017ftartoftext|>", "a\u0345b", "a'b", "'", "''''", "x'", "'ll'", "we'LL", "I'D", "it'S",
     "supercalifragilisticexpialidocious", "pneumonoultramicroscopicsilicovolcanoconiosis",
     "antidisestablishmentarianism", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "abababababababab",
     "ThIs Is MiXeD cAsE", "UPPERCASE SENTENCE HERE", "CamelCaseWordsTogether",
