@@ -2,7 +2,7 @@
 //!
 //! Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
 //! Supervision", section 2.4: "a lower-cased byte pair encoding (BPE) representation of the
-//! text with a 49,152 vocab size ... bracketed with [SOS] and [EOS] tokens", 76 tokens long.
+//! text with a 49,152 vocab size ... bracketed with \[SOS\] and \[EOS\] tokens", 76 tokens long.
 //!
 //! The pipeline, step by step:
 //! 1. clean: `whitespace_clean(basic_clean(text)).lower()` ([`super::text_clean`]);
@@ -266,8 +266,5 @@ impl TextTokenizer for ClipBpe {
     /// argmax of the ids, which works because EOT has the largest id.
     fn pad(&self) -> u32 {
         0
-    }
-    fn context_length(&self) -> usize {
-        CONTEXT_LENGTH
     }
 }

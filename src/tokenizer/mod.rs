@@ -37,8 +37,6 @@ pub trait TextTokenizer: Send + Sync {
     fn eot(&self) -> u32;
     /// Padding id, written after the end token.
     fn pad(&self) -> u32;
-    /// The context length this tokenizer's models are usually built with.
-    fn context_length(&self) -> usize;
 
     /// `[SOT, ids..., EOT, PAD, ...]`, exactly `context_length` long.
     ///
