@@ -17,6 +17,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use tensor::{no_grad, Rng, Tensor};
