@@ -4,6 +4,7 @@
 //! parameters (`encoder.blocks.0.attn.qkv.weight`) for checkpoints and
 //! optimisers, and a `forward` method of whatever signature it needs.
 
+pub mod attention;
 pub mod init;
 pub mod layers;
 pub mod module;
