@@ -12,5 +12,8 @@
 
 
 
+pub mod data;
 pub mod error;
+pub mod io;
+pub mod train;
 pub use error::{Error, Result};
