@@ -77,7 +77,7 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<ArrayD<f32>> {
     let shape_text = dict_value(header, "shape").ok_or_else(|| err(format!("header has no 'shape': {header}")))?;
     let inner = shape_text
         .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.strip_suffix(')'))
         .ok_or_else(|| err(format!("shape {shape_text} is not a tuple")))?;
     let shape = inner
         .split(',')
@@ -99,9 +99,15 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<ArrayD<f32>> {
     ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| err(e.to_string()))
 }
 
-/// The text after `'key':` in a Python dict literal, trimmed.
+/// The value after `'key':` in a Python dict literal: a quoted string (quotes
+/// kept), a tuple `(...)`, or a bare word such as `False`.
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = &header[at + key.len() + 2..];
-    Some(rest.trim_start().strip_prefix(':')?.trim_start())
+    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let end = match rest.chars().next()? {
+        q @ ('\'' | '"') => rest[1..].find(q)? + 2,
+        '(' => rest.find(')')? + 1,
+        _ => rest.find([',', '}']).unwrap_or(rest.len()),
+    };
+    Some(rest[..end].trim_end())
 }
