@@ -2,7 +2,7 @@
 //!
 //! Plotters draws into an RGB buffer, which is encoded as PNG and written
 //! atomically. Text needs a font given as bytes (plotters' `ab_glyph` backend
-//! reads no system fonts), so DejaVu Sans Mono is compiled in from
+//! reads no system fonts), so DejaVu Sans is compiled in from
 //! `assets/fonts/` (licence beside it) and registered once as `sans-serif`.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ use super::atomic::write_atomic;
 use super::image_grid::encode_png;
 use crate::{Error, Result};
 
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 500;
 
@@ -46,7 +46,7 @@ fn register_font() {
     ONCE.call_once(|| {
         // The font is compiled in, so failing to parse it is a build defect, not bad input.
         if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
-            panic!("assets/fonts/DejaVuSansMono.ttf is not a valid font");
+            panic!("assets/fonts/DejaVuSans.ttf is not a valid font");
         }
     });
 }
@@ -114,6 +114,8 @@ pub fn plot_lines(path: impl AsRef<Path>, title: &str, x_label: &str, y_label: &
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_desc.as_str())
+            .x_label_formatter(&tick_label)
+            .y_label_formatter(&tick_label)
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| err(&e))?;
@@ -134,6 +136,15 @@ pub fn plot_lines(path: impl AsRef<Path>, title: &str, x_label: &str, y_label: &
             .map_err(|e| err(&e))?;
         Ok(())
     })
+}
+
+/// An axis tick: `500` rather than `500.0`, `0.25` rather than `0.250000001`.
+fn tick_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{}", (v * 1e4).round() / 1e4)
+    }
 }
 
 /// Viridis-like colour map: `t` in `[0, 1]` from dark purple to yellow.
@@ -229,7 +240,13 @@ pub fn plot_scatter(path: impl AsRef<Path>, title: &str, points: &[(f64, f64)], 
             .y_label_area_size(50)
             .build_cartesian_2d((x0 - mx)..(x1 + mx), (y0 - my)..(y1 + my))
             .map_err(|e| err(&e))?;
-        chart.configure_mesh().label_style(("sans-serif", 13)).draw().map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&tick_label)
+            .y_label_formatter(&tick_label)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
         let n_groups = groups.iter().max().map_or(0, |g| g + 1).max(group_names.len());
         for g in 0..n_groups {
             let colour = Palette99::pick(g).to_rgba();
