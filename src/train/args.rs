@@ -61,7 +61,7 @@ pub struct CommonArgs {
     /// Folder holding mnist/, fashion-mnist/, cifar10-jpeg/ ... [default: ../shared/data if present, else ./data]
     #[arg(long, env = "DALLE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Folder for this run's artefacts (PNGs, metrics.jsonl, checkpoints) [default: runs/<example>]
+    /// Folder for this run's artefacts (PNGs, metrics.jsonl, checkpoints) [default: runs/EXAMPLE_NAME]
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Compute device.

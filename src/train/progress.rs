@@ -60,7 +60,7 @@ impl Progress {
                 bar.set_position(step as u64);
                 bar.set_message(metrics);
             }
-            None if step % self.print_every == 0 || step == self.total => println!("{}", self.status_line(step, &metrics)),
+            None if step.is_multiple_of(self.print_every) || step == self.total => println!("{}", self.status_line(step, &metrics)),
             None => {}
         }
     }
