@@ -130,6 +130,13 @@ fn idx_truncated_files_are_refused_plain_and_gzipped() {
     std::fs::write(&gz, gzip(&bytes[..bytes.len() - 6])).unwrap();
     let msg = err_text(load(DatasetName::Mnist, &root, Split::Train, None));
     assert!(msg.contains("train-images-idx3-ubyte.gz") && msg.contains("truncated"), "{msg}");
+    // Gzipped with more data than the header declares.
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0; 12]);
+    std::fs::write(&gz, gzip(&longer)).unwrap();
+    let msg = err_text(load(DatasetName::Mnist, &root, Split::Train, None));
+    assert!(msg.contains("train-images-idx3-ubyte.gz") && msg.contains("trailing bytes"), "{msg}");
+    assert_eq!(load(DatasetName::Mnist, &root, Split::Train, Some(2)).unwrap().len(), 2, "a limit reads only the first items");
     // A file that ends inside the header.
     std::fs::write(&plain, [0u8, 0, 8]).unwrap();
     let msg = err_text(load(DatasetName::Mnist, &root, Split::Test, None));

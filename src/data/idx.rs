@@ -106,7 +106,15 @@ pub fn read_idx_u8(path: &Path, expected_ndim: usize, limit: Option<usize>) -> R
     // `take` + `read_to_end` grows the buffer with the bytes that really arrive,
     // so the allocation is bounded by the data, never by the header's claim.
     let mut data = Vec::new();
-    reader.take(wanted).read_to_end(&mut data).map_err(|e| Error::format(path, format!("cannot read idx data: {e}")))?;
+    let mut body = reader.take(wanted);
+    body.read_to_end(&mut data).map_err(|e| Error::format(path, format!("cannot read idx data: {e}")))?;
+    // A whole gzipped file must also end where its header says (plain files were checked above).
+    if n == count && plain_len.is_none() && data.len() as u64 == wanted {
+        let mut extra = [0u8; 1];
+        if body.into_inner().read(&mut extra).map_err(|e| Error::format(path, format!("cannot read idx data: {e}")))? > 0 {
+            return Err(Error::format(path, format!("header says {count} items of {dims:?}, but more data follows them (trailing bytes)")));
+        }
+    }
     if (data.len() as u64) < wanted {
         return Err(Error::format(
             path,
