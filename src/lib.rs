@@ -11,6 +11,7 @@
 //! tensors, whose loops live in `backend`) -> `io` / `eval`.
 
 pub mod backend;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod nn;
@@ -18,6 +19,7 @@ pub mod ops;
 pub mod optim;
 pub mod tensor;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::{no_grad, Rng, Tensor};

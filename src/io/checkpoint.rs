@@ -10,13 +10,13 @@
 //! Loading checks every name, shape and dtype against the model and reports
 //! *all* that differ in one error.
 
+use super::write_atomic;
 use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Tensors read from a checkpoint, converted to f32, with the file's metadata.
@@ -27,25 +27,6 @@ pub struct Checkpoint {
     pub tensors: HashMap<String, ArrayD<f32>>,
     /// The `__metadata__` strings (config, step, ...).
     pub metadata: HashMap<String, String>,
-}
-
-/// Write `bytes` to `path` atomically: temporary file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
 
 /// Save named f32 arrays (and string metadata) to `path` as safetensors, atomically.
