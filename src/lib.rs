@@ -14,6 +14,7 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
