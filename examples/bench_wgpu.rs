@@ -28,6 +28,9 @@ mod bench {
         /// A quick run: sizes 64 and 128, one timed call each.
         #[arg(long)]
         smoke: bool,
+        /// Folder for `bench.md`, the table as Markdown.
+        #[arg(long, default_value = "runs/bench_wgpu")]
+        out: std::path::PathBuf,
     }
 
     /// Median of `reps` timed calls of `f` after one untimed warm-up call.
@@ -78,7 +81,13 @@ mod bench {
         } else {
             (args.sizes, 5)
         };
-        let ctx = global()?;
+        let ctx = match global() {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                println!("{e}: nothing to benchmark on wgpu");
+                return Ok(());
+            }
+        };
         println!("adapter: {}", ctx.describe());
         if ctx.is_software() {
             println!("note: a software rasterizer (device type Cpu): these wgpu numbers are a correctness run, not a GPU speed");
@@ -86,6 +95,10 @@ mod bench {
         let threads =
             std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "physical cores".into());
         println!("cpu: matrixmultiply::sgemm, threads = {threads}; median of {reps} calls after a warm-up\n");
+        let mut md = format!(
+            "adapter: {}\n\n| n | cpu ms | GFLOP/s | wgpu upload ms | GFLOP/s | wgpu resident ms | GFLOP/s | max diff |\n|---|---|---|---|---|---|---|---|\n",
+            ctx.describe()
+        );
         println!(
             "{:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9}",
             "n", "cpu ms", "GFLOP/s", "upload ms", "GFLOP/s", "resid. ms", "GFLOP/s", "max diff"
@@ -129,7 +142,20 @@ mod bench {
                 gflops(n, t_res),
                 diff
             );
+            md.push_str(&format!(
+                "| {n} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1e} |\n",
+                t_cpu.as_secs_f64() * 1e3,
+                gflops(n, t_cpu),
+                t_up.as_secs_f64() * 1e3,
+                gflops(n, t_up),
+                t_res.as_secs_f64() * 1e3,
+                gflops(n, t_res),
+                diff
+            ));
         }
+        let path = args.out.join("bench.md");
+        dalle::io::write_atomic(&path, md.as_bytes())?;
+        println!("wrote {}", path.display());
         Ok(())
     }
 }

@@ -1,18 +1,39 @@
 #![warn(missing_docs)]
 //! # dalle-from-scratch
 //!
-//! The DALL-E family built from scratch in Rust, one chapter at a time.
+//! The DALL-E family built from scratch in Rust, one chapter at a time. Each
+//! chapter of the book (`chapters/`) has an example (`examples/NN_name.rs`) and
+//! the library modules below.
 //!
-//! | chapter | module | what it builds |
+//! | chapter | modules | what it builds |
 //! |---|---|---|
-//! | 00 | [`tensor`], [`ops`], [`nn`], [`optim`] | reverse-mode autograd on n-dimensional tensors |
+//! | 00 autograd | [`tensor`], [`ops`], [`nn`], [`optim`], [`eval`] | reverse-mode autograd on n-dimensional tensors; the digit judge |
+//! | 01 attention | [`nn::attention`] | scaled dot-product attention, masks |
+//! | 03 CLIP | [`tokenizer`], [`models`] | CLIP's BPE, contrastive image-text embeddings |
 //!
-//! Data flows one way: `data` -> `models` (built from `nn`, built from `ops` on
-//! tensors, whose loops live in `backend`) -> `io` / `eval`.
+//! Around them: [`data`] (MNIST, Fashion-MNIST, CIFAR-10, Shapes, captions),
+//! [`io`] (checkpoints, PNG grids, `.npy`, plots), [`train`] (the command line
+//! every example shares, progress, metrics) and [`backend`] (the CPU loops and
+//! the wgpu kernels behind one seam).
+//!
+//! Data flows one way: [`data`] → [`models`] (built from [`nn`], built from
+//! [`ops`] on tensors, whose loops live in [`backend`]) → [`io`] / [`eval`].
+//!
+//! ```
+//! use dalle::{Rng, Tensor};
+//! let mut rng = Rng::new(0);
+//! let w = Tensor::param(rng.normal_array(&[3, 2]));   // a parameter (3, 2)
+//! let x = Tensor::new(rng.normal_array(&[4, 3]));     // a batch (4, 3)
+//! let loss = x.matmul(&w)?.tanh().mean();             // a scalar
+//! loss.backward();                                    // dloss/dw into w.grad()
+//! assert_eq!(w.grad().unwrap().shape(), &[3, 2]);
+//! # Ok::<(), dalle::Error>(())
+//! ```
 
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod models;
 pub mod nn;

@@ -8,6 +8,7 @@ use super::kernels::{broadcast_map2, broadcast_map3, erf, map, map2};
 use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
 use crate::Result;
 
+// ANCHOR: binary
 /// A binary op with broadcasting: value `f`, and the two partial derivatives
 /// `dfdx(g, x, y) = g * df/dx` and `dfdy(g, x, y) = g * df/dy`.
 fn binary(
@@ -32,6 +33,7 @@ fn binary(
         vec![ga, gb]
     }))
 }
+// ANCHOR_END: binary
 
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
 /// `dfdx(g, x, y) = g * f'(x)`.
@@ -73,10 +75,12 @@ impl Tensor {
         }))
     }
 
+    // ANCHOR: mul
     /// `a * b` with broadcasting. d/da = b, d/db = a. PyTorch: `a * b`.
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         binary("mul", self, other, |x, y| x * y, |g, _, y| g * y, |g, x, _| g * x)
     }
+    // ANCHOR_END: mul
 
     /// `a / b` with broadcasting. d/da = 1/b, d/db = -a/b². PyTorch: `a / b`.
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
@@ -148,10 +152,12 @@ impl Tensor {
         })
     }
 
+    // ANCHOR: tanh
     /// `tanh x`. d/dx = 1 - tanh²x.
     pub fn tanh(&self) -> Tensor {
         unary("tanh", self, f32::tanh, |g, _, y| g * (1.0 - y * y))
     }
+    // ANCHOR_END: tanh
 
     /// `σ(x) = 1 / (1 + e⁻ˣ)`. d/dx = σ(x)(1 - σ(x)).
     pub fn sigmoid(&self) -> Tensor {

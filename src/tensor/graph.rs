@@ -64,6 +64,7 @@ impl Tensor {
     }
 
     /// Reverse-mode differentiation seeded with `grad_output` (same shape as self).
+    // ANCHOR: backward
     pub fn backward_with(&self, grad_output: ArrayD<f32>) {
         if !self.requires_grad() {
             return;
@@ -100,6 +101,7 @@ impl Tensor {
             }
         }
     }
+    // ANCHOR_END: backward
 }
 
 /// Nodes reachable from `root` through recorded operations, parents before children.

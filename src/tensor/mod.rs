@@ -133,6 +133,7 @@ impl Tensor {
         Tensor::new(ArrayD::from_shape_fn(IxDyn(&[n]), |i| i[0] as f32))
     }
 
+    // ANCHOR: from_op
     /// Build the output of an operation. A graph node is recorded only when
     /// gradients are enabled and at least one parent requires a gradient.
     pub fn from_op(
@@ -152,6 +153,7 @@ impl Tensor {
         };
         Tensor::make(data, true, Some(grad_fn))
     }
+    // ANCHOR_END: from_op
 
     /// A unique id for this tensor's storage (stable for its lifetime).
     pub fn id(&self) -> usize {

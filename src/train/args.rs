@@ -117,4 +117,17 @@ impl CommonArgs {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(dir)
     }
+
+    /// Make `--device` take effect for the heavy kernels: `wgpu` errors when no
+    /// adapter exists, `auto` falls back to the CPU with a message. Returns a
+    /// description of the device for the example's first line.
+    pub fn apply_device(&self) -> Result<String> {
+        use crate::backend::{select_auto, set_device, Device};
+        match self.device {
+            DeviceArg::Cpu => set_device(Device::Cpu)?,
+            DeviceArg::Wgpu => set_device(Device::Wgpu)?,
+            DeviceArg::Auto => select_auto(),
+        };
+        Ok(crate::backend::describe())
+    }
 }
