@@ -17,9 +17,11 @@
 //! - [`NORM`] 1e-4 + 1e-4: normalisation divides by σ, which amplifies the
 //!   rounding of the centred values.
 
+mod common;
+
+use common::Golden;
 use dalle::{Result, Tensor};
 use ndarray::{ArrayD, IxDyn};
-use safetensors::{Dtype, SafeTensors};
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug)]
@@ -32,44 +34,29 @@ const REDUCE: Tol = Tol { abs: 1e-5, rel: 1e-4 };
 const GEMM: Tol = Tol { abs: 1e-4, rel: 1e-4 };
 const NORM: Tol = Tol { abs: 1e-4, rel: 1e-4 };
 
-fn golden() -> &'static SafeTensors<'static> {
-    static FILE: OnceLock<Vec<u8>> = OnceLock::new();
-    static TENSORS: OnceLock<SafeTensors<'static>> = OnceLock::new();
-    TENSORS.get_or_init(|| {
-        let bytes = FILE.get_or_init(|| {
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/ops.safetensors"))
-                .expect("tests/golden/ops.safetensors (written by tests/golden/make_ops_golden.py)")
-        });
-        SafeTensors::deserialize(bytes).expect("a valid safetensors file")
-    })
+fn golden() -> &'static Golden {
+    static FILE: OnceLock<Golden> = OnceLock::new();
+    FILE.get_or_init(|| Golden::load("ops.safetensors"))
 }
 
 fn has(key: &str) -> bool {
-    golden().tensor(key).is_ok()
+    golden().has(key)
 }
 
 fn f32s(key: &str) -> ArrayD<f32> {
-    let t = golden().tensor(key).unwrap_or_else(|_| panic!("golden file has no {key}"));
-    assert_eq!(t.dtype(), Dtype::F32, "{key}");
-    let v: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    ArrayD::from_shape_vec(IxDyn(t.shape()), v).unwrap()
+    golden().f32s(key)
 }
 
 fn indices(key: &str) -> ArrayD<usize> {
-    let t = golden().tensor(key).unwrap_or_else(|_| panic!("golden file has no {key}"));
-    assert_eq!(t.dtype(), Dtype::I64, "{key}");
-    let v: Vec<usize> = t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize).collect();
-    ArrayD::from_shape_vec(IxDyn(t.shape()), v).unwrap()
+    golden().indices(key)
 }
 
 fn flat(key: &str) -> Vec<usize> {
-    indices(key).iter().copied().collect()
+    golden().flat(key)
 }
 
 fn mask(key: &str) -> ArrayD<bool> {
-    let t = golden().tensor(key).unwrap_or_else(|_| panic!("golden file has no {key}"));
-    assert_eq!(t.dtype(), Dtype::BOOL, "{key}");
-    ArrayD::from_shape_vec(IxDyn(t.shape()), t.data().iter().map(|&b| b != 0).collect()).unwrap()
+    golden().mask(key)
 }
 
 fn assert_close(what: &str, ours: &ArrayD<f32>, torch: &ArrayD<f32>, tol: Tol) {

@@ -250,6 +250,8 @@ fn conv2d_cases() {
         check(&format!("{tag} with bias"), |t| t[0].conv2d(&t[1], Some(&t[2]), *stride, *pad), &[x.clone(), w.clone(), b]);
         check(&format!("{tag} no bias"), |t| t[0].conv2d(&t[1], None, *stride, *pad), &[x, w]);
     }
+    // 17 images: the dW sum runs over several blocks of images, the last one short
+    check("conv2d batch of 17", |t| t[0].conv2d(&t[1], Some(&t[2]), 1, 1), &[randn(&[17, 1, 3, 3], 62), randn(&[2, 1, 2, 2], 63), randn(&[2], 64)]);
     // a permuted (non-contiguous) input
     check("conv2d of an NHWC input permuted to NCHW", |t| t[0].permute(&[0, 3, 1, 2])?.conv2d(&t[1], None, 1, 1), &[randn(&[1, 4, 4, 2], 60), randn(&[3, 2, 3, 3], 61)]);
 }
@@ -274,6 +276,8 @@ fn normalisation() {
     // Groups of 3 values: scaled by 3 so that σ is not tiny (the truncation error
     // of the difference grows like h²/σ², layer norm being scale invariant).
     check("layer_norm of a transposed input", |t| t[0].t().layer_norm(&t[1], &t[2], 1e-5), &[randn(&[3, 5], 7).mapv(|v| 3.0 * v), gamma(3, 8), randn(&[3], 9)]);
+    // 130 rows: dγ, dβ are summed over several blocks of 64 rows, the last one short
+    check("layer_norm 130 rows", |t| t[0].layer_norm(&t[1], &t[2], 1e-5), &[randn(&[130, 6], 19).mapv(|v| 2.0 * v), gamma(6, 20), randn(&[6], 21)]);
     check("group_norm 2 groups (2,4,3,3)", |t| t[0].group_norm(2, &t[1], &t[2], 1e-5), &[randn(&[2, 4, 3, 3], 10), gamma(4, 11), randn(&[4], 12)]);
     check("group_norm 3 groups (1,6,5)", |t| t[0].group_norm(3, &t[1], &t[2], 1e-5), &[randn(&[1, 6, 5], 13), gamma(6, 14), randn(&[6], 15)]);
     check("group_norm 1 group (2,3,2,2)", |t| t[0].group_norm(1, &t[1], &t[2], 1e-5), &[randn(&[2, 3, 2, 2], 16), gamma(3, 17), randn(&[3], 18)]);
