@@ -68,7 +68,14 @@ impl Tensor {
     }
 
     /// Mean squared error `mean((a - b)²)`. PyTorch: `F.mse_loss(a, b)`.
+    ///
+    /// Errors when the shapes differ: PyTorch would broadcast (with a warning),
+    /// and a prediction `(N, 1)` against a target `(N)` would silently become
+    /// an `(N, N)` comparison.
     pub fn mse(&self, target: &Tensor) -> Result<Tensor> {
+        if self.shape() != target.shape() {
+            return Err(crate::Error::shape("mse", format!("prediction {:?} and target {:?} differ", self.shape(), target.shape())));
+        }
         Ok(self.sub(target)?.square().mean())
     }
 
