@@ -10,12 +10,17 @@
 //! Data flows one way: `data` -> `models` (built from `nn`, built from `ops` on
 //! tensors, whose loops live in `backend`) -> `io` / `eval`.
 
-
-
-pub mod error;
-pub use error::{Error, Result};
 pub mod backend;
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod models;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
+pub mod tokenizer;
+pub mod train;
 
+pub use error::{Error, Result};
 pub use tensor::{no_grad, Rng, Tensor};

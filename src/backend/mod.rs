@@ -3,9 +3,19 @@
 //! The ops in [`crate::ops`] never loop over heavy arithmetic themselves for
 //! matmul and conv2d: they call [`gemm_batched`], [`conv2d_forward`] and
 //! [`conv2d_backward`] here, which run the CPU loops in [`cpu`] or, when the
-//! device is [`Device::Wgpu`], the WGSL kernels of the wgpu backend.
+//! device is [`Device::Wgpu`], the WGSL kernels of the wgpu backend. A GPU
+//! failure at run time is reported once on stderr and the CPU loop takes over,
+//! so a result is always produced.
+//!
+//! Operands that are parameters carry a [`Key`] `(tensor id, version)`: the GPU
+//! keeps them resident and uploads them again only after an optimiser step
+//! changed their version.
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+#[cfg(feature = "wgpu")]
+mod wgpu_dispatch;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -21,6 +31,9 @@ pub enum Device {
     Wgpu,
 }
 
+/// Identifies a parameter's current values for GPU residency: `(tensor id, version)`.
+pub type Key = Option<(u64, u64)>;
+
 static DEVICE: AtomicU8 = AtomicU8::new(0);
 
 /// The device the heavy kernels currently run on.
@@ -31,26 +44,78 @@ pub fn device() -> Device {
     }
 }
 
-/// Choose the device for the heavy kernels. Returns the device actually in use.
+/// Choose the device for the heavy kernels. Asking for [`Device::Wgpu`] when
+/// no adapter exists (or the crate was built without the `wgpu` feature) is an
+/// [`crate::Error::Device`] that says why; the device then stays the CPU.
 pub fn set_device(d: Device) -> crate::Result<Device> {
+    if d == Device::Wgpu {
+        #[cfg(feature = "wgpu")]
+        wgpu::global()?;
+        #[cfg(not(feature = "wgpu"))]
+        return Err(crate::Error::Device("this build has no wgpu backend (enable the `wgpu` feature)".into()));
+    }
     DEVICE.store(if d == Device::Wgpu { 1 } else { 0 }, Ordering::Relaxed);
     Ok(device())
 }
 
+/// `auto`: the wgpu device when an adapter exists, else the CPU (with a message saying why).
+pub fn select_auto() -> Device {
+    match set_device(Device::Wgpu) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("device auto: {e}; using the CPU");
+            Device::Cpu
+        }
+    }
+}
+
+/// A description of the active device, for the examples' first lines.
+pub fn describe() -> String {
+    match device() {
+        Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu => wgpu::global().map(|c| format!("wgpu: {}", c.describe())).unwrap_or_else(|e| e.to_string()),
+        #[cfg(not(feature = "wgpu"))]
+        Device::Wgpu => "wgpu (unavailable)".into(),
+    }
+}
+
 /// `C[i] = A[i] B[i]` for a batch of strided matrices; C row-major (batch, m, n).
+/// `a_key`/`b_key` name operands that are parameters (GPU residency).
 ///
 /// # Safety
 /// As [`BatchedGemm::run`]: every operand must lie in valid memory.
-pub unsafe fn gemm_batched(g: &BatchedGemm, c: &mut [f32], accumulate: bool) {
+pub unsafe fn gemm_batched(g: &BatchedGemm, c: &mut [f32], accumulate: bool, a_key: Key, b_key: Key) {
+    #[cfg(feature = "wgpu")]
+    if device() == Device::Wgpu && wgpu_dispatch::gemm(g, c, accumulate, a_key, b_key) {
+        return;
+    }
+    let _ = (a_key, b_key);
     g.run(c, accumulate)
 }
 
 /// Convolution forward (NCHW, OIHW, no bias): see [`cpu::conv::conv2d_forward`].
-pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+/// `w_key` names the weight when it is a parameter (GPU residency).
+pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: Key) {
+    #[cfg(feature = "wgpu")]
+    if device() == Device::Wgpu && wgpu_dispatch::conv_forward(g, x, w, y, w_key) {
+        return;
+    }
+    let _ = w_key;
     cpu::conv::conv2d_forward(g, x, w, y)
 }
 
 /// Convolution backward: see [`cpu::conv::conv2d_backward`].
-pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>, w_key: Key) {
+    #[cfg(feature = "wgpu")]
+    let (dx, dw) = if device() == Device::Wgpu {
+        match wgpu_dispatch::conv_backward(g, x, w, dy, dx, dw, w_key) {
+            None => return,
+            Some(rest) => rest,
+        }
+    } else {
+        (dx, dw)
+    };
+    let _ = w_key;
     cpu::conv::conv2d_backward(g, x, w, dy, dx, dw)
 }

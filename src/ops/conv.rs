@@ -35,7 +35,7 @@ impl Tensor {
         {
             let x = self.data().as_standard_layout().into_owned();
             let w = weight.data().as_standard_layout().into_owned();
-            backend::conv2d_forward(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), y.as_slice_mut().expect("fresh"));
+            backend::conv2d_forward(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), y.as_slice_mut().expect("fresh"), weight.param_key());
         }
         let y = match bias {
             Some(b) => {
@@ -63,6 +63,7 @@ impl Tensor {
                 dy.as_slice().expect("standard"),
                 dx.as_mut().map(|a| a.as_slice_mut().expect("fresh")),
                 dw.as_mut().map(|a| a.as_slice_mut().expect("fresh")),
+                wc.param_key(),
             );
             let mut grads = vec![dx, dw];
             if has_bias {

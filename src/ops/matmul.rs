@@ -18,6 +18,11 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 /// `a · b` on plain arrays (any strides), batch dimensions broadcast.
 pub fn matmul_arrays(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>) -> Result<ArrayD<f32>> {
+    matmul_arrays_keyed(a, b, None, None)
+}
+
+/// [`matmul_arrays`] with residency keys for operands that are parameters.
+pub fn matmul_arrays_keyed(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, a_key: backend::Key, b_key: backend::Key) -> Result<ArrayD<f32>> {
     let (sa, sb) = (a.shape(), b.shape());
     if sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
         return Err(crate::Error::shape("matmul", format!("{sa:?} x {sb:?}")));
@@ -44,7 +49,7 @@ pub fn matmul_arrays(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>) -> Result<ArrayD<
             b_strides: (b.strides()[0], b.strides()[1]),
             b_offsets: &[0],
         };
-        unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false) };
+        unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false, a_key, b_key) };
         return Ok(out);
     }
 
@@ -69,7 +74,7 @@ pub fn matmul_arrays(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>) -> Result<ArrayD<
         b_strides: (stb[nd - 2], stb[nd - 1]),
         b_offsets: &b_offsets,
     };
-    unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false) };
+    unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false, a_key, b_key) };
     Ok(out)
 }
 
@@ -121,7 +126,7 @@ impl Tensor {
     ///
     /// Errors name both shapes: `matmul: [4, 3] x [5, 2]`.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
-        let out = matmul_arrays(&self.data().view(), &other.data().view())?;
+        let out = matmul_arrays_keyed(&self.data().view(), &other.data().view(), self.param_key(), other.param_key())?;
         let (ac, bc) = (self.clone(), other.clone());
         Ok(Tensor::from_op(out, "matmul", &[self, other], move |g, _| {
             let (a, b) = (ac.data(), bc.data());
@@ -169,7 +174,7 @@ impl Tensor {
             if b.ndim() < 2 {
                 return Err(err());
             }
-            matmul_arrays(&a.view(), &t(b.view())).map_err(|_| err())?
+            matmul_arrays_keyed(&a.view(), &t(b.view()), self.param_key(), other.param_key()).map_err(|_| err())?
         };
         let (ac, bc) = (self.clone(), other.clone());
         Ok(Tensor::from_op(out, "matmul_t", &[self, other], move |g, _| {

@@ -164,6 +164,12 @@ impl Tensor {
         self.inner.version.load(Ordering::Acquire)
     }
 
+    /// `(id, version)` when this is a leaf parameter, else `None`: lets a GPU
+    /// backend keep the parameter resident until an optimiser step changes it.
+    pub fn param_key(&self) -> Option<(u64, u64)> {
+        (self.is_leaf() && self.requires_grad()).then(|| (self.id() as u64, self.version()))
+    }
+
     /// Whether gradients flow to (or through) this tensor.
     pub fn requires_grad(&self) -> bool {
         self.inner.requires_grad

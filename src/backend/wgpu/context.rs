@@ -1,0 +1,547 @@
+//! The device: adapter, device, queue and compiled pipelines, plus the plumbing that
+//! turns wgpu's errors (which panic by default) into [`Error::Device`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use wgpu::util::DeviceExt;
+
+use super::memory::{size_class, BufferKind, GpuStats, Memory, Operand};
+use crate::{Error, Result};
+
+/// The compute pipelines of the built-in kernels, compiled once per context.
+pub(super) struct Pipelines {
+    /// `matmul.wgsl`: batched, register-tiled C = op(A) · op(B).
+    pub(super) matmul: wgpu::ComputePipeline,
+    /// `conv.wgsl::im2col`: image patches to columns.
+    pub(super) im2col: wgpu::ComputePipeline,
+    /// `conv.wgsl::col2im`: columns back to an image, summing overlaps.
+    pub(super) col2im: wgpu::ComputePipeline,
+    /// `conv.wgsl::bias_add`: one bias per channel plane.
+    pub(super) bias_add: wgpu::ComputePipeline,
+}
+
+/// A wgpu device ready to run this crate's kernels.
+///
+/// Holds the adapter's description, the device and queue, the compiled pipelines, the
+/// resident-parameter cache and the temporary-buffer pool. Calls on one context are
+/// serialised by an internal lock (wgpu's error scopes are per device, not per thread).
+pub struct WgpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pub(super) pipelines: Pipelines,
+    /// Errors wgpu raised outside any error scope, recorded instead of panicking.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Set by the device-lost callback.
+    lost: Arc<Mutex<Option<String>>>,
+    memory: Mutex<Memory>,
+    /// A caller's cap on the bytes of one binding (u64::MAX: the adapter's limit).
+    binding_cap: AtomicU64,
+}
+
+/// The backends named by `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`, or a comma
+/// list), or the primary ones (Vulkan, Metal, DX12) when it is unset. GL is opt-in: its
+/// shader compiles are slow enough to look like a hang.
+fn backends_from_env() -> Result<wgpu::Backends> {
+    match std::env::var("WGPU_BACKEND") {
+        Ok(value) => {
+            let backends = wgpu::Backends::from_comma_list(&value);
+            if backends.is_empty() {
+                Err(Error::Device(format!(
+                    "WGPU_BACKEND={value:?} names no backend; expected vulkan, metal, dx12 or gl"
+                )))
+            } else {
+                Ok(backends)
+            }
+        }
+        Err(_) => Ok(wgpu::Backends::PRIMARY),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn device_error(what: impl std::fmt::Display) -> Error {
+    Error::Device(what.to_string())
+}
+
+impl WgpuContext {
+    /// Finds an adapter (honouring `WGPU_BACKEND`), opens a device with the adapter's
+    /// limits and compiles every kernel.
+    ///
+    /// Returns `Error::Device("no wgpu adapter found ...")` when the machine has no usable
+    /// adapter, and `Error::Device` for any other failure; it does not panic (a panic
+    /// inside wgpu's initialisation is caught and returned as an error).
+    pub fn new() -> Result<Self> {
+        Self::with_backends(backends_from_env()?)
+    }
+
+    /// Like [`WgpuContext::new`] but on the given backends, ignoring `WGPU_BACKEND`
+    /// (`wgpu::Backends::empty()` gives the no-adapter error).
+    pub fn with_backends(backends: wgpu::Backends) -> Result<Self> {
+        std::panic::catch_unwind(|| pollster::block_on(Self::create(backends))).unwrap_or_else(
+            |p| {
+                Err(device_error(format!(
+                    "wgpu initialisation panicked: {}",
+                    panic_message(&*p)
+                )))
+            },
+        )
+    }
+
+    async fn create(backends: wgpu::Backends) -> Result<Self> {
+        let instance = wgpu::Instance::new(&wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::from_env_or_default()
+        });
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+            })
+            .await
+            .map_err(|e| {
+                device_error(format!(
+                    "no wgpu adapter found (backends {backends:?}): {e}; install a driver \
+                     (e.g. Mesa's software Vulkan: mesa-vulkan-drivers) or set WGPU_BACKEND"
+                ))
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("dalle compute"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| {
+                device_error(format!(
+                    "opening a device on {} ({:?}): {e}",
+                    info.name, info.backend
+                ))
+            })?;
+
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut errors) = sink.lock() {
+                errors.push(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut lost) = lost_sink.lock() {
+                *lost = Some(format!("device lost ({reason:?}): {message}"));
+            }
+        });
+
+        let matmul_src = include_str!("matmul.wgsl");
+        let conv_src = include_str!("conv.wgsl");
+        let pipelines = Pipelines {
+            matmul: compile(&device, "matmul.wgsl", matmul_src, "matmul")?,
+            im2col: compile(&device, "conv.wgsl", conv_src, "im2col")?,
+            col2im: compile(&device, "conv.wgsl", conv_src, "col2im")?,
+            bias_add: compile(&device, "conv.wgsl", conv_src, "bias_add")?,
+        };
+        Ok(WgpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            pipelines,
+            uncaptured,
+            lost,
+            memory: Mutex::new(Memory::default()),
+            binding_cap: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// The adapter's name, vendor, device type, driver and backend.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Whether the adapter is a CPU rasteriser (lavapipe, llvmpipe, WARP): results are
+    /// right but timings say nothing about a GPU.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// One line naming the adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    /// The largest buffer a kernel may bind, in bytes: the adapter's limit, or the cap
+    /// set by [`WgpuContext::cap_binding_bytes`] when lower. Convolutions split their
+    /// batch into chunks that fit; a matmul operand above it is an error.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let adapter =
+            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        adapter.min(self.binding_cap.load(Ordering::Relaxed))
+    }
+
+    /// Caps the bytes of one binding below the adapter's limit (to bound the GPU memory
+    /// a convolution's columns take; `u64::MAX` removes the cap).
+    pub fn cap_binding_bytes(&self, bytes: u64) {
+        self.binding_cap.store(bytes.max(16), Ordering::Relaxed);
+    }
+
+    /// Memory-traffic counters since the context was created.
+    pub fn stats(&self) -> GpuStats {
+        self.memory.lock().map(|m| m.stats).unwrap_or_default()
+    }
+
+    /// Bytes held on the GPU by resident parameters.
+    pub fn resident_bytes(&self) -> u64 {
+        self.memory.lock().map(|m| m.resident_bytes()).unwrap_or(0)
+    }
+
+    /// Forgets resident parameter `id`; its next use uploads it again.
+    pub fn evict(&self, id: u64) {
+        if let Ok(mut m) = self.memory.lock() {
+            m.evict(id);
+        }
+    }
+
+    /// Forgets every resident parameter and frees the idle pooled buffers.
+    pub fn clear_cache(&self) {
+        if let Ok(mut m) = self.memory.lock() {
+            m.clear();
+        }
+    }
+
+    /// Compiles WGSL `source` and builds a compute pipeline for `entry`. Compile and
+    /// validation errors come back as [`Error::Device`] naming `label` and `entry`. The
+    /// built-in kernels are compiled through this at creation.
+    pub fn compile_pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        let _guard = self.lock()?;
+        compile(&self.device, label, source, entry)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Memory>> {
+        self.memory
+            .lock()
+            .map_err(|_| device_error("wgpu context lock poisoned by an earlier panic"))
+    }
+
+    /// Starts one GPU job: takes the lock, checks the device is alive, opens error scopes.
+    pub(super) fn job(&self, label: &'static str) -> Result<Job<'_>> {
+        let memory = self.lock()?;
+        if let Some(lost) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(device_error(lost));
+        }
+        push_scopes(&self.device);
+        Ok(Job {
+            ctx: self,
+            memory,
+            label,
+            encoder: None,
+            scratch: Vec::new(),
+            scopes_open: true,
+        })
+    }
+}
+
+fn push_scopes(device: &wgpu::Device) {
+    device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    device.push_error_scope(wgpu::ErrorFilter::Validation);
+    device.push_error_scope(wgpu::ErrorFilter::Internal);
+}
+
+/// Pops the three scopes of [`push_scopes`]; the first error found, if any.
+fn pop_scopes(device: &wgpu::Device) -> Option<wgpu::Error> {
+    let internal = pollster::block_on(device.pop_error_scope());
+    let validation = pollster::block_on(device.pop_error_scope());
+    let oom = pollster::block_on(device.pop_error_scope());
+    internal.or(validation).or(oom)
+}
+
+fn compile(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entry: &str,
+) -> Result<wgpu::ComputePipeline> {
+    push_scopes(device);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: None,
+        module: &module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        cache: None,
+    });
+    match pop_scopes(device) {
+        Some(e) => Err(device_error(format!("compiling {label}::{entry}: {e}"))),
+        None => Ok(pipeline),
+    }
+}
+
+/// One GPU call in progress: holds the context's lock, its error scopes, the command
+/// encoder being recorded and the pooled buffers it borrowed (returned on drop).
+pub(super) struct Job<'c> {
+    ctx: &'c WgpuContext,
+    memory: MutexGuard<'c, Memory>,
+    label: &'static str,
+    encoder: Option<wgpu::CommandEncoder>,
+    scratch: Vec<(BufferKind, wgpu::Buffer)>,
+    scopes_open: bool,
+}
+
+impl Job<'_> {
+    fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let max = self.ctx.max_binding_bytes();
+        if bytes > max {
+            return Err(device_error(format!(
+                "{}: {what} needs {bytes} bytes, more than the adapter's largest binding ({max} bytes)",
+                self.label
+            )));
+        }
+        Ok(())
+    }
+
+    /// A pooled storage buffer for `len` f32 values; its contents are unspecified.
+    pub(super) fn scratch(&mut self, what: &str, len: usize) -> Result<wgpu::Buffer> {
+        let bytes = len as u64 * 4;
+        self.check_size(what, bytes)?;
+        let size = size_class(bytes, self.ctx.max_binding_bytes());
+        let buffer = self
+            .memory
+            .acquire(&self.ctx.device, BufferKind::Storage, size);
+        self.scratch.push((BufferKind::Storage, buffer.clone()));
+        Ok(buffer)
+    }
+
+    /// Writes `data` at the start of `buffer` before the next submission.
+    pub(super) fn write(&mut self, buffer: &wgpu::Buffer, data: &[f32]) {
+        if !data.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
+            self.memory.stats.host_uploads += 1;
+            self.memory.stats.bytes_uploaded += data.len() as u64 * 4;
+        }
+    }
+
+    /// A GPU buffer holding `operand`: the cached one for a resident parameter at the
+    /// same version, otherwise a fresh upload.
+    pub(super) fn upload(&mut self, what: &str, operand: &Operand<'_>) -> Result<wgpu::Buffer> {
+        match operand {
+            Operand::Host(data) => {
+                let buffer = self.scratch(what, data.len())?;
+                self.write(&buffer, data);
+                Ok(buffer)
+            }
+            Operand::Resident { id, version, data } => {
+                self.check_size(what, data.len() as u64 * 4)?;
+                let (device, queue) = (&self.ctx.device, &self.ctx.queue);
+                Ok(self.memory.resident(device, queue, *id, *version, data))
+            }
+        }
+    }
+
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        let device = &self.ctx.device;
+        let label = self.label;
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+        })
+    }
+
+    /// Records one dispatch of `pipeline` with `params` as its uniform (binding 0) and
+    /// `buffers` as bindings 1, 2, ...
+    pub(super) fn dispatch(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(device_error(format!(
+                "{}: dispatch of {groups:?} workgroups exceeds the adapter's limit of {max} per dimension",
+                self.label
+            )));
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let device = &self.ctx.device;
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("dalle kernel params"),
+            contents: bytemuck::cast_slice(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, buffer) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buffer.as_entire_binding(),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let label = self.label;
+        let mut pass = self
+            .encoder()
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
+    }
+
+    /// Records a 1-D elementwise dispatch over `total` elements, 256 per workgroup,
+    /// folded into a 2-D grid when it passes the per-dimension limit (the kernels
+    /// recompute the flat index as `x + y * 256 * groups_x`).
+    pub(super) fn dispatch_elementwise(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        total: usize,
+    ) -> Result<()> {
+        let groups = total.div_ceil(256) as u64;
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as u64;
+        let x = groups.min(max);
+        let y = if x == 0 { 0 } else { groups.div_ceil(x) };
+        self.dispatch(pipeline, params, buffers, [x as u32, y as u32, 1])
+    }
+
+    /// Submits what has been recorded and waits for the GPU to finish it.
+    pub(super) fn submit(&mut self) -> Result<()> {
+        if let Some(encoder) = self.encoder.take() {
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| device_error(format!("{}: waiting for the GPU: {e}", self.label)))?;
+        Ok(())
+    }
+
+    /// Submits everything recorded, waits, and copies the first `len` values of `buffer`
+    /// back to the host.
+    pub(super) fn read(&mut self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        if len == 0 {
+            self.submit()?;
+            return Ok(Vec::new());
+        }
+        let bytes = len as u64 * 4;
+        let size = size_class(bytes, u64::MAX);
+        let staging = self
+            .memory
+            .acquire(&self.ctx.device, BufferKind::Staging, size);
+        self.scratch.push((BufferKind::Staging, staging.clone()));
+        self.encoder()
+            .copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        self.submit()?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let slice = staging.slice(..bytes);
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| device_error(format!("{}: waiting for the read-back: {e}", self.label)))?;
+        match receiver.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(device_error(format!(
+                    "{}: mapping the result: {e}",
+                    self.label
+                )))
+            }
+            Err(_) => {
+                return Err(device_error(format!(
+                    "{}: the result was never mapped",
+                    self.label
+                )))
+            }
+        }
+        let values = {
+            let view = slice.get_mapped_range();
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        self.memory.stats.bytes_downloaded += bytes;
+        Ok(values)
+    }
+
+    /// Closes the error scopes and reports any error wgpu raised during the job.
+    pub(super) fn finish(mut self) -> Result<()> {
+        self.scopes_open = false;
+        let scoped = pop_scopes(&self.ctx.device);
+        let uncaptured: Vec<String> = self
+            .ctx
+            .uncaptured
+            .lock()
+            .map(|mut e| e.drain(..).collect())
+            .unwrap_or_default();
+        let lost = self.ctx.lost.lock().ok().and_then(|l| l.clone());
+        if let Some(e) = scoped {
+            return Err(device_error(format!("{}: {e}", self.label)));
+        }
+        if let Some(e) = uncaptured.first() {
+            return Err(device_error(format!("{}: {e}", self.label)));
+        }
+        if let Some(lost) = lost {
+            return Err(device_error(format!("{}: {lost}", self.label)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Job<'_> {
+    fn drop(&mut self) {
+        if self.scopes_open {
+            // An early return: close the scopes so they don't leak into the next job.
+            let _ = pop_scopes(&self.ctx.device);
+        }
+        // Every path that submitted work waited for it, so the buffers are idle.
+        for (kind, buffer) in self.scratch.drain(..) {
+            self.memory.release(kind, buffer);
+        }
+    }
+}

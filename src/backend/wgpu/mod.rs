@@ -1,0 +1,72 @@
+//! The wgpu compute backend: matmul and conv2d kernels in WGSL, called with host data
+//! and returning host data, while parameters stay resident on the GPU.
+//!
+//! The tensor engine keeps its values in CPU `ndarray`s; for the two operations that
+//! dominate training (matmul and convolution) it can hand the arithmetic to these
+//! kernels instead of the CPU loops:
+//!
+//! | function | computes | kernels |
+//! |---|---|---|
+//! | [`matmul`] | `C[b] = op(A[b]) · op(B[b])`, transposes and batch broadcast | `matmul.wgsl` |
+//! | [`conv2d_forward`] | `y = conv2d(x, W) + bias` | `conv.wgsl::im2col`, matmul, `bias_add` |
+//! | [`conv2d_backward_input`] | `dx = col2im(Wᵀ · dy)` | matmul, `conv.wgsl::col2im` |
+//! | [`conv2d_backward_weight`] | `dW = Σ_b dy[b] · im2col(x[b])ᵀ` | `im2col`, matmul summed over the batch |
+//!
+//! Inputs are [`Operand`]s: plain host data, or a parameter named `(id, version)` that is
+//! uploaded only when its version changes ([`Operand::Resident`]). Temporaries come from
+//! a buffer pool. Every GPU failure (no adapter, shader compile error, validation error,
+//! out of memory, device loss, a failed read-back) comes back as
+//! [`crate::Error::Device`]; nothing here panics on purpose.
+//!
+//! ```no_run
+//! use dalle::backend::wgpu::{global, matmul, MatmulShape, Operand};
+//! # fn main() -> dalle::Result<()> {
+//! let ctx = global()?;                   // Error::Device when there is no adapter
+//! let w = vec![1.0f32; 3 * 4];           // parameter #0, version 0, stays on the GPU
+//! let x = vec![2.0f32; 4 * 5];
+//! let y = matmul(ctx, Operand::resident(0, 0, &w), &x, &MatmulShape::new(3, 4, 5))?;
+//! assert_eq!(y.len(), 3 * 5);
+//! # Ok(()) }
+//! ```
+//!
+//! The backend is chosen by `WGPU_BACKEND` (`vulkan`, `metal`, `dx12`, `gl`); unset, the
+//! primary backends are tried (not GL, whose shader compiles take tens of seconds).
+
+mod context;
+mod conv;
+mod matmul;
+mod memory;
+
+use std::sync::OnceLock;
+
+pub use context::WgpuContext;
+pub use conv::{
+    bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+};
+pub use matmul::{matmul, MatmulShape};
+pub use memory::{GpuStats, Operand};
+
+use crate::{Error, Result};
+
+/// The process-wide context, created on first use (its error message when creation failed).
+static GLOBAL: OnceLock<std::result::Result<WgpuContext, String>> = OnceLock::new();
+
+/// The process-wide [`WgpuContext`], created on the first call.
+///
+/// Creation is tried once; when it failed, every call returns the same
+/// [`Error::Device`] (e.g. `no wgpu adapter found ...`).
+pub fn global() -> Result<&'static WgpuContext> {
+    let slot = GLOBAL.get_or_init(|| {
+        WgpuContext::new().map_err(|e| match e {
+            Error::Device(message) => message,
+            other => other.to_string(),
+        })
+    });
+    slot.as_ref()
+        .map_err(|message| Error::Device(message.clone()))
+}
+
+/// Whether the process-wide context exists (creating it on first call).
+pub fn is_available() -> bool {
+    global().is_ok()
+}

@@ -1,0 +1,17 @@
+//! Reading and writing what a run produces: checkpoints, image grids, `.npy` arrays, plots, sample folders.
+//!
+//! Every file is written through [`atomic::write_atomic`], so a run killed
+//! half-way never leaves a half-written PNG, array or checkpoint behind.
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod image_grid;
+pub mod npy;
+pub mod plot;
+pub mod samples;
+
+pub use atomic::write_atomic;
+pub use image_grid::{make_grid, save_image_grid, GridOptions};
+pub use npy::{read_npy, write_npy};
+pub use plot::{plot_heatmap, plot_lines, plot_scatter, Series};
+pub use samples::{read_samples, write_samples, SamplesFolder};

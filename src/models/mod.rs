@@ -1,0 +1,1 @@
+//! One module per paper: the models of the book's chapters.

@@ -1,0 +1,104 @@
+//! Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019).
+//!
+//! ```text
+//! m ← β₁ m + (1 - β₁) g                 first moment
+//! v ← β₂ v + (1 - β₂) g²                second moment
+//! m̂ = m / (1 - β₁ᵗ),  v̂ = v / (1 - β₂ᵗ)   bias correction
+//! θ ← θ - η m̂ / (√v̂ + ε)
+//! ```
+//!
+//! Adam adds weight decay to the gradient (`g ← g + λθ`); AdamW decays the
+//! weights directly (`θ ← θ - ηλθ`), which is what transformers train with.
+
+use super::{grad_or_zeros, take_state, Optimizer};
+use crate::tensor::Tensor;
+use ndarray::{ArrayD, Zip};
+
+/// Adam or AdamW. PyTorch: `torch.optim.Adam` / `torch.optim.AdamW`.
+pub struct Adam {
+    params: Vec<(String, Tensor)>,
+    m: Vec<ArrayD<f32>>,
+    v: Vec<ArrayD<f32>>,
+    t: u64,
+    /// Learning rate η.
+    pub lr: f32,
+    /// β₁, β₂.
+    pub betas: (f32, f32),
+    /// ε in the denominator.
+    pub eps: f32,
+    /// Weight decay λ.
+    pub weight_decay: f32,
+    /// `true` for AdamW (decoupled weight decay).
+    pub decoupled: bool,
+}
+
+impl Adam {
+    /// Adam with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    pub fn new(params: Vec<(String, Tensor)>, lr: f32) -> Self {
+        let zeros = || params.iter().map(|(_, p)| ArrayD::zeros(p.data().raw_dim())).collect::<Vec<_>>();
+        let (m, v) = (zeros(), zeros());
+        Adam { params, m, v, t: 0, lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, decoupled: false }
+    }
+
+    /// AdamW with PyTorch's defaults (weight decay 0.01 unless given).
+    pub fn adamw(params: Vec<(String, Tensor)>, lr: f32, weight_decay: f32) -> Self {
+        Adam { weight_decay, decoupled: true, ..Adam::new(params, lr) }
+    }
+
+    /// The number of steps taken.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) {
+        self.t += 1;
+        let (b1, b2) = self.betas;
+        let (lr, eps, wd, decoupled) = (self.lr, self.eps, self.weight_decay, self.decoupled);
+        let bc1 = 1.0 - b1.powi(self.t as i32); // 1 - β₁ᵗ
+        let bc2 = 1.0 - b2.powi(self.t as i32); // 1 - β₂ᵗ
+        for (((_, p), m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+            let g = grad_or_zeros(p);
+            p.update(|theta| {
+                Zip::from(theta).and(m).and(v).and(&g).for_each(|t, m, v, &g| {
+                    let g = if decoupled { g } else { g + wd * *t };
+                    if decoupled {
+                        *t -= lr * wd * *t; // θ ← θ - ηλθ
+                    }
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let m_hat = *m / bc1;
+                    let v_hat = *v / bc2;
+                    *t -= lr * m_hat / (v_hat.sqrt() + eps);
+                });
+            });
+        }
+    }
+    fn zero_grad(&self) {
+        self.params.iter().for_each(|(_, p)| p.zero_grad());
+    }
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+    fn state(&self) -> Vec<(String, ArrayD<f32>)> {
+        let mut out = vec![("step".to_string(), ArrayD::from_elem(ndarray::IxDyn(&[1]), self.t as f32))];
+        for (((n, _), m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+            out.push((format!("m.{n}"), m.clone()));
+            out.push((format!("v.{n}"), v.clone()));
+        }
+        out
+    }
+    fn load_state(&mut self, state: &std::collections::HashMap<String, ArrayD<f32>>) -> crate::Result<()> {
+        let step = take_state(state, "step", &[1])?;
+        for (((n, p), m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+            *m = take_state(state, &format!("m.{n}"), &p.shape())?;
+            *v = take_state(state, &format!("v.{n}"), &p.shape())?;
+        }
+        self.t = step[[0]] as u64;
+        Ok(())
+    }
+}

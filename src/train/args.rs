@@ -1,0 +1,120 @@
+//! The flags every example takes, as one clap struct to flatten into its own.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use dalle::train::CommonArgs;
+//!
+//! /// Train a VQ-VAE on MNIST.
+//! #[derive(Parser)]
+//! struct Args {
+//!     #[command(flatten)]
+//!     common: CommonArgs,
+//!     /// Codebook size.
+//!     #[arg(long, default_value_t = 64)]
+//!     codes: usize,
+//! }
+//!
+//! let args = Args::parse();
+//! let steps = args.common.steps_or(2000, 20);
+//! ```
+
+use std::path::PathBuf;
+
+use crate::data::{resolve_data_dir, DatasetName};
+use crate::{Error, Result};
+
+/// Where tensors are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU kernels (always available).
+    Cpu,
+    /// The wgpu compute kernels (a GPU through Vulkan, Metal or DX12).
+    Wgpu,
+    /// wgpu when an adapter is found, else the CPU.
+    Auto,
+}
+
+/// Flags shared by every example; `#[command(flatten)]` it into the example's own `Args`.
+///
+/// Steps, batch size and learning rate are `Option`s: each example has its own
+/// defaults, given to [`CommonArgs::steps_or`] and friends.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct CommonArgs {
+    /// Run a tiny version (few steps, a small slice of the data) to check that everything works end to end.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Number of optimisation steps (default: the example's own, smaller with --smoke).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Images per training step (default: the example's own).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate (default: the example's own).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed for initialisation, shuffling and sampling: the same seed gives the same run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Data set to train on (default: the example's own).
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetName>,
+    /// Folder holding mnist/, fashion-mnist/, cifar10-jpeg/ ... [default: ../shared/data if present, else ./data]
+    #[arg(long, env = "DALLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Folder for this run's artefacts (PNGs, metrics.jsonl, checkpoints) [default: runs/EXAMPLE_NAME]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Resume training from this checkpoint (weights, optimiser state and step).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Start from these model weights (a .safetensors file) instead of a random initialisation.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// `--steps` if given, else `smoke` under `--smoke`, else `full`.
+    pub fn steps_or(&self, full: usize, smoke: usize) -> usize {
+        self.steps.unwrap_or(if self.smoke { smoke } else { full })
+    }
+
+    /// `--batch-size` if given, else `smoke` under `--smoke`, else `full`.
+    pub fn batch_size_or(&self, full: usize, smoke: usize) -> usize {
+        self.batch_size.unwrap_or(if self.smoke { smoke } else { full })
+    }
+
+    /// `--lr` if given, else `default`.
+    pub fn lr_or(&self, default: f64) -> f64 {
+        self.lr.unwrap_or(default)
+    }
+
+    /// `--dataset` if given, else `default`.
+    pub fn dataset_or(&self, default: DatasetName) -> DatasetName {
+        self.dataset.unwrap_or(default)
+    }
+
+    /// How many images to load: `Some(smoke)` under `--smoke`, else all (`None`).
+    pub fn limit_or(&self, smoke: usize) -> Option<usize> {
+        self.smoke.then_some(smoke)
+    }
+
+    /// The data directory (see [`resolve_data_dir`]).
+    pub fn data_dir(&self) -> PathBuf {
+        resolve_data_dir(self.data_dir.clone())
+    }
+
+    /// `--out` if given, else `runs/<example>`.
+    pub fn out_dir(&self, example: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(example))
+    }
+
+    /// [`CommonArgs::out_dir`], created if missing.
+    pub fn create_out_dir(&self, example: &str) -> Result<PathBuf> {
+        let dir = self.out_dir(example);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(dir)
+    }
+}

@@ -1,0 +1,65 @@
+//! The same ops on the CPU and on the wgpu device give the same numbers.
+//!
+//! One test function (the device is process-wide state). Without an adapter
+//! it prints why and passes, unless `DALLE_REQUIRE_GPU=1` says one must exist.
+//! Tolerance: 1e-4 relative to the largest magnitude, since the GPU sums in f32
+//! in another order (error grows like √K · ε_f32 ≈ 1e-6 for these sizes).
+
+use dalle::backend::{set_device, Device};
+use dalle::{Rng, Tensor};
+
+fn close(a: &[f32], b: &[f32], what: &str) {
+    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{what}: max diff {worst} vs scale {scale}");
+}
+
+fn run_all() -> Vec<(String, Vec<f32>)> {
+    let mut rng = Rng::new(7);
+    let mut out = Vec::new();
+    // matmul with broadcast batch and a transposed (matmul_t) parameter.
+    let x = Tensor::param(rng.normal_array(&[3, 67, 45]));
+    let w = Tensor::param(rng.normal_array(&[33, 45]));
+    let y = x.matmul_t(&w).unwrap();
+    let z = Tensor::param(rng.normal_array(&[3, 33, 29]));
+    let loss = y.matmul(&z).unwrap().tanh().sum();
+    loss.backward();
+    out.push(("matmul forward".into(), y.to_vec()));
+    for (n, t) in [("dx", &x), ("dw", &w), ("dz", &z)] {
+        out.push((format!("matmul {n}"), t.grad().unwrap().iter().copied().collect()));
+    }
+    // conv2d with stride and padding, bias.
+    for (stride, pad) in [(1, 1), (2, 0), (2, 2)] {
+        let x = Tensor::param(rng.normal_array(&[2, 5, 13, 11]));
+        let w = Tensor::param(rng.normal_array(&[7, 5, 3, 3]));
+        let b = Tensor::param(rng.normal_array(&[7]));
+        let y = x.conv2d(&w, Some(&b), stride, pad).unwrap();
+        y.square().sum().backward();
+        out.push((format!("conv s{stride} p{pad} forward"), y.to_vec()));
+        out.push((format!("conv s{stride} p{pad} dx"), x.grad().unwrap().iter().copied().collect()));
+        out.push((format!("conv s{stride} p{pad} dw"), w.grad().unwrap().iter().copied().collect()));
+    }
+    out
+}
+
+#[test]
+fn wgpu_matches_cpu_through_the_engine() {
+    let cpu = run_all();
+    match set_device(Device::Wgpu) {
+        Err(e) => {
+            assert!(std::env::var("DALLE_REQUIRE_GPU").as_deref() != Ok("1"), "DALLE_REQUIRE_GPU=1 but: {e}");
+            eprintln!("skipping: {e}");
+        }
+        Ok(_) => {
+            let before = dalle::backend::wgpu::global().unwrap().stats();
+            let gpu = run_all();
+            let after = dalle::backend::wgpu::global().unwrap().stats();
+            // The GPU really ran: operands were uploaded.
+            assert!(after.host_uploads + after.resident_uploads > before.host_uploads + before.resident_uploads);
+            set_device(Device::Cpu).unwrap();
+            for ((name, a), (_, b)) in cpu.iter().zip(&gpu) {
+                close(a, b, name);
+            }
+        }
+    }
+}
