@@ -7,6 +7,7 @@
 use super::kernels::{broadcast_map2, broadcast_map3, erf, map, map2};
 use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
 use crate::Result;
+use ndarray::ArrayD;
 
 // ANCHOR: binary
 /// A binary op with broadcasting: value `f`, and the two partial derivatives
@@ -87,9 +88,19 @@ impl Tensor {
         binary("div", self, other, |x, y| x / y, |g, _, y| g / y, |g, x, y| -g * x / (y * y))
     }
 
-    /// `max(a, b)` elementwise; the gradient goes to the larger (to `a` on ties). PyTorch: `torch.maximum`.
+    /// `max(a, b)` elementwise; the gradient goes to the larger, and is split
+    /// in halves on ties (as PyTorch does). PyTorch: `torch.maximum(a, b)`.
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
-        binary("maximum", self, other, f32::max, |g, x, y| if x >= y { g } else { 0.0 }, |g, x, y| if x >= y { 0.0 } else { g })
+        fn share(g: f32, mine: f32, theirs: f32) -> f32 {
+            if mine > theirs {
+                g
+            } else if mine == theirs {
+                0.5 * g
+            } else {
+                0.0
+            }
+        }
+        binary("maximum", self, other, f32::max, |g, x, y| share(g, x, y), |g, x, y| share(g, y, x))
     }
 
     /// `x + c` for a constant c. d/dx = 1.
@@ -109,11 +120,15 @@ impl Tensor {
         self.scale(-1.0)
     }
 
-    /// `x^p` for a constant exponent. d/dx = p x^(p-1). PyTorch: `x ** p`.
+    /// `x^p` for a constant exponent. d/dx = p x^(p-1), and exactly 0 for
+    /// `p = 0` (where `0 · 0⁻¹` would give NaN at x = 0). PyTorch: `x ** p`.
     pub fn pow(&self, p: f32) -> Tensor {
         let out = map(&self.data(), move |v| v.powf(p));
         let ac = self.clone();
         Tensor::from_op(out, "pow", &[self], move |g, _| {
+            if p == 0.0 {
+                return vec![Some(ArrayD::zeros(g.raw_dim()))];
+            }
             vec![Some(map2(g, &ac.data(), move |g, x| g * p * x.powf(p - 1.0)))]
         })
     }

@@ -68,7 +68,14 @@ impl Tensor {
     }
 
     /// Mean squared error `mean((a - b)²)`. PyTorch: `F.mse_loss(a, b)`.
+    ///
+    /// Errors when the shapes differ: PyTorch would broadcast (with a warning),
+    /// and a prediction `(N, 1)` against a target `(N)` would silently become
+    /// an `(N, N)` comparison.
     pub fn mse(&self, target: &Tensor) -> Result<Tensor> {
+        if self.shape() != target.shape() {
+            return Err(crate::Error::shape("mse", format!("prediction {:?} and target {:?} differ", self.shape(), target.shape())));
+        }
         Ok(self.sub(target)?.square().mean())
     }
 
@@ -95,19 +102,51 @@ impl Tensor {
         }))
     }
 
-    /// `x / max(‖x‖₂, ε)` along `axis`. PyTorch: `F.normalize(x, dim=axis, eps=ε)`.
+    /// `y = x / d` with `d = max(‖x‖₂, ε)` along `axis`.
+    /// PyTorch: `F.normalize(x, dim=axis, eps=ε)`.
+    ///
+    /// Backward: where `‖x‖ ≥ ε`, `y` is `x` projected on the unit sphere and
+    /// `dx = (g - y Σ(g ⊙ y)) / d`; where the norm is clamped, `d = ε` is a
+    /// constant and `dx = g / ε`. (Written as one op: through `sqrt` the
+    /// gradient of an all-zero vector would be `0 · ∞ = NaN`.)
     pub fn l2_normalize(&self, axis: isize, eps: f32) -> Result<Tensor> {
-        let norm = self.square().sum_axes(&[axis], true)?.sqrt().clamp(eps, f32::INFINITY);
-        self.div(&norm)
+        let nd = self.ndim();
+        let a = check_axis("l2_normalize", axis, nd)?;
+        let (y, norm) = {
+            let x = self.data();
+            let norm = x.map_axis(Axis(a), |lane| lane.iter().map(|&v| v * v).sum::<f32>().sqrt()).insert_axis(Axis(a));
+            let d = norm.mapv(|n| n.max(eps));
+            (&*x / &d, norm)
+        };
+        Ok(Tensor::from_op(y, "l2_normalize", &[self], move |g, y| {
+            let gy = (g * y).sum_axis(Axis(a)).insert_axis(Axis(a)); // Σ g ⊙ y
+            let mut dx = ArrayD::<f32>::zeros(g.raw_dim());
+            ndarray::Zip::from(&mut dx).and(g).and(y).and_broadcast(&gy).and_broadcast(&norm).for_each(|dx, &g, &y, &gy, &n| {
+                *dx = if n >= eps { (g - y * gy) / n } else { g / eps };
+            });
+            vec![Some(dx)]
+        }))
     }
 
-    /// Cosine similarity along `axis`: `a·b / max(‖a‖ ‖b‖, ε)`.
+    /// Cosine similarity along `axis`: `Σ (a / max(‖a‖, ε)) ⊙ (b / max(‖b‖, ε))`,
+    /// `a` and `b` first broadcast to one shape. This is PyTorch 2.x's formula
+    /// (each norm clamped on its own; PyTorch 1.x clamped the product). For a
+    /// vector shorter than ε the gradient is that of [`Tensor::l2_normalize`]
+    /// (ε a constant), where PyTorch differentiates the unclamped norm.
     /// PyTorch: `F.cosine_similarity(a, b, dim=axis, eps=ε)`.
     pub fn cosine_similarity(&self, other: &Tensor, axis: isize, eps: f32) -> Result<Tensor> {
-        let dot = self.mul(other)?.sum_axes(&[axis], false)?;
-        let na = self.square().sum_axes(&[axis], false)?;
-        let nb = other.square().sum_axes(&[axis], false)?;
-        let denom = na.mul(&nb)?.clamp(eps * eps, f32::INFINITY).sqrt();
-        dot.div(&denom)
+        let shape = crate::tensor::broadcast_shapes("cosine_similarity", &self.shape(), &other.shape())?;
+        let a = self.broadcast_to(&shape)?.l2_normalize(axis, eps)?;
+        let b = other.broadcast_to(&shape)?.l2_normalize(axis, eps)?;
+        a.mul(&b)?.sum_axes(&[axis], false)
     }
+}
+
+/// `axis` as an index below `ndim`, or a shape error naming `op`.
+fn check_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + ndim as isize } else { axis };
+    if a < 0 || a as usize >= ndim {
+        return Err(crate::Error::shape(op, format!("axis {axis} out of range for a tensor with {ndim} dimensions")));
+    }
+    Ok(a as usize)
 }

@@ -165,13 +165,16 @@ impl Tensor {
     /// This is how a linear layer with PyTorch's `(out, in)` weight multiplies.
     /// Backward: `dA = dC · B`, `dB = dCᵀ · A` (summed over broadcast batch dimensions).
     /// PyTorch: `a @ b.transpose(-1, -2)`.
+    ///
+    /// Errors name both shapes: `matmul_t: [4, 3] x [5, 2]ᵀ`.
     pub fn matmul_t(&self, other: &Tensor) -> Result<Tensor> {
         let out = {
             let (a, b) = (self.data(), other.data());
+            let err = || crate::Error::shape("matmul_t", format!("{:?} x {:?}ᵀ", a.shape(), b.shape()));
             if b.ndim() < 2 {
-                return Err(crate::Error::shape("matmul", format!("{:?} x {:?}ᵀ", a.shape(), b.shape())));
+                return Err(err());
             }
-            matmul_arrays_keyed(&a.view(), &t(b.view()), self.param_key(), other.param_key()).map_err(|_| crate::Error::shape("matmul", format!("{:?} x {:?}ᵀ", a.shape(), b.shape())))?
+            matmul_arrays_keyed(&a.view(), &t(b.view()), self.param_key(), other.param_key()).map_err(|_| err())?
         };
         let (ac, bc) = (self.clone(), other.clone());
         Ok(Tensor::from_op(out, "matmul_t", &[self, other], move |g, _| {

@@ -48,22 +48,27 @@ impl Groups {
         (y, xhat, rstd)
     }
 
-    /// Returns dx, and per-group partial sums of dγ and dβ (to be reduced by the caller).
+    /// Returns dx, dγ and dβ. The groups are cut into blocks of a fixed size,
+    /// each block sums its share of dγ, dβ on one thread, and the block sums
+    /// are added in block order: the result does not depend on how rayon
+    /// happened to split the work, so the same run gives the same bits.
     fn backward(&self, dy: &[f32], xhat: &[f32], rstd: &[f32], param_of: &(dyn Fn(usize) -> usize + Sync), gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        const GROUPS_PER_BLOCK: usize = 64;
         let n = self.group;
+        let block = GROUPS_PER_BLOCK * n;
         let mut dx = vec![0.0f32; dy.len()];
-        let (dgamma, dbeta) = dx
-            .par_chunks_mut(n)
-            .zip(dy.par_chunks(n))
-            .zip(xhat.par_chunks(n))
-            .zip(rstd.par_iter())
-            .fold(
-                || (vec![0.0f32; nparams], vec![0.0f32; nparams]),
-                |(mut dg, mut db), (((dx, dy), xh), &r)| {
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(block)
+            .zip(dy.par_chunks(block))
+            .zip(xhat.par_chunks(block))
+            .zip(rstd.par_chunks(GROUPS_PER_BLOCK))
+            .map(|(((dx, dy), xh), rs)| {
+                let (mut dg, mut db) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
+                for (((dx, dy), xh), &r) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(xh.chunks(n)).zip(rs) {
                     let (mut mean_g, mut mean_gx) = (0.0f64, 0.0f64);
                     for i in 0..n {
                         let p = param_of(i);
-                        let gh = (gamma[p] * dy[i]) as f64;
+                        let gh = (gamma[p] * dy[i]) as f64; // ĝ = γ · dy
                         mean_g += gh;
                         mean_gx += gh * xh[i] as f64;
                         dg[p] += dy[i] * xh[i];
@@ -73,19 +78,18 @@ impl Groups {
                     mean_gx /= n as f64;
                     for i in 0..n {
                         let gh = (gamma[param_of(i)] * dy[i]) as f64;
+                        // dx = (ĝ - mean(ĝ) - x̂ · mean(ĝ x̂)) / σ
                         dx[i] = ((gh - mean_g - xh[i] as f64 * mean_gx) * r as f64) as f32;
                     }
-                    (dg, db)
-                },
-            )
-            .reduce(
-                || (vec![0.0f32; nparams], vec![0.0f32; nparams]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
-                    b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
-                    (a, b)
-                },
-            );
+                }
+                (dg, db)
+            })
+            .collect();
+        let (mut dgamma, mut dbeta) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
+        for (dg, db) in &partials {
+            dgamma.iter_mut().zip(dg).for_each(|(a, b)| *a += b);
+            dbeta.iter_mut().zip(db).for_each(|(a, b)| *a += b);
+        }
         (dx, dgamma, dbeta)
     }
 }

@@ -35,7 +35,8 @@ fn sum_axes(x: &ArrayD<f32>, axes: &[usize]) -> ArrayD<f32> {
 
 fn finish(r: ArrayD<f32>, kept: &[usize], keepdim: bool) -> ArrayD<f32> {
     if keepdim {
-        r.into_shape_with_order(IxDyn(kept)).expect("same element count")
+        // `sum_axis` may return a column-major array for a permuted input: reshape by copy.
+        r.to_shape(IxDyn(kept)).expect("same element count").into_owned()
     } else {
         r
     }
@@ -50,7 +51,9 @@ impl Tensor {
         let kept = kept_shape(&shape, &ax);
         let out = finish(sum_axes(&self.data(), &ax), &kept, keepdim);
         Ok(Tensor::from_op(out, "sum", &[self], move |g, _| {
-            let g = g.view().into_shape_with_order(IxDyn(&kept)).expect("kept shape");
+            // `to_shape` copies when the incoming gradient is strided (e.g. it
+            // went through a permute); a view reshape would fail on such a layout.
+            let g = g.to_shape(IxDyn(&kept)).expect("kept shape");
             vec![Some(g.broadcast(IxDyn(&shape)).expect("broadcast back").to_owned())]
         }))
     }
@@ -89,10 +92,10 @@ impl Tensor {
         let xc = self.clone();
         Ok(Tensor::from_op(out, "max", &[self], move |g, _| {
             let x = xc.data();
-            let mk = m.view().into_shape_with_order(IxDyn(&kept)).expect("kept").broadcast(x.raw_dim()).expect("bc").to_owned();
+            let mk = m.to_shape(IxDyn(&kept)).expect("kept").broadcast(x.raw_dim()).expect("bc").to_owned();
             let is_max = map2(&x, &mk, |v, m| if v == m { 1.0 } else { 0.0 });
             let count = is_max.sum_axis(Axis(a)).insert_axis(Axis(a));
-            let gk = g.view().into_shape_with_order(IxDyn(&kept)).expect("kept").to_owned() / &count;
+            let gk = g.to_shape(IxDyn(&kept)).expect("kept").into_owned() / &count;
             vec![Some(is_max * &gk)]
         }))
     }

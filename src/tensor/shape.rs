@@ -42,5 +42,6 @@ pub fn reduce_to_shape(grad: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
             g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis));
         }
     }
-    g.into_shape_with_order(IxDyn(shape)).expect("reduced gradient has the input's shape")
+    // The sums may leave a column-major array (for a permuted gradient): reshape by copy.
+    g.to_shape(IxDyn(shape)).expect("reduced gradient has the input's shape").into_owned()
 }

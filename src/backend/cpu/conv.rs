@@ -151,46 +151,46 @@ pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Optio
             }
         }
     };
+    // dW is summed per block of images, then the blocks in order: the block
+    // boundaries depend only on N, never on rayon's scheduling, so the same
+    // inputs always give the same bits.
+    let per_block = g.n.div_ceil(DW_BLOCKS).max(1);
+    let blocks = g.n.div_ceil(per_block);
     let scratch = || {
         let col = vec![0.0f32; if want_dw && !pointwise { ckk * ohw } else { 0 }];
         let dcol = vec![0.0f32; if pointwise { 0 } else { ckk * ohw }];
         (vec![0.0f32; if want_dw { g.oc * ckk } else { 0 }], col, dcol)
     };
-    let partial_dw: Vec<f32> = match dx {
+    let partial_dw: Vec<Vec<f32>> = match dx {
         Some(dx) => dx
-            .par_chunks_mut(chw)
+            .par_chunks_mut((per_block * chw).max(1))
             .enumerate()
-            .fold(scratch, |(mut acc, mut col, mut dcol), (n, dxn)| {
-                per_image(n, Some(dxn), &mut acc, &mut col, &mut dcol);
-                (acc, col, dcol)
+            .map(|(b, dxb)| {
+                let (mut acc, mut col, mut dcol) = scratch();
+                for (i, dxn) in dxb.chunks_mut(chw).enumerate() {
+                    per_image(b * per_block + i, Some(dxn), &mut acc, &mut col, &mut dcol);
+                }
+                acc
             })
-            .map(|(acc, _, _)| acc)
-            .reduce(Vec::new, add_vecs),
-        None => (0..g.n)
+            .collect(),
+        None => (0..blocks)
             .into_par_iter()
-            .fold(scratch, |(mut acc, mut col, mut dcol), n| {
-                per_image(n, None, &mut acc, &mut col, &mut dcol);
-                (acc, col, dcol)
+            .map(|b| {
+                let (mut acc, mut col, mut dcol) = scratch();
+                for n in b * per_block..((b + 1) * per_block).min(g.n) {
+                    per_image(n, None, &mut acc, &mut col, &mut dcol);
+                }
+                acc
             })
-            .map(|(acc, _, _)| acc)
-            .reduce(Vec::new, add_vecs),
+            .collect(),
     };
     if let Some(dw) = dw {
-        if partial_dw.is_empty() {
-            dw.fill(0.0);
-        } else {
-            dw.copy_from_slice(&partial_dw);
+        dw.fill(0.0);
+        for part in &partial_dw {
+            dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         }
     }
 }
 
-fn add_vecs(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    if a.is_empty() {
-        return b;
-    }
-    if b.is_empty() {
-        return a;
-    }
-    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-    a
-}
+/// How many blocks of images the dW sum is cut into (at most; fewer for a small batch).
+const DW_BLOCKS: usize = 16;
