@@ -8,7 +8,7 @@ use dalle::data::{self, DatasetName, Split};
 use dalle::eval::{argmax_rows, DigitJudge};
 use dalle::io::{self, checkpoint, GridOptions, Series};
 use dalle::nn::{Activation, Forward, Linear, Module, Sequential};
-use dalle::optim::{Adam, Optimizer};
+use dalle::optim::{Adam, Optimizer, WarmupCosine};
 use dalle::train::{notebook::cell, notebook::wrote, CommonArgs, MetricsLog, Progress};
 use dalle::{no_grad, Result, Rng, Tensor};
 use ndarray::{arr0, Array2};
@@ -102,8 +102,11 @@ fn main() -> Result<()> {
     println!("MNIST: {} train, {} test images of {:?}", train.len(), test.len(), train.image_shape());
     let judge = DigitJudge::new(&mut rng);
     println!("digit judge: {} parameters", judge.num_parameters());
-    let steps = c.steps_or(1400, 20);
-    let mut opt = Adam::new(judge.named_parameters(), c.lr_or(1e-3) as f32);
+    let steps = c.steps_or(2400, 20);
+    let base_lr = c.lr_or(1e-3) as f32;
+    // Linear warm-up, then cosine decay: the last epochs at a small rate settle the last 0.5%.
+    let schedule = WarmupCosine { base_lr, min_lr: base_lr / 100.0, warmup: steps / 20, total: steps };
+    let mut opt = Adam::new(judge.named_parameters(), base_lr);
     let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(128, 32), c.seed);
     let mut metrics = MetricsLog::create_in(&out)?;
     let progress = Progress::new("judge", steps);
@@ -111,6 +114,7 @@ fn main() -> Result<()> {
     // ANCHOR: train_judge
     for step in 0..steps {
         let (images, labels) = train.batch(&sampler.next_batch()); // (B, 1, 28, 28), (B)
+        opt.set_lr(schedule.lr(step));
         opt.zero_grad();
         let loss = judge.forward(&Tensor::new(images.into_dyn()))?.cross_entropy(&labels)?;
         loss.backward();
