@@ -1,7 +1,10 @@
-//! sgemm on the CPU (matrixmultiply, multithreaded) and on the wgpu backend, side by side.
+//! sgemm and one training step of a chapter model (the digit judge CNN of
+//! chapter 00, batch 128) on the CPU and on the wgpu backend, side by side; with
+//! `--torch`, PyTorch's CUDA time for the same cases (`benches/torch_gpu_bench.py`).
 //!
 //! ```text
-//! cargo run --release --example bench_wgpu -- --sizes 256,512,1024
+//! cargo run --release --example bench_wgpu                      # 1024..8192 on a GPU
+//! cargo run --release --example bench_wgpu -- --sizes 256,512,1024 --torch
 //! cargo run --release --example bench_wgpu -- --smoke
 //! ```
 //!
@@ -23,8 +26,12 @@ mod bench {
     #[derive(Parser)]
     struct Args {
         /// Square sizes n to multiply (n x n times n x n).
-        #[arg(long, value_delimiter = ',', default_values_t = [256usize, 512, 1024])]
-        sizes: Vec<usize>,
+        /// Default: 1024,2048,4096,8192 on a GPU; 256,512,1024 on a software adapter.
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
+        /// Also run `python3 benches/torch_gpu_bench.py` (PyTorch on CUDA, TF32 off).
+        #[arg(long)]
+        torch: bool,
         /// A quick run: sizes 64 and 128, one timed call each.
         #[arg(long)]
         smoke: bool,
@@ -74,13 +81,57 @@ mod bench {
         c
     }
 
+    /// Median time of one Adam step of the digit judge on the CPU and on wgpu, and
+    /// the difference of the first step's loss between the two.
+    fn judge_step(batch: usize, reps: usize) -> dalle::Result<(f64, f64, f32)> {
+        use dalle::backend::{set_device, Device};
+        use dalle::eval::DigitJudge;
+        use dalle::nn::Module;
+        use dalle::optim::{Adam, Optimizer};
+        use dalle::{Rng, Tensor};
+        let mut per_device = Vec::new();
+        for device in [Device::Cpu, Device::Wgpu] {
+            set_device(device)?;
+            let mut rng = Rng::new(1);
+            let judge = DigitJudge::new(&mut rng);
+            let x = Tensor::new(rng.uniform_array(&[batch, 1, 28, 28], 0.0, 1.0));
+            let y: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+            let mut opt = Adam::new(judge.named_parameters(), 1e-3);
+            let mut first_loss = None;
+            let (t, _) = time(reps, || {
+                opt.zero_grad();
+                let loss = judge.forward(&x).and_then(|l| l.cross_entropy(&y)).expect("shapes are fixed");
+                loss.backward();
+                opt.step();
+                first_loss.get_or_insert(loss.item());
+            });
+            per_device.push((t.as_secs_f64() * 1e3, first_loss.unwrap_or(0.0)));
+        }
+        set_device(Device::Cpu)?;
+        Ok((per_device[0].0, per_device[1].0, (per_device[0].1 - per_device[1].1).abs()))
+    }
+
+    /// PyTorch's CUDA numbers, or None (with the reason printed).
+    fn torch_gpu(sizes: &[usize]) -> Option<serde_json::Value> {
+        let list: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+        let out = std::process::Command::new("python3").args(["benches/torch_gpu_bench.py", "--sizes", &list.join(",")]).output();
+        let value = out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()));
+        match value {
+            Some(v) if v.get("error").is_none() => Some(v),
+            Some(v) => {
+                println!("torch: {}", v["error"]);
+                None
+            }
+            None => {
+                println!("torch: could not run python3 benches/torch_gpu_bench.py");
+                None
+            }
+        }
+    }
+
     pub fn main() -> dalle::Result<()> {
         let args = Args::parse();
-        let (sizes, reps) = if args.smoke {
-            (vec![64, 128], 1)
-        } else {
-            (args.sizes, 5)
-        };
+        let (sizes, reps) = if args.smoke { (vec![64, 128], 1) } else { (args.sizes.clone().unwrap_or_default(), 5) };
         let ctx = match global() {
             Ok(ctx) => ctx,
             Err(e) => {
@@ -92,6 +143,12 @@ mod bench {
         if ctx.is_software() {
             println!("note: a software rasterizer (device type Cpu): these wgpu numbers are a correctness run, not a GPU speed");
         }
+        let sizes = if sizes.is_empty() {
+            if ctx.is_software() { vec![256, 512, 1024] } else { vec![1024, 2048, 4096, 8192] }
+        } else {
+            sizes
+        };
+        let torch = if args.torch { torch_gpu(&sizes) } else { None };
         let threads =
             std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "physical cores".into());
         println!("cpu: matrixmultiply::sgemm, threads = {threads}; median of {reps} calls after a warm-up\n");
@@ -152,6 +209,16 @@ mod bench {
                 gflops(n, t_res),
                 diff
             ));
+        }
+        let (cpu_ms, gpu_ms, loss_diff) = judge_step(if args.smoke { 8 } else { 128 }, if args.smoke { 1 } else { reps })?;
+        let torch_ms = torch.as_ref().and_then(|t| t["judge_step_ms"].as_f64());
+        println!("\ntraining step, chapter 00 digit judge (batch {}): cpu {cpu_ms:.1} ms, wgpu {gpu_ms:.1} ms ({:.2}x), |loss difference| {loss_diff:.1e}{}",
+            if args.smoke { 8 } else { 128 }, cpu_ms / gpu_ms,
+            torch_ms.map(|t| format!(", torch cuda {t:.2} ms")).unwrap_or_default());
+        md.push_str(&format!("\n| training step (digit judge, batch {}) | cpu ms | wgpu ms | cpu / wgpu | torch cuda ms |\n|---|---|---|---|---|\n| | {cpu_ms:.1} | {gpu_ms:.1} | {:.2} | {} |\n",
+            if args.smoke { 8 } else { 128 }, cpu_ms / gpu_ms, torch_ms.map(|t| format!("{t:.2}")).unwrap_or("-".into())));
+        if let Some(t) = &torch {
+            md.push_str(&format!("\nPyTorch sgemm on {} (TF32 off), ms: {}\n", t["device"], t["sgemm"]));
         }
         let path = args.out.join("bench.md");
         dalle::io::write_atomic(&path, md.as_bytes())?;
