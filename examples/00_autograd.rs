@@ -102,7 +102,7 @@ fn main() -> Result<()> {
     println!("MNIST: {} train, {} test images of {:?}", train.len(), test.len(), train.image_shape());
     let judge = DigitJudge::new(&mut rng);
     println!("digit judge: {} parameters", judge.num_parameters());
-    let steps = c.steps_or(2400, 20);
+    let steps = c.steps_or(3000, 20);
     let base_lr = c.lr_or(1e-3) as f32;
     // Linear warm-up, then cosine decay: the last epochs at a small rate settle the last 0.5%.
     let schedule = WarmupCosine { base_lr, min_lr: base_lr / 100.0, warmup: steps / 20, total: steps };
@@ -114,6 +114,7 @@ fn main() -> Result<()> {
     // ANCHOR: train_judge
     for step in 0..steps {
         let (images, labels) = train.batch(&sampler.next_batch()); // (B, 1, 28, 28), (B)
+        let images = random_shift(&images, 2, &mut rng); // augmentation: move each digit by up to 2 px
         opt.set_lr(schedule.lr(step));
         opt.zero_grad();
         let loss = judge.forward(&Tensor::new(images.into_dyn()))?.cross_entropy(&labels)?;
@@ -149,6 +150,26 @@ fn main() -> Result<()> {
     println!("predictions: {:?}", &pred[..n]);
     println!("labels:      {:?}", &test.labels[..n]);
     Ok(())
+}
+
+/// Shift each image by a random offset in `-max..=max` pixels in both directions,
+/// filling with zeros: digits may sit anywhere, the label stays the same.
+fn random_shift(images: &ndarray::Array4<f32>, max: usize, rng: &mut Rng) -> ndarray::Array4<f32> {
+    let (n, _, h, w) = images.dim();
+    let mut out = ndarray::Array4::<f32>::zeros(images.raw_dim());
+    let span = 2 * max + 1;
+    for i in 0..n {
+        let (dy, dx) = (rng.below(span) as isize - max as isize, rng.below(span) as isize - max as isize);
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                let (sy, sx) = (y - dy, x - dx);
+                if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
+                    out[[i, 0, y as usize, x as usize]] = images[[i, 0, sy as usize, sx as usize]];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Two interleaving half circles with Gaussian noise: the classic toy set a
