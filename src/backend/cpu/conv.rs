@@ -56,6 +56,18 @@ impl ConvGeom {
     }
 }
 
+/// For output column `xo` in `0..ow`, the input column is `xo*s + j - pad`:
+/// the range of `xo` whose input column lies inside `0..w` (`lo..hi`), so that
+/// the loops below copy that range and zero the rest, without a test per pixel.
+fn valid_cols(g: &ConvGeom, j: usize) -> (usize, usize) {
+    let ow = g.ow();
+    // xo*s + j >= pad  <=>  xo >= ceil((pad - j) / s)
+    let lo = if g.pad > j { (g.pad - j).div_ceil(g.stride) } else { 0 }.min(ow);
+    // xo*s + j - pad <= w - 1  <=>  xo <= (w - 1 + pad - j) / s
+    let hi = if g.w + g.pad > j { ((g.w - 1 + g.pad - j) / g.stride + 1).min(ow) } else { 0 };
+    (lo, hi.max(lo))
+}
+
 /// Fill `col` (C*KH*KW, OH*OW) from one image `x` (C, H, W).
 pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     let (oh, ow) = (g.oh(), g.ow());
@@ -63,6 +75,7 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &mut col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
+                let (lo, hi) = valid_cols(g, j);
                 for y in 0..oh {
                     let iy = (y * g.stride + i) as isize - g.pad as isize;
                     let dst = &mut row[y * ow..(y + 1) * ow];
@@ -71,9 +84,15 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
                         continue;
                     }
                     let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
-                    for (xo, d) in dst.iter_mut().enumerate() {
-                        let ix = (xo * g.stride + j) as isize - g.pad as isize;
-                        *d = if ix >= 0 && ix < g.w as isize { src[ix as usize] } else { 0.0 };
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let x0 = lo * g.stride + j - g.pad; // input column of output column lo
+                    if g.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                    } else {
+                        for (d, s) in dst[lo..hi].iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
+                            *d = *s;
+                        }
                     }
                 }
             }
@@ -88,16 +107,20 @@ pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let row = &col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
+                let (lo, hi) = valid_cols(g, j);
                 for y in 0..oh {
                     let iy = (y * g.stride + i) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
                     let dst = &mut dx[(c * g.h + iy as usize) * g.w..][..g.w];
-                    for (xo, s) in row[y * ow..(y + 1) * ow].iter().enumerate() {
-                        let ix = (xo * g.stride + j) as isize - g.pad as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dst[ix as usize] += s;
+                    let x0 = lo * g.stride + j - g.pad;
+                    let src = &row[y * ow + lo..y * ow + hi];
+                    if g.stride == 1 {
+                        dst[x0..x0 + (hi - lo)].iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    } else {
+                        for (d, s) in dst[x0..].iter_mut().step_by(g.stride).zip(src) {
+                            *d += s;
                         }
                     }
                 }

@@ -50,6 +50,12 @@ fn lanes(n: usize) -> __mmask16 {
 /// floats and `c` must address an `R x nr` tile with `nr <= NR`.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn tile<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
+    // Ask for the C tile now: it is needed only after the k loop, which hides the
+    // trip to L2/L3 (C rows are far apart in memory and rarely in L1).
+    for i in 0..R {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + 16) as *const i8);
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {

