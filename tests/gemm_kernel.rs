@@ -1,5 +1,6 @@
 //! The packed GEMM against a naive triple loop, on sizes that hit every edge:
-//! smaller than one micro-tile (12 x 32), not a multiple of it, several k
+//! smaller than one micro-tile (12 x 32), not a multiple of it (including
+//! remainders that are split into two shorter slivers: 64 and 28 rows), several k
 //! blocks (KC = 256), transposed and strided operands, beta 0 and 1.
 //!
 //! Tolerance: the naive loop sums in f64; f32 with k <= 600 terms of size ~1
@@ -67,7 +68,7 @@ fn check(m: usize, k: usize, n: usize, la: Layout, lb: Layout, alpha: f32, beta:
     }
 }
 
-const SIZES: [(usize, usize, usize); 8] = [(1, 1, 1), (67, 45, 33), (129, 257, 65), (5, 300, 7), (11, 17, 31), (12, 32, 32), (13, 600, 33), (200, 40, 3)];
+const SIZES: [(usize, usize, usize); 10] = [(1, 1, 1), (64, 576, 100), (28, 40, 50), (67, 45, 33), (129, 257, 65), (5, 300, 7), (11, 17, 31), (12, 32, 32), (13, 600, 33), (200, 40, 3)];
 
 #[test]
 fn serial_matches_naive_on_odd_sizes_and_layouts() {

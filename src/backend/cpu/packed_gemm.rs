@@ -61,11 +61,42 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[skip..skip + len]
 }
 
-/// Copy A's `mc x kc` block into MR-row slivers: `dst[s][p][i] = A[s*MR + i, p]`, zero-padded.
+/// How `mc` rows split into slivers: full slivers of MR rows, and a short
+/// remainder of at most 6 rows merged with the last full one and halved
+/// (64 = 4 x 12 + 8 + 8, not 5 x 12 + 4): a 4-row tile does a third of the
+/// FMAs per load of a 12-row one, an 8-row tile two thirds.
+fn sliver_count(mc: usize) -> usize {
+    mc.div_ceil(MR)
+}
+
+/// (first row, rows) of sliver `s` of an `mc`-row block.
+fn sliver(mc: usize, s: usize) -> (usize, usize) {
+    let (q, r) = (mc / MR, mc % MR);
+    if r == 0 || s + 1 < q {
+        return (s * MR, MR);
+    }
+    if r > 6 || q == 0 {
+        return (s * MR, if s < q { MR } else { r });
+    }
+    let first = (MR + r).div_ceil(2);
+    if s + 1 == q {
+        ((q - 1) * MR, first)
+    } else {
+        ((q - 1) * MR + first, MR + r - first)
+    }
+}
+
+/// `len` cut into equal blocks of at most `max`, each rounded up to a multiple of `unit`:
+/// k = 576 gives two k blocks of 288 rather than 384 + 192.
+fn balanced(len: usize, max: usize, unit: usize) -> usize {
+    len.div_ceil(len.div_ceil(max)).div_ceil(unit) * unit
+}
+
+/// Copy A's `mc x kc` block into slivers: `dst[s][p][i] = A[row0(s) + i, p]`, zero-padded to MR.
 unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
-    for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
-        let rows = MR.min(mc - s * MR);
-        let a0 = a.ptr.offset((s * MR) as isize * a.rs);
+    for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(sliver_count(mc)).enumerate() {
+        let (row0, rows) = self::sliver(mc, s);
+        let a0 = a.ptr.offset(row0 as isize * a.rs);
         if a.cs == 1 {
             // Rows of A are contiguous: read each row once, write it down a column of the sliver.
             for i in 0..rows {
@@ -126,24 +157,25 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPt
     PACK.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
+        let (mc_step, kc_step, nc_step) = (balanced(m, MC, MR), balanced(k, KC, 1), balanced(n, NC, NR));
+        for ic in (0..m).step_by(mc_step) {
+            let mc = mc_step.min(m - ic);
+            for pc in (0..k).step_by(kc_step) {
+                let kc = kc_step.min(k - pc);
                 let beta_p = if pc == 0 { beta } else { 1.0 };
-                let apack = aligned(abuf, mc.div_ceil(MR) * MR * kc);
+                let apack = aligned(abuf, sliver_count(mc) * MR * kc);
                 pack_a(mc, kc, MatPtr { ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs), ..a }, apack);
-                for jc in (0..n).step_by(NC) {
-                    let nc = NC.min(n - jc);
+                for jc in (0..n).step_by(nc_step) {
+                    let nc = nc_step.min(n - jc);
                     let bpack = aligned(bbuf, nc.div_ceil(NR) * NR * kc);
                     pack_b(kc, nc, MatPtr { ptr: b.ptr.offset(pc as isize * b.rs + jc as isize * b.cs), ..b }, bpack);
                     // Each A sliver stays in L1 while every B panel of the block streams past it.
-                    for (s, sliver) in apack.chunks_exact(MR * kc).enumerate() {
-                        let mr = MR.min(mc - s * MR);
+                    for (s, sliver_buf) in apack.chunks_exact(MR * kc).enumerate() {
+                        let (row0, mr) = sliver(mc, s);
                         for (t, panel) in bpack.chunks_exact(NR * kc).enumerate() {
                             let nr = NR.min(nc - t * NR);
-                            let ct = c.add((ic + s * MR) * rsc + jc + t * NR);
-                            tile_rows(mr, kc, sliver.as_ptr(), panel.as_ptr(), ct, rsc, nr, alpha, beta_p);
+                            let ct = c.add((ic + row0) * rsc + jc + t * NR);
+                            tile_rows(mr, kc, sliver_buf.as_ptr(), panel.as_ptr(), ct, rsc, nr, alpha, beta_p);
                         }
                     }
                 }
