@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Every case runs twice to warm up, then `reps` times (about one second's
-//! worth, 5 to 50); the table shows the median. With `--torch`,
+//! worth, 5 to 50); the table shows the median. Forward+backward cases time
+//! the forward and `backward_with(dy)` (PyTorch: `y.backward(dy)`), not the
+//! copy of `dy` that `backward_with` consumes, nor clearing the gradients. With `--torch`,
 //! `benches/torch_bench.py` runs the same cases at the same shapes (2 threads,
 //! OpenBLAS's own kernel choice for numpy) and its medians are printed beside
 //! ours; `ratio` is ours / theirs, so below 1 means we are faster.
@@ -71,18 +73,22 @@ struct Row {
 
 /// Two warm-up runs, then the median of `reps` timed runs, in milliseconds.
 fn median_ms(smoke: bool, mut f: impl FnMut()) -> f64 {
-    f();
-    let t0 = Instant::now();
-    f();
-    let first = t0.elapsed().as_secs_f64();
+    median_ms_with(smoke, || (), |()| f())
+}
+
+/// As [`median_ms`], timing only `f`: `setup` (untimed) makes its input, e.g. a
+/// fresh copy of the output gradient, which `backward_with` consumes.
+fn median_ms_with<S>(smoke: bool, mut setup: impl FnMut() -> S, mut f: impl FnMut(S)) -> f64 {
+    let mut timed = || {
+        let input = setup();
+        let t = Instant::now();
+        f(input);
+        t.elapsed().as_secs_f64()
+    };
+    timed();
+    let first = timed();
     let reps = if smoke { 3 } else { (1.0 / first.max(1e-6)).ceil().clamp(5.0, 50.0) as usize };
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut times: Vec<f64> = (0..reps).map(|_| timed() * 1e3).collect();
     times.sort_by(|a, b| a.total_cmp(b));
     times[times.len() / 2]
 }
@@ -115,10 +121,14 @@ fn bench_conv(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) {
         dalle::no_grad(|| x.conv2d(&wt, Some(&b), 1, 1).expect("conv shapes"));
     });
     rows.push(Row { case: "conv_fwd".into(), ours_ms: ms, flops: Some(fwd_flops) });
-    let ms = median_ms(smoke, || {
-        clear_grads(&[&x, &wt, &b]);
-        x.conv2d(&wt, Some(&b), 1, 1).expect("conv shapes").backward_with(dy.clone());
-    });
+    let ms = median_ms_with(
+        smoke,
+        || {
+            clear_grads(&[&x, &wt, &b]);
+            dy.clone()
+        },
+        |dy| x.conv2d(&wt, Some(&b), 1, 1).expect("conv shapes").backward_with(dy),
+    );
     // Backward is two GEMMs of the forward's size (dX and dW).
     rows.push(Row { case: "conv_fwd_bwd".into(), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
 }
@@ -129,10 +139,14 @@ fn bench_layernorm(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) {
     let x = Tensor::param(rng.normal_array(&s.layernorm));
     let (g, b) = (Tensor::param(ArrayD::ones(IxDyn(&[c]))), Tensor::param(ArrayD::zeros(IxDyn(&[c]))));
     let dy = rng.normal_array(&s.layernorm);
-    let ms = median_ms(smoke, || {
-        clear_grads(&[&x, &g, &b]);
-        x.layer_norm(&g, &b, 1e-5).expect("layer_norm shapes").backward_with(dy.clone());
-    });
+    let ms = median_ms_with(
+        smoke,
+        || {
+            clear_grads(&[&x, &g, &b]);
+            dy.clone()
+        },
+        |dy| x.layer_norm(&g, &b, 1e-5).expect("layer_norm shapes").backward_with(dy),
+    );
     rows.push(Row { case: "layernorm_fwd_bwd".into(), ours_ms: ms, flops: None });
 }
 
@@ -140,10 +154,14 @@ fn bench_softmax(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) {
     let mut rng = Rng::new(3);
     let x = Tensor::param(rng.normal_array(&s.softmax));
     let dy = rng.normal_array(&s.softmax);
-    let ms = median_ms(smoke, || {
-        clear_grads(&[&x]);
-        x.softmax(-1).backward_with(dy.clone());
-    });
+    let ms = median_ms_with(
+        smoke,
+        || {
+            clear_grads(&[&x]);
+            dy.clone()
+        },
+        |dy| x.softmax(-1).backward_with(dy),
+    );
     rows.push(Row { case: "softmax_fwd_bwd".into(), ours_ms: ms, flops: None });
 }
 
@@ -204,10 +222,14 @@ fn bench_block(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) {
     rows.push(Row { case: "block_fwd".into(), ours_ms: ms, flops: Some(fwd_flops) });
     let mut params = block.params();
     params.push(&x);
-    let ms = median_ms(smoke, || {
-        clear_grads(&params);
-        block.forward(&x, &mask).expect("block shapes").backward_with(dy.clone());
-    });
+    let ms = median_ms_with(
+        smoke,
+        || {
+            clear_grads(&params);
+            dy.clone()
+        },
+        |dy| block.forward(&x, &mask).expect("block shapes").backward_with(dy),
+    );
     rows.push(Row { case: "block_fwd_bwd".into(), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
 }
 

@@ -113,7 +113,36 @@ impl Tensor {
     /// Backward: `dx = y ⊙ (g - Σ_j g_j y_j)`. PyTorch: `F.softmax(x, dim)`.
     pub fn softmax(&self, axis: isize) -> Tensor {
         let a = normalize_axis(axis, self.ndim());
-        let mut out = self.data().to_owned();
+        let x = self.data();
+        if a + 1 == x.ndim() && x.is_standard_layout() && x.len() > 0 {
+            // The usual case (attention rows): contiguous rows, one pass each, in parallel.
+            let d = x.shape()[a];
+            let mut out = x.to_owned();
+            drop(x);
+            rows_mut(out.as_slice_mut().expect("standard layout"), d, |row| {
+                let m = row.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
+                let mut s = 0.0;
+                row.iter_mut().for_each(|v| {
+                    *v = (*v - m).exp();
+                    s += *v;
+                });
+                let inv = 1.0 / s;
+                row.iter_mut().for_each(|v| *v *= inv);
+            });
+            return Tensor::from_op(out, "softmax", &[self], move |g, y| {
+                let g = g.as_standard_layout();
+                let mut dx = y.to_owned();
+                let gs = g.as_slice().expect("standard layout");
+                rows_mut_with(dx.as_slice_mut().expect("standard layout"), gs, d, |dx, g| {
+                    // dx = y ⊙ (g - Σ_j g_j y_j)
+                    let s: f32 = dx.iter().zip(g).map(|(&y, &g)| y * g).sum();
+                    dx.iter_mut().zip(g).for_each(|(y, &g)| *y *= g - s);
+                });
+                vec![Some(dx)]
+            });
+        }
+        let mut out = x.to_owned();
+        drop(x);
         lanes_mut(&mut out, a, |lane| {
             let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
             let mut s = 0.0;
@@ -147,6 +176,30 @@ impl Tensor {
             Zip::from(&mut dx).and(y).and_broadcast(&s).for_each(|d, &y, &s| *d -= y.exp() * s);
             vec![Some(dx)]
         })
+    }
+}
+
+/// Apply `f` to every contiguous row of `d` values of `x`, in parallel (blocks of rows) when large.
+fn rows_mut(x: &mut [f32], d: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    let rows_per_task = (PARALLEL_MIN_LEN / d.max(1)).max(1);
+    if x.len() < PARALLEL_MIN_LEN {
+        x.chunks_mut(d).for_each(f);
+    } else {
+        use rayon::prelude::*;
+        x.par_chunks_mut(rows_per_task * d).for_each(|block| block.chunks_mut(d).for_each(&f));
+    }
+}
+
+/// As [`rows_mut`], with the matching row of `other` (same length as `x`).
+fn rows_mut_with(x: &mut [f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
+    let rows_per_task = (PARALLEL_MIN_LEN / d.max(1)).max(1);
+    if x.len() < PARALLEL_MIN_LEN {
+        x.chunks_mut(d).zip(other.chunks(d)).for_each(|(a, b)| f(a, b));
+    } else {
+        use rayon::prelude::*;
+        x.par_chunks_mut(rows_per_task * d)
+            .zip(other.par_chunks(rows_per_task * d))
+            .for_each(|(xb, ob)| xb.chunks_mut(d).zip(ob.chunks(d)).for_each(|(a, b)| f(a, b)));
     }
 }
 

@@ -6,14 +6,17 @@
 //! ```text
 //! col   (C*KH*KW, OH*OW)    col[(c, i, j), (y, x)] = x_pad[c, y*s + i, x*s + j]
 //! out_n (OC, OH*OW)       = W (OC, C*KH*KW) · col
-//! dW    (OC, C*KH*KW)    += dY_n (OC, OH*OW) · col^T
+//! dW    (OC, C*KH*KW)    += dY_n (OC, OH*OW) · col^T   (computed as its transpose)
 //! dcol  (C*KH*KW, OH*OW)  = W^T · dY_n,   dX_n = col2im(dcol)
 //! ```
 //!
-//! Images of a batch run in parallel (one single-threaded GEMM each).
+//! The batch is cut into a fixed number of runs of images, spread over
+//! rayon's threads; each run is single-threaded GEMMs on its images, with
+//! scratch buffers kept per thread.
 
 use super::gemm::{sgemm_serial, MatPtr};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// The sizes of one convolution (NCHW input, OIHW weight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,87 +136,105 @@ fn mat(ptr: *const f32, rs: usize, cs: usize) -> MatPtr {
     MatPtr { ptr, rs: rs as isize, cs: cs as isize }
 }
 
+/// How many runs of images the batch is cut into (fewer for a small batch).
+/// The cut depends only on N, never on the thread count or rayon's scheduling,
+/// so the dW sum (added run by run, in order) gives the same bits every time.
+const IMAGE_BLOCKS: usize = 8;
+
+/// Images per rayon task.
+fn images_per_task(n: usize) -> usize {
+    n.div_ceil(IMAGE_BLOCKS).max(1)
+}
+
+thread_local! {
+    /// Per-thread im2col and col2im buffers, reused across tasks and calls.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Run `f` with this thread's two scratch buffers, grown to `len` each (contents unspecified).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, b) = &mut *s;
+        for v in [&mut *a, &mut *b] {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+        }
+        f(&mut a[..len], &mut b[..len])
+    })
+}
+
 /// Forward: `y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW))`, no bias.
 pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
-    y.par_chunks_mut(g.oc * ohw).enumerate().for_each_init(
-        || vec![0.0f32; if g.is_pointwise() { 0 } else { ckk * ohw }],
-        |col, (n, yn)| {
-            let xn = &x[n * chw..(n + 1) * chw];
-            let colp = if g.is_pointwise() { xn.as_ptr() } else { im2col(g, xn, col); col.as_ptr() };
-            // out_n (OC, OHW) = W (OC, CKK) · col (CKK, OHW)
-            unsafe { sgemm_serial(g.oc, ckk, ohw, 1.0, mat(w.as_ptr(), ckk, 1), mat(colp, ohw, 1), 0.0, yn.as_mut_ptr(), ohw as isize, 1) };
-        },
-    );
+    let per_task = images_per_task(g.n);
+    let col_len = if g.is_pointwise() { 0 } else { ckk * ohw };
+    y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
+        with_scratch(col_len, |col, _| {
+            for (i, yn) in ys.chunks_mut(g.oc * ohw).enumerate() {
+                let n = task * per_task + i;
+                let xn = &x[n * chw..(n + 1) * chw];
+                let colp = if g.is_pointwise() { xn.as_ptr() } else { im2col(g, xn, col); col.as_ptr() };
+                // out_n (OC, OHW) = W (OC, CKK) · col (CKK, OHW)
+                unsafe { sgemm_serial(g.oc, ckk, ohw, 1.0, mat(w.as_ptr(), ckk, 1), mat(colp, ohw, 1), 0.0, yn.as_mut_ptr(), ohw as isize, 1) };
+            }
+        })
+    });
 }
 
-/// Backward: given `dy (N, OC, OH, OW)`, return `dx` (when asked) into `dx` and
-/// `dW (OC, C, KH, KW)` into `dw` (when asked).
+/// Backward: given `dy (N, OC, OH, OW)`, write `dX` into `dx` and
+/// `dW (OC, C, KH, KW)` into `dw`, each only when asked.
+///
+/// Per image, with `col_n = im2col(x_n)`:
+///
+/// ```text
+/// dWᵀ (CKK, OC) += col_n (CKK, OHW) · dY_nᵀ (OHW, OC)    (tall: 576 rows, not 64, for the GEMM)
+/// dcol (CKK, OHW) = Wᵀ (CKK, OC) · dY_n (OC, OHW),        dX_n = col2im(dcol)
+/// ```
+///
+/// Each task sums dWᵀ over its run of images; the partial sums are added in
+/// run order and transposed into `dw` at the end.
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
     let want_dw = dw.is_some();
     let pointwise = g.is_pointwise();
-    // Per image: dcol = W^T dY_n, col2im into dX_n; and dW_n = dY_n col_n^T summed over n.
-    let per_image = |n: usize, dxn: Option<&mut [f32]>, dw_acc: &mut Vec<f32>, col: &mut Vec<f32>, dcol: &mut Vec<f32>| {
-        let dyn_ = &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw];
-        let xn = &x[n * chw..(n + 1) * chw];
-        if want_dw {
-            let colp = if pointwise { xn.as_ptr() } else { im2col(g, xn, col); col.as_ptr() };
-            // dW (OC, CKK) += dY_n (OC, OHW) · col^T (OHW, CKK)
-            unsafe { sgemm_serial(g.oc, ohw, ckk, 1.0, mat(dyn_.as_ptr(), ohw, 1), mat(colp, 1, ohw), 1.0, dw_acc.as_mut_ptr(), ckk as isize, 1) };
-        }
-        if let Some(dxn) = dxn {
-            if pointwise {
-                // dX_n (C, HW) = W^T (C, OC) · dY_n (OC, HW)
-                unsafe { sgemm_serial(ckk, g.oc, ohw, 1.0, mat(w.as_ptr(), 1, ckk), mat(dyn_.as_ptr(), ohw, 1), 0.0, dxn.as_mut_ptr(), ohw as isize, 1) };
-            } else {
-                // dcol (CKK, OHW) = W^T (CKK, OC) · dY_n (OC, OHW)
-                unsafe { sgemm_serial(ckk, g.oc, ohw, 1.0, mat(w.as_ptr(), 1, ckk), mat(dyn_.as_ptr(), ohw, 1), 0.0, dcol.as_mut_ptr(), ohw as isize, 1) };
-                dxn.fill(0.0);
-                col2im(g, dcol, dxn);
+    let per_task = images_per_task(g.n);
+    // One task: images first..first + count, with dX_n written into `dxs` when given.
+    let col_len = if pointwise { 0 } else { ckk * ohw };
+    let task = |first: usize, count: usize, mut dxs: Option<&mut [f32]>| -> Vec<f32> {
+        let mut dwt = vec![0.0f32; if want_dw { ckk * g.oc } else { 0 }];
+        with_scratch(col_len, |col, dcol| for n in first..first + count {
+            let dyn_ = &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw];
+            if want_dw {
+                let xn = &x[n * chw..(n + 1) * chw];
+                let colp = if pointwise { xn.as_ptr() } else { im2col(g, xn, col); col.as_ptr() };
+                // dWᵀ (CKK, OC) += col (CKK, OHW) · dY_nᵀ (OHW, OC)
+                unsafe { sgemm_serial(ckk, ohw, g.oc, 1.0, mat(colp, ohw, 1), mat(dyn_.as_ptr(), 1, ohw), 1.0, dwt.as_mut_ptr(), g.oc as isize, 1) };
             }
-        }
+            if let Some(dxs) = dxs.as_deref_mut() {
+                let dxn = &mut dxs[(n - first) * chw..(n - first + 1) * chw];
+                // dcol (CKK, OHW) = Wᵀ (CKK, OC) · dY_n (OC, OHW); a 1x1 conv writes dX_n directly.
+                let out = if pointwise { dxn.as_mut_ptr() } else { dcol.as_mut_ptr() };
+                unsafe { sgemm_serial(ckk, g.oc, ohw, 1.0, mat(w.as_ptr(), 1, ckk), mat(dyn_.as_ptr(), ohw, 1), 0.0, out, ohw as isize, 1) };
+                if !pointwise {
+                    dxn.fill(0.0);
+                    col2im(g, dcol, dxn);
+                }
+            }
+        });
+        dwt
     };
-    let scratch = || {
-        let col = vec![0.0f32; if want_dw && !pointwise { ckk * ohw } else { 0 }];
-        let dcol = vec![0.0f32; if pointwise { 0 } else { ckk * ohw }];
-        (vec![0.0f32; if want_dw { g.oc * ckk } else { 0 }], col, dcol)
-    };
-    let partial_dw: Vec<f32> = match dx {
-        Some(dx) => dx
-            .par_chunks_mut(chw)
-            .enumerate()
-            .fold(scratch, |(mut acc, mut col, mut dcol), (n, dxn)| {
-                per_image(n, Some(dxn), &mut acc, &mut col, &mut dcol);
-                (acc, col, dcol)
-            })
-            .map(|(acc, _, _)| acc)
-            .reduce(Vec::new, add_vecs),
-        None => (0..g.n)
-            .into_par_iter()
-            .fold(scratch, |(mut acc, mut col, mut dcol), n| {
-                per_image(n, None, &mut acc, &mut col, &mut dcol);
-                (acc, col, dcol)
-            })
-            .map(|(acc, _, _)| acc)
-            .reduce(Vec::new, add_vecs),
+    let partials: Vec<Vec<f32>> = match dx {
+        Some(dx) => dx.par_chunks_mut(per_task * chw).enumerate().map(|(t, dxs)| task(t * per_task, dxs.len() / chw, Some(dxs))).collect(),
+        None => (0..g.n.div_ceil(per_task)).into_par_iter().map(|t| task(t * per_task, per_task.min(g.n - t * per_task), None)).collect(),
     };
     if let Some(dw) = dw {
-        if partial_dw.is_empty() {
-            dw.fill(0.0);
-        } else {
-            dw.copy_from_slice(&partial_dw);
+        // dW[o, r] = Σ_tasks dWᵀ[r, o]
+        for (o, row) in dw.chunks_mut(ckk).enumerate() {
+            for (r, v) in row.iter_mut().enumerate() {
+                *v = partials.iter().map(|p| p[r * g.oc + o]).sum();
+            }
         }
     }
-}
-
-fn add_vecs(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    if a.is_empty() {
-        return b;
-    }
-    if b.is_empty() {
-        return a;
-    }
-    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-    a
 }
