@@ -120,9 +120,12 @@ impl Groups {
 
 fn norm_op(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups) -> Tensor {
     let shape = x.shape();
-    let xs = x.data().as_standard_layout().into_owned();
     let (g, b) = (gamma.to_vec(), beta.to_vec());
-    let (y, xhat, rstd) = groups.forward(xs.as_slice().expect("standard"), &g, &b);
+    let (y, xhat, rstd) = {
+        let data = x.data();
+        let xs = data.as_standard_layout(); // a copy only when x is strided
+        groups.forward(xs.as_slice().expect("standard"), &g, &b)
+    };
     let out = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("same size");
     let nparams = g.len();
     let gamma_c = gamma.clone();

@@ -105,6 +105,12 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
                     sliver[p * MR + i] = v;
                 }
             }
+        } else if a.rs == 1 {
+            // Columns of A are contiguous (A is a transposed row-major matrix): each step p is one copy.
+            for p in 0..kc {
+                let src = std::slice::from_raw_parts(a0.offset(p as isize * a.cs), rows);
+                sliver[p * MR..p * MR + rows].copy_from_slice(src);
+            }
         } else {
             for p in 0..kc {
                 for i in 0..rows {
