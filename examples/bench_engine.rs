@@ -264,8 +264,14 @@ fn fmt_ratio(ours: f64, theirs: Option<f64>) -> String {
     theirs.map(|t| format!("{:.2}", ours / t)).unwrap_or_else(|| "-".into())
 }
 
-fn main() -> dalle::Result<()> {
-    let args = Args::parse();
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("bench_engine: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> dalle::Result<()> {
     let shapes = Shapes::new(args.smoke);
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
     let known = ["sgemm", "conv", "layernorm", "softmax", "block"];
