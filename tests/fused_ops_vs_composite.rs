@@ -108,3 +108,19 @@ fn f32_erf_stays_within_3e_7_of_f64_reference() {
     assert_eq!(dalle::ops::kernels::erf(-0.5), -dalle::ops::kernels::erf(0.5));
     assert!(dalle::ops::kernels::erf(0.0).abs() < 3e-7);
 }
+
+#[test]
+fn arithmetic_exp_is_within_3e_7_relative_of_libm() {
+    // Over the whole finite range where e^x is a normal f32, and the edges.
+    let mut worst = 0.0f64;
+    let mut x = -87.0f32;
+    while x < 88.3 {
+        let (got, want) = (dalle::ops::kernels::exp(x) as f64, (x as f64).exp());
+        worst = worst.max((got - want).abs() / want);
+        x += 0.001_7;
+    }
+    assert!(worst < 3e-7, "relative error {worst}");
+    assert_eq!(dalle::ops::kernels::exp(f32::NEG_INFINITY), 0.0, "masked logits must give exactly 0");
+    assert_eq!(dalle::ops::kernels::exp(0.0), 1.0);
+    assert!(dalle::ops::kernels::exp(f32::NAN).is_nan());
+}

@@ -121,12 +121,9 @@ impl Tensor {
             drop(x);
             rows_mut(out.as_slice_mut().expect("standard layout"), d, |row| {
                 let m = row.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
-                let mut s = 0.0;
-                row.iter_mut().for_each(|v| {
-                    *v = (*v - m).exp();
-                    s += *v;
-                });
-                let inv = 1.0 / s;
+                // Separate passes so that each vectorises: exp, then the sum, then the scaling.
+                row.iter_mut().for_each(|v| *v = super::kernels::exp(*v - m));
+                let inv = 1.0 / lane_sum(row);
                 row.iter_mut().for_each(|v| *v *= inv);
             });
             return Tensor::from_op(out, "softmax", &[self], move |g, y| {
@@ -135,7 +132,7 @@ impl Tensor {
                 let gs = g.as_slice().expect("standard layout");
                 rows_mut_with(dx.as_slice_mut().expect("standard layout"), gs, d, |dx, g| {
                     // dx = y ⊙ (g - Σ_j g_j y_j)
-                    let s: f32 = dx.iter().zip(g).map(|(&y, &g)| y * g).sum();
+                    let s = lane_dot(dx, g);
                     dx.iter_mut().zip(g).for_each(|(y, &g)| *y *= g - s);
                 });
                 vec![Some(dx)]
@@ -176,6 +173,26 @@ impl Tensor {
             Zip::from(&mut dx).and(y).and_broadcast(&s).for_each(|d, &y, &s| *d -= y.exp() * s);
             vec![Some(dx)]
         })
+    }
+}
+
+/// `Σ x` in 16 independent lanes (so that it vectorises), added in a fixed order.
+fn lane_sum(x: &[f32]) -> f32 {
+    lane_dot(x, &[])
+}
+
+/// `Σ x·y` in 16 independent lanes; with `y` empty, `Σ x`.
+fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    let full = x.len() - tail.len();
+    if y.is_empty() {
+        chunks.for_each(|c| acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v));
+        acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+    } else {
+        chunks.zip(y.chunks_exact(16)).for_each(|(c, w)| acc.iter_mut().zip(c.iter().zip(w)).for_each(|(a, (&v, &u))| *a += v * u));
+        acc.iter().sum::<f32>() + tail.iter().zip(&y[full..]).map(|(&v, &u)| v * u).sum::<f32>()
     }
 }
 
