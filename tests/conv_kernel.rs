@@ -61,6 +61,9 @@ fn conv_forward_and_backward_match_direct_loops() {
         ConvGeom { n: 2, c: 2, h: 5, w: 11, oc: 4, kh: 2, kw: 4, stride: 1, pad: 2 },
         ConvGeom { n: 2, c: 3, h: 9, w: 9, oc: 2, kh: 3, kw: 3, stride: 2, pad: 0 },
         ConvGeom { n: 4, c: 16, h: 28, w: 28, oc: 24, kh: 3, kw: 3, stride: 1, pad: 1 },
+        // "Same" width but not height, and a 5x5 same conv: the shifted-plane path of im2col/col2im.
+        ConvGeom { n: 2, c: 3, h: 6, w: 7, oc: 4, kh: 1, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 3, c: 2, h: 9, w: 6, oc: 5, kh: 5, kw: 5, stride: 1, pad: 2 },
     ];
     for g in geoms {
         let (oh, ow) = (g.oh(), g.ow());

@@ -71,9 +71,52 @@ fn valid_cols(g: &ConvGeom, j: usize) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
+/// For a "same" convolution (stride 1, OW = W) the row of `col` for one tap
+/// `(c, i, j)` is the plane `x[c]` shifted by `(i - pad) * W + (j - pad)`: one
+/// long copy, with the rows that fall off the top or bottom and the columns
+/// that wrapped around from the neighbouring row set to zero afterwards.
+/// Returns the range of output rows `y0..y1` whose input row is inside the image.
+fn shifted_rows(g: &ConvGeom, i: usize) -> (usize, usize) {
+    let oh = g.oh();
+    let y0 = g.pad.saturating_sub(i).min(oh);
+    let y1 = (g.h + g.pad).saturating_sub(i).min(oh).max(y0);
+    (y0, y1)
+}
+
+fn is_same_stride1(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.ow() == g.w
+}
+
 /// Fill `col` (C*KH*KW, OH*OW) from one image `x` (C, H, W).
 pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     let (oh, ow) = (g.oh(), g.ow());
+    if is_same_stride1(g) {
+        let plane = g.h * g.w;
+        for c in 0..g.c {
+            let src = &x[c * plane..(c + 1) * plane];
+            for i in 0..g.kh {
+                let (y0, y1) = shifted_rows(g, i);
+                for j in 0..g.kw {
+                    let row = &mut col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
+                    let (lo, hi) = valid_cols(g, j);
+                    // row[y*ow + xo] = src[(y + i - pad) * w + xo + j - pad] for y in y0..y1
+                    let shift = (i * g.w + j) as isize - (g.pad * g.w + g.pad) as isize;
+                    let (d0, d1) = (y0 * ow, y1 * ow);
+                    let s0 = (d0 as isize + shift).max(0) as usize;
+                    let s1 = ((d1 as isize + shift) as usize).min(plane);
+                    let d_start = (s0 as isize - shift) as usize;
+                    row[..d_start].fill(0.0);
+                    row[d_start..d_start + (s1 - s0)].copy_from_slice(&src[s0..s1]);
+                    row[d_start + (s1 - s0)..].fill(0.0);
+                    for y in y0..y1 {
+                        row[y * ow..y * ow + lo].fill(0.0);
+                        row[y * ow + hi..(y + 1) * ow].fill(0.0);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.c {
         for i in 0..g.kh {
             for j in 0..g.kw {
@@ -91,7 +134,7 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
                     dst[hi..].fill(0.0);
                     let x0 = lo * g.stride + j - g.pad; // input column of output column lo
                     if g.stride == 1 {
-                        dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                        super::copy_short(&mut dst[lo..hi], &src[x0..x0 + (hi - lo)]);
                     } else {
                         for (d, s) in dst[lo..hi].iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
                             *d = *s;
@@ -104,8 +147,35 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
 }
 
 /// Add `col` (C*KH*KW, OH*OW) back into one image gradient `dx` (C, H, W): the adjoint of [`im2col`].
-pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
+///
+/// `col` is scratch: for a same convolution its wrapped-around columns are
+/// zeroed so that each tap's row can be added back as one long range.
+pub fn col2im(g: &ConvGeom, col: &mut [f32], dx: &mut [f32]) {
     let (oh, ow) = (g.oh(), g.ow());
+    if is_same_stride1(g) {
+        let plane = g.h * g.w;
+        for c in 0..g.c {
+            let dst = &mut dx[c * plane..(c + 1) * plane];
+            for i in 0..g.kh {
+                let (y0, y1) = shifted_rows(g, i);
+                for j in 0..g.kw {
+                    let row = &mut col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
+                    let (lo, hi) = valid_cols(g, j);
+                    for y in y0..y1 {
+                        row[y * ow..y * ow + lo].fill(0.0);
+                        row[y * ow + hi..(y + 1) * ow].fill(0.0);
+                    }
+                    let shift = (i * g.w + j) as isize - (g.pad * g.w + g.pad) as isize;
+                    let (d0, d1) = (y0 * ow, y1 * ow);
+                    let s0 = (d0 as isize + shift).max(0) as usize;
+                    let s1 = ((d1 as isize + shift) as usize).min(plane);
+                    let d_start = (s0 as isize - shift) as usize;
+                    dst[s0..s1].iter_mut().zip(&row[d_start..]).for_each(|(d, v)| *d += v);
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.c {
         for i in 0..g.kh {
             for j in 0..g.kw {
