@@ -134,7 +134,7 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
                     dst[hi..].fill(0.0);
                     let x0 = lo * g.stride + j - g.pad; // input column of output column lo
                     if g.stride == 1 {
-                        super::copy_short(&mut dst[lo..hi], &src[x0..x0 + (hi - lo)]);
+                        dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
                     } else {
                         for (d, s) in dst[lo..hi].iter_mut().zip(src[x0..].iter().step_by(g.stride)) {
                             *d = *s;

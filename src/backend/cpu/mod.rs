@@ -8,20 +8,14 @@ pub mod microkernel;
 #[cfg(target_arch = "x86_64")]
 pub mod packed_gemm;
 
-/// `dst.copy_from_slice(src)` for the short copies of im2col and packing (a
-/// few dozen floats): fixed 8-float moves inline into vector loads and stores,
-/// where a variable-length `copy_from_slice` is a call to `memmove` per row.
+/// `dst.copy_from_slice(src)` for the short copies of packing (one panel row
+/// of `N` floats, or fewer at an edge). A copy of a compile-time length is
+/// inlined as vector moves; a variable-length one is a call to `memmove`,
+/// which costs more than moving 128 bytes.
 #[inline]
-pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
-    assert_eq!(dst.len(), src.len(), "copy_short: lengths differ");
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d8, s8) in (&mut d).zip(&mut s) {
-        let s8: &[f32; 8] = s8.try_into().expect("chunks of 8");
-        let d8: &mut [f32; 8] = d8.try_into().expect("chunks of 8");
-        *d8 = *s8;
-    }
-    for (x, y) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *x = *y;
+pub(crate) fn copy_short<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; N]>::try_from(&mut *dst), <&[f32; N]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }

@@ -109,7 +109,7 @@ unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
             // Columns of A are contiguous (A is a transposed row-major matrix): each step p is one copy.
             for p in 0..kc {
                 let src = std::slice::from_raw_parts(a0.offset(p as isize * a.cs), rows);
-                super::copy_short(&mut sliver[p * MR..p * MR + rows], src);
+                super::copy_short::<MR>(&mut sliver[p * MR..p * MR + rows], src);
             }
         } else {
             for p in 0..kc {
@@ -134,7 +134,7 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatPtr, dst: &mut [f32]) {
         if b.cs == 1 {
             for p in 0..kc {
                 let src = std::slice::from_raw_parts(b0.offset(p as isize * b.rs), cols);
-                super::copy_short(&mut panel[p * NR..p * NR + cols], src);
+                super::copy_short::<NR>(&mut panel[p * NR..p * NR + cols], src);
                 panel[p * NR + cols..(p + 1) * NR].fill(0.0);
             }
         } else {
