@@ -22,6 +22,11 @@
 //!           micro-kernel: C tile (MR x NR) = alpha * sliver · panel + beta' * C tile
 //! ```
 //!
+//! The steps are balanced (k = 576 gives two k blocks of 288, not 384 + 192),
+//! and a short last sliver is merged with the one before it and halved
+//! (64 rows: four slivers of 12, two of 8), because a 4-row tile wastes most
+//! of the kernel's work per load.
+//!
 //! `beta' = beta` for the first k block and 1 afterwards (the later blocks add
 //! to what the first one wrote). Packing costs `O(mk + kn)` copies against
 //! `O(mnk)` multiply-adds, and it also turns any strides (a transposed
@@ -33,8 +38,9 @@
 //! (`MR x KC`) and one line of B per step fit L1; the packed B block
 //! (`KC x NC`, 576 KiB) fits L2 beside the packed A block (`MC x KC`, 576 KiB),
 //! which streams one sliver at a time. The values were tuned on sgemm 256 to
-//! 2048 (one thread): a B block of 256 x 512 ran at 60 % of this speed for
-//! n >= 1024, so the sizes are not arbitrary; re-tune them on another CPU.
+//! 2048 (one thread, on a machine shared with other jobs, so to about 10 %):
+//! a B block of 256 x 512 ran at 60 % of this speed for n >= 1024, while
+//! 384 x 384 and 256 x 256 were within noise of each other; re-tune on another CPU.
 
 use super::gemm::MatPtr;
 use super::microkernel::{tile_rows, MR, NR};
