@@ -7,8 +7,9 @@ one JSON object on the last line of stdout:
 
 Timing: warm-up runs, then the median of `reps` runs (reps chosen so that a
 case takes about a second, between 5 and 50), exactly as the Rust side does.
-Threads are limited to 2 (torch.set_num_threads, and the OMP/OpenBLAS/MKL
-variables set by the caller before numpy loads).
+Threads: BENCH_THREADS (default 2; the Rust side passes its rayon thread
+count), applied with torch.set_num_threads and the OMP/OpenBLAS/MKL variables
+before numpy loads.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import time
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(var, str(THREADS))
+    os.environ[var] = str(THREADS)  # before numpy loads OpenBLAS
 
 try:
     import numpy as np

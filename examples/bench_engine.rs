@@ -4,6 +4,7 @@
 //! cargo run --release --example bench_engine -- --torch
 //! cargo run --release --example bench_engine -- --smoke            # tiny sizes, seconds (CI)
 //! cargo run --release --example bench_engine -- --cases sgemm,block --torch
+//! RAYON_NUM_THREADS=1 cargo run --release --example bench_engine -- --torch   # both sides on one core
 //! ```
 //!
 //! Every case runs twice to warm up, then `reps` times (about one second's
@@ -241,9 +242,13 @@ fn run_torch(cases: &str, smoke: bool) -> Result<serde_json::Value, String> {
     if smoke {
         cmd.arg("--smoke");
     }
-    // 2 threads everywhere; OpenBLAS picks its own kernel for this CPU (these two variables,
-    // set on some machines for old OpenBLAS builds, would force a slower one).
-    cmd.env("OMP_NUM_THREADS", "2").env("OPENBLAS_NUM_THREADS", "2").env("MKL_NUM_THREADS", "2");
+    // As many threads as rayon uses here (2 on the book's machine; RAYON_NUM_THREADS=1 for a
+    // one-core comparison). OpenBLAS picks its own kernel for this CPU: these two variables,
+    // set on some machines for old OpenBLAS builds, would force a slower one.
+    let threads = rayon::current_num_threads().to_string();
+    for var in ["BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
+        cmd.env(var, &threads);
+    }
     cmd.env_remove("OPENBLAS_CORETYPE").env_remove("OPENBLAS_L2_SIZE");
     let out = cmd.output().map_err(|e| format!("could not run python3: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
