@@ -14,17 +14,32 @@ use crate::Result;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-/// Normalise each contiguous group of `group` values of `x` (row-major), with a
-/// per-position affine `gamma[pos(i)]`, `beta[pos(i)]` where `pos` maps an
-/// element's index within its group to its parameter index.
+/// Normalise each contiguous group of `group` values of `x` (row-major), with
+/// an affine `γ`, `β` either per element of the group (`per_element`, layer
+/// norm: `γ[i]`) or one shared pair (`γ[0]`, group norm before its per-channel affine).
 struct Groups {
     group: usize,
     eps: f32,
+    per_element: bool,
+}
+
+/// `Σ_i f(a[i], b[i])` in 8 independent f64 lanes, so that the loop vectorises;
+/// the lanes are added in a fixed order, so the result is deterministic.
+fn sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ac.remainder().iter().zip(bc.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 impl Groups {
     /// Returns y, x̂ and 1/σ per group.
-    fn forward(&self, x: &[f32], param_of: &(dyn Fn(usize) -> usize + Sync), gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let n = self.group;
         let mut y = vec![0.0f32; x.len()];
         let mut xhat = vec![0.0f32; x.len()];
@@ -35,14 +50,20 @@ impl Groups {
             .zip(x.par_chunks(n))
             .for_each(|(((y, xh), r), x)| {
                 // Statistics in f64: the golden tests compare to 1e-5.
-                let mu = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-                let var = x.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / n as f64;
+                let mu = sum_f64(x, x, |v, _| v as f64) / n as f64;
+                let var = sum_f64(x, x, |v, _| (v as f64 - mu) * (v as f64 - mu)) / n as f64;
                 let rs = 1.0 / (var + self.eps as f64).sqrt();
                 *r = rs as f32;
-                for i in 0..n {
-                    xh[i] = ((x[i] as f64 - mu) * rs) as f32;
-                    let p = param_of(i);
-                    y[i] = gamma[p] * xh[i] + beta[p];
+                for (xh, &x) in xh.iter_mut().zip(x.iter()) {
+                    *xh = ((x as f64 - mu) * rs) as f32;
+                }
+                if self.per_element {
+                    for (((y, &xh), &g), &b) in y.iter_mut().zip(xh.iter()).zip(gamma).zip(beta) {
+                        *y = g * xh + b;
+                    }
+                } else {
+                    let (g, b) = (gamma[0], beta[0]);
+                    y.iter_mut().zip(xh.iter()).for_each(|(y, &xh)| *y = g * xh + b);
                 }
             });
         (y, xhat, rstd)
@@ -52,7 +73,7 @@ impl Groups {
     /// each block sums its share of dγ, dβ on one thread, and the block sums
     /// are added in block order: the result does not depend on how rayon
     /// happened to split the work, so the same run gives the same bits.
-    fn backward(&self, dy: &[f32], xhat: &[f32], rstd: &[f32], param_of: &(dyn Fn(usize) -> usize + Sync), gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn backward(&self, dy: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         const GROUPS_PER_BLOCK: usize = 64;
         let n = self.group;
         let block = GROUPS_PER_BLOCK * n;
@@ -64,22 +85,25 @@ impl Groups {
             .zip(rstd.par_chunks(GROUPS_PER_BLOCK))
             .map(|(((dx, dy), xh), rs)| {
                 let (mut dg, mut db) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
+                // ĝ = γ · dy, one group at a time (a shared γ is a group of one parameter).
+                let mut gh = vec![0.0f32; n];
                 for (((dx, dy), xh), &r) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(xh.chunks(n)).zip(rs) {
-                    let (mut mean_g, mut mean_gx) = (0.0f64, 0.0f64);
-                    for i in 0..n {
-                        let p = param_of(i);
-                        let gh = (gamma[p] * dy[i]) as f64; // ĝ = γ · dy
-                        mean_g += gh;
-                        mean_gx += gh * xh[i] as f64;
-                        dg[p] += dy[i] * xh[i];
-                        db[p] += dy[i];
+                    if self.per_element {
+                        gh.iter_mut().zip(dy).zip(gamma).for_each(|((h, &d), &g)| *h = g * d);
+                        for (((dg, db), &d), &x) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(xh) {
+                            *dg += d * x;
+                            *db += d;
+                        }
+                    } else {
+                        gh.iter_mut().zip(dy).for_each(|(h, &d)| *h = gamma[0] * d);
+                        dg[0] += sum_f64(dy, xh, |d, x| d as f64 * x as f64) as f32;
+                        db[0] += sum_f64(dy, dy, |d, _| d as f64) as f32;
                     }
-                    mean_g /= n as f64;
-                    mean_gx /= n as f64;
-                    for i in 0..n {
-                        let gh = (gamma[param_of(i)] * dy[i]) as f64;
-                        // dx = (ĝ - mean(ĝ) - x̂ · mean(ĝ x̂)) / σ
-                        dx[i] = ((gh - mean_g - xh[i] as f64 * mean_gx) * r as f64) as f32;
+                    let mean_g = (sum_f64(&gh, &gh, |h, _| h as f64) / n as f64) as f32;
+                    let mean_gx = (sum_f64(&gh, xh, |h, x| h as f64 * x as f64) / n as f64) as f32;
+                    // dx = (ĝ - mean(ĝ) - x̂ · mean(ĝ x̂)) / σ
+                    for ((dx, &h), &x) in dx.iter_mut().zip(gh.iter()).zip(xh) {
+                        *dx = (h - mean_g - x * mean_gx) * r;
                     }
                 }
                 (dg, db)
@@ -94,18 +118,21 @@ impl Groups {
     }
 }
 
-fn norm_op(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups, param_of: impl Fn(usize) -> usize + Sync + Send + 'static) -> Tensor {
+fn norm_op(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups) -> Tensor {
     let shape = x.shape();
-    let xs = x.data().as_standard_layout().into_owned();
     let (g, b) = (gamma.to_vec(), beta.to_vec());
-    let (y, xhat, rstd) = groups.forward(xs.as_slice().expect("standard"), &param_of, &g, &b);
+    let (y, xhat, rstd) = {
+        let data = x.data();
+        let xs = data.as_standard_layout(); // a copy only when x is strided
+        groups.forward(xs.as_slice().expect("standard"), &g, &b)
+    };
     let out = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("same size");
     let nparams = g.len();
     let gamma_c = gamma.clone();
     Tensor::from_op(out, op, &[x, gamma, beta], move |dy, _| {
         let dy = dy.as_standard_layout();
         let g = gamma_c.to_vec();
-        let (dx, dg, db) = groups.backward(dy.as_slice().expect("standard"), &xhat, &rstd, &param_of, &g, nparams);
+        let (dx, dg, db) = groups.backward(dy.as_slice().expect("standard"), &xhat, &rstd, &g, nparams);
         vec![
             Some(ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("same size")),
             Some(ArrayD::from_shape_vec(IxDyn(&[nparams]), dg).expect("same size")),
@@ -123,7 +150,7 @@ impl Tensor {
         if gamma.shape() != [c] || beta.shape() != [c] {
             return Err(crate::Error::shape("layer_norm", format!("input {shape:?} needs gamma and beta of shape [{c}], got {:?} and {:?}", gamma.shape(), beta.shape())));
         }
-        Ok(norm_op("layer_norm", self, gamma, beta, Groups { group: c, eps }, |i| i))
+        Ok(norm_op("layer_norm", self, gamma, beta, Groups { group: c, eps, per_element: true }))
     }
 
     /// Group normalisation: `x (N, C, ...)` split into `groups` groups of
@@ -145,7 +172,7 @@ impl Tensor {
         let xs = self.reshape(&[shape[0] as isize, groups as isize, -1])?;
         let ones = Tensor::ones(&[1]);
         let zeros = Tensor::zeros(&[1]);
-        let normed = norm_op("group_norm", &xs, &ones, &zeros, Groups { group: per_group * spatial, eps }, |_| 0);
+        let normed = norm_op("group_norm", &xs, &ones, &zeros, Groups { group: per_group * spatial, eps, per_element: false });
         let mut pshape = vec![1isize, c as isize];
         pshape.extend(std::iter::repeat_n(1, shape.len() - 2));
         let y = normed.reshape(&shape.iter().map(|&d| d as isize).collect::<Vec<_>>())?;

@@ -1,5 +1,9 @@
 //! Single-precision GEMM on the CPU: `C = alpha * A B + beta * C` with arbitrary
-//! strides, on `matrixmultiply`'s packed micro-kernels, parallelised with rayon.
+//! strides, parallelised with rayon.
+//!
+//! On a CPU with AVX-512 the work runs in our own packed GEMM
+//! ([`super::packed_gemm`], [`super::microkernel`]); elsewhere (or for a C
+//! that is strided both ways) in `matrixmultiply`'s portable kernels.
 //!
 //! Strides are in elements, so a transposed operand is the same memory with
 //! its row and column strides swapped: no copy is ever made to transpose.
@@ -46,28 +50,47 @@ pub unsafe fn sgemm_serial(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, 
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::microkernel::available() {
+        if csc == 1 && rsc >= 0 {
+            return super::packed_gemm::gemm(m, k, n, alpha, a, b, beta, c, rsc as usize);
+        }
+        if rsc == 1 && csc >= 0 {
+            // A column-major C is a row-major Cᵀ: Cᵀ (n x m) = Bᵀ (n x k) · Aᵀ (k x m).
+            let (at, bt) = (MatPtr { ptr: a.ptr, rs: a.cs, cs: a.rs }, MatPtr { ptr: b.ptr, rs: b.cs, cs: b.rs });
+            return super::packed_gemm::gemm(n, k, m, alpha, bt, at, beta, c, csc as usize);
+        }
+    }
     matrixmultiply::sgemm(m, k, n, alpha, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c, rsc, csc);
 }
 
-/// `C = alpha * A B + beta * C`, split over rows of C across rayon's threads when large.
+/// `C = alpha * A B + beta * C`, split across rayon's threads when large: over
+/// rows of C when it is taller than wide, else over columns (each thread packs
+/// its own copy of the shared operand, a cost of `O(mk + kn)` per thread).
 ///
 /// # Safety
 /// As [`sgemm_serial`].
 pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: isize, csc: isize) {
     let threads = rayon::current_num_threads();
-    if threads <= 1 || m * n * k < PARALLEL_MIN_FLOPS || m < 16 {
+    if threads <= 1 || m * n * k < PARALLEL_MIN_FLOPS || (m < 32 && n < 64) {
         return sgemm_serial(m, k, n, alpha, a, b, beta, c, rsc, csc);
     }
-    // Row blocks of C, a multiple of the 8-row micro-kernel height.
-    let block = m.div_ceil(threads).div_ceil(8) * 8;
-    let (ap, cp) = (SendPtr(a), SendPtr(c));
-    let bp = SendPtr(b);
-    (0..m.div_ceil(block)).into_par_iter().for_each(|blk| {
+    let by_rows = m >= n;
+    // Blocks a multiple of the micro-tile (12 rows x 32 columns) so that no tile straddles two threads.
+    let (len, unit) = if by_rows { (m, 12) } else { (n, 32) };
+    let block = len.div_ceil(threads).div_ceil(unit) * unit;
+    let (ap, bp, cp) = (SendPtr(a), SendPtr(b), SendPtr(c));
+    (0..len.div_ceil(block)).into_par_iter().for_each(|blk| {
         let (a, b, c) = (ap, bp, cp);
         let r0 = blk * block;
-        let rows = block.min(m - r0);
-        let a_blk = MatPtr { ptr: a.0.ptr.offset(r0 as isize * a.0.rs), ..a.0 };
-        sgemm_serial(rows, k, n, alpha, a_blk, b.0, beta, c.0.offset(r0 as isize * rsc), rsc, csc);
+        let size = block.min(len - r0);
+        if by_rows {
+            let a_blk = MatPtr { ptr: a.0.ptr.offset(r0 as isize * a.0.rs), ..a.0 };
+            sgemm_serial(size, k, n, alpha, a_blk, b.0, beta, c.0.offset(r0 as isize * rsc), rsc, csc);
+        } else {
+            let b_blk = MatPtr { ptr: b.0.ptr.offset(r0 as isize * b.0.cs), ..b.0 };
+            sgemm_serial(m, k, size, alpha, a.0, b_blk, beta, c.0.offset(r0 as isize * csc), rsc, csc);
+        }
     });
 }
 

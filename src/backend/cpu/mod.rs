@@ -1,4 +1,21 @@
-//! The CPU loops: GEMM on `matrixmultiply` and convolution by im2col, both parallel with rayon.
+//! The CPU loops: a packed AVX-512 GEMM (with `matrixmultiply` as the portable
+//! fallback) and convolution by im2col, both parallel with rayon.
 
 pub mod conv;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub mod microkernel;
+#[cfg(target_arch = "x86_64")]
+pub mod packed_gemm;
+
+/// `dst.copy_from_slice(src)` for the short copies of packing (one panel row
+/// of `N` floats, or fewer at an edge). A copy of a compile-time length is
+/// inlined as vector moves; a variable-length one is a call to `memmove`,
+/// which costs more than moving 128 bytes.
+#[inline]
+pub(crate) fn copy_short<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; N]>::try_from(&mut *dst), <&[f32; N]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
+    }
+}

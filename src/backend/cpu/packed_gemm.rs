@@ -1,0 +1,197 @@
+//! A packed, cache-blocked SGEMM in the style of GotoBLAS / BLIS, on one thread.
+//!
+//! `C (m x n) = alpha * A (m x k) · B (k x n) + beta * C`, C row-major.
+//!
+//! # Why block and pack
+//!
+//! A naive triple loop does 2 flops per 2 loads and waits on memory. The fast
+//! way keeps a `MR x NR` tile of C in registers while the `k` loop streams a
+//! sliver of A (`MR x kc`) and a panel of B (`kc x NR`) through the
+//! [micro-kernel](super::microkernel). For those streams to come from cache,
+//! the matrices are cut into blocks sized for each level, and each block is
+//! copied ("packed") once into the exact order the micro-kernel reads it:
+//!
+//! ```text
+//! for ic in 0..m step MC                      rows of C
+//!   for pc in 0..k step KC                    k block: kc <= KC
+//!     pack A[ic.., pc..] (mc x kc)            into MR-row slivers: sliver s = [p][i] = A[ic + s*MR + i, pc + p]
+//!     for jc in 0..n step NC                  B block (kc x nc), packed into NR-column panels:
+//!       pack B[pc.., jc..]                      panel t = [p][j] = B[pc + p, jc + t*NR + j]
+//!       for each A sliver (MR rows)           stays in L1 (12 x 384 floats = 18 KiB)
+//!         for each B panel (NR columns)       streams from L2 (the B block: 384 x 384 floats = 576 KiB)
+//!           micro-kernel: C tile (MR x NR) = alpha * sliver · panel + beta' * C tile
+//! ```
+//!
+//! The steps are balanced (k = 576 gives two k blocks of 288, not 384 + 192),
+//! and a short last sliver is merged with the one before it and halved
+//! (64 rows: four slivers of 12, two of 8), because a 4-row tile wastes most
+//! of the kernel's work per load.
+//!
+//! `beta' = beta` for the first k block and 1 afterwards (the later blocks add
+//! to what the first one wrote). Packing costs `O(mk + kn)` copies against
+//! `O(mnk)` multiply-adds, and it also turns any strides (a transposed
+//! operand is just swapped strides) into unit-stride streams, so one kernel
+//! serves `A B`, `A Bᵀ`, `Aᵀ B`. Edge slivers and panels are padded with
+//! zeros; the kernel's masked stores write only the valid part of C.
+//!
+//! Sizes for this machine (48 KiB L1d, 2 MiB L2 per core): the A sliver
+//! (`MR x KC`) and one line of B per step fit L1; the packed B block
+//! (`KC x NC`, 576 KiB) fits L2 beside the packed A block (`MC x KC`, 576 KiB),
+//! which streams one sliver at a time. The values were tuned on sgemm 256 to
+//! 2048 (one thread, on a machine shared with other jobs, so to about 10 %):
+//! a B block of 256 x 512 ran at 60 % of this speed for n >= 1024, while
+//! 384 x 384 and 256 x 256 were within noise of each other; re-tune on another CPU.
+
+use super::gemm::MatPtr;
+use super::microkernel::{tile_rows, MR, NR};
+use std::cell::RefCell;
+
+/// Depth of a k block.
+const KC: usize = 384;
+/// Rows of C per A block (a multiple of MR).
+const MC: usize = 384;
+/// Columns of a B block (a multiple of NR).
+const NC: usize = 384;
+
+thread_local! {
+    /// Per-thread packing buffers, reused across calls (no allocation per GEMM).
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A 64-byte aligned window of `len` floats inside `buf` (grown when needed).
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len + 16 {
+        buf.resize(len + 16, 0.0);
+    }
+    let skip = buf.as_ptr().align_offset(64).min(15);
+    &mut buf[skip..skip + len]
+}
+
+/// How `mc` rows split into slivers: full slivers of MR rows, and a short
+/// remainder of at most 6 rows merged with the last full one and halved
+/// (64 = 4 x 12 + 8 + 8, not 5 x 12 + 4): a 4-row tile does a third of the
+/// FMAs per load of a 12-row one, an 8-row tile two thirds.
+fn sliver_count(mc: usize) -> usize {
+    mc.div_ceil(MR)
+}
+
+/// (first row, rows) of sliver `s` of an `mc`-row block.
+fn sliver(mc: usize, s: usize) -> (usize, usize) {
+    let (q, r) = (mc / MR, mc % MR);
+    if r == 0 || s + 1 < q {
+        return (s * MR, MR);
+    }
+    if r > 6 || q == 0 {
+        return (s * MR, if s < q { MR } else { r });
+    }
+    let first = (MR + r).div_ceil(2);
+    if s + 1 == q {
+        ((q - 1) * MR, first)
+    } else {
+        ((q - 1) * MR + first, MR + r - first)
+    }
+}
+
+/// `len` cut into equal blocks of at most `max`, each rounded up to a multiple of `unit`:
+/// k = 576 gives two k blocks of 288 rather than 384 + 192.
+fn balanced(len: usize, max: usize, unit: usize) -> usize {
+    len.div_ceil(len.div_ceil(max)).div_ceil(unit) * unit
+}
+
+/// Copy A's `mc x kc` block into slivers: `dst[s][p][i] = A[row0(s) + i, p]`, zero-padded to MR.
+unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
+    for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(sliver_count(mc)).enumerate() {
+        let (row0, rows) = self::sliver(mc, s);
+        let a0 = a.ptr.offset(row0 as isize * a.rs);
+        if a.cs == 1 {
+            // Rows of A are contiguous: read each row once, write it down a column of the sliver.
+            for i in 0..rows {
+                let src = std::slice::from_raw_parts(a0.offset(i as isize * a.rs), kc);
+                for (p, &v) in src.iter().enumerate() {
+                    sliver[p * MR + i] = v;
+                }
+            }
+        } else if a.rs == 1 {
+            // Columns of A are contiguous (A is a transposed row-major matrix): each step p is one copy.
+            for p in 0..kc {
+                let src = std::slice::from_raw_parts(a0.offset(p as isize * a.cs), rows);
+                super::copy_short::<MR>(&mut sliver[p * MR..p * MR + rows], src);
+            }
+        } else {
+            for p in 0..kc {
+                for i in 0..rows {
+                    sliver[p * MR + i] = *a0.offset(i as isize * a.rs + p as isize * a.cs);
+                }
+            }
+        }
+        if rows < MR {
+            for p in 0..kc {
+                sliver[p * MR + rows..(p + 1) * MR].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Copy B's `kc x nc` block into NR-column panels: `dst[t][p][j] = B[p, t*NR + j]`, zero-padded.
+unsafe fn pack_b(kc: usize, nc: usize, b: MatPtr, dst: &mut [f32]) {
+    for (t, panel) in dst.chunks_exact_mut(NR * kc).take(nc.div_ceil(NR)).enumerate() {
+        let cols = NR.min(nc - t * NR);
+        let b0 = b.ptr.offset((t * NR) as isize * b.cs);
+        if b.cs == 1 {
+            for p in 0..kc {
+                let src = std::slice::from_raw_parts(b0.offset(p as isize * b.rs), cols);
+                super::copy_short::<NR>(&mut panel[p * NR..p * NR + cols], src);
+                panel[p * NR + cols..(p + 1) * NR].fill(0.0);
+            }
+        } else {
+            // Columns of B are contiguous (B is a transposed row-major matrix).
+            for j in 0..cols {
+                let col = b0.offset(j as isize * b.cs);
+                for p in 0..kc {
+                    panel[p * NR + j] = *col.offset(p as isize * b.rs);
+                }
+            }
+            if cols < NR {
+                for p in 0..kc {
+                    panel[p * NR + cols..(p + 1) * NR].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `C = alpha * A B + beta * C` on the calling thread, C row-major (`csc == 1`).
+///
+/// # Safety
+/// The CPU must support AVX-512F; A, B, C must address valid memory for the
+/// sizes and strides, C must not alias A or B; `m, n, k >= 1`.
+pub unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: usize) {
+    PACK.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let (abuf, bbuf) = &mut *bufs;
+        let (mc_step, kc_step, nc_step) = (balanced(m, MC, MR), balanced(k, KC, 1), balanced(n, NC, NR));
+        for ic in (0..m).step_by(mc_step) {
+            let mc = mc_step.min(m - ic);
+            for pc in (0..k).step_by(kc_step) {
+                let kc = kc_step.min(k - pc);
+                let beta_p = if pc == 0 { beta } else { 1.0 };
+                let apack = aligned(abuf, sliver_count(mc) * MR * kc);
+                pack_a(mc, kc, MatPtr { ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs), ..a }, apack);
+                for jc in (0..n).step_by(nc_step) {
+                    let nc = nc_step.min(n - jc);
+                    let bpack = aligned(bbuf, nc.div_ceil(NR) * NR * kc);
+                    pack_b(kc, nc, MatPtr { ptr: b.ptr.offset(pc as isize * b.rs + jc as isize * b.cs), ..b }, bpack);
+                    // Each A sliver stays in L1 while every B panel of the block streams past it.
+                    for (s, sliver_buf) in apack.chunks_exact(MR * kc).enumerate() {
+                        let (row0, mr) = sliver(mc, s);
+                        for (t, panel) in bpack.chunks_exact(NR * kc).enumerate() {
+                            let nr = NR.min(nc - t * NR);
+                            let ct = c.add((ic + row0) * rsc + jc + t * NR);
+                            tile_rows(mr, kc, sliver_buf.as_ptr(), panel.as_ptr(), ct, rsc, nr, alpha, beta_p);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,126 @@
+//! The fused, vectorised layer_norm, group_norm and softmax against the same
+//! formulas written from elementary ops (mean, var, exp, sum), whose values
+//! and gradients come from the generic autograd: values and every gradient
+//! must agree to 1e-5 (f32 rounding of sums over at most a few thousand terms).
+//! Sizes are large enough to take the parallel paths (>= 2^15 elements).
+
+use dalle::{Rng, Tensor};
+
+fn assert_close(a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>, what: &str) {
+    assert_eq!(a.shape(), b.shape(), "{what}: shapes");
+    for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()) + 1e-5, "{what}[{i}]: fused {x}, composite {y}");
+    }
+}
+
+/// Run `f` on fresh parameter copies of `inputs`, backpropagate `dy`, return (output, grads).
+fn run(f: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[ndarray::ArrayD<f32>], dy: &ndarray::ArrayD<f32>) -> (ndarray::ArrayD<f32>, Vec<ndarray::ArrayD<f32>>) {
+    let ts: Vec<Tensor> = inputs.iter().map(|a| Tensor::param(a.clone())).collect();
+    let y = f(&ts);
+    y.backward_with(dy.clone());
+    (y.to_array(), ts.iter().map(|t| t.grad().expect("every input gets a gradient")).collect())
+}
+
+fn compare(fused: &dyn Fn(&[Tensor]) -> Tensor, composite: &dyn Fn(&[Tensor]) -> Tensor, inputs: &[ndarray::ArrayD<f32>], out_shape: &[usize], what: &str) {
+    let dy = Rng::new(9).normal_array(out_shape);
+    let (y1, g1) = run(fused, inputs, &dy);
+    let (y2, g2) = run(composite, inputs, &dy);
+    assert_close(&y1, &y2, &format!("{what} value"));
+    for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+        assert_close(a, b, &format!("{what} grad of input {i}"));
+    }
+}
+
+#[test]
+fn layer_norm_matches_composite() {
+    let mut rng = Rng::new(1);
+    let (b, t, c) = (8, 37, 130); // C not a multiple of the 8 lanes
+    let x = rng.normal_array(&[b, t, c]) * 3.0 + 1.5;
+    let g = rng.normal_array(&[c]);
+    let beta = rng.normal_array(&[c]);
+    let fused = |v: &[Tensor]| v[0].layer_norm(&v[1], &v[2], 1e-5).unwrap();
+    let composite = |v: &[Tensor]| {
+        // y = (x - μ) / √(σ² + ε) · γ + β
+        let mu = v[0].mean_axes(&[-1], true).unwrap();
+        let var = v[0].var_axes(&[-1], false, true).unwrap();
+        let xhat = v[0].sub(&mu).unwrap().div(&var.add_scalar(1e-5).sqrt()).unwrap();
+        xhat.mul(&v[1]).unwrap().add(&v[2]).unwrap()
+    };
+    compare(&fused, &composite, &[x, g, beta], &[b, t, c], "layer_norm");
+}
+
+#[test]
+fn group_norm_matches_composite() {
+    let mut rng = Rng::new(2);
+    let (n, c, h, w, groups) = (4, 12, 13, 11, 3);
+    let x = rng.normal_array(&[n, c, h, w]) - 0.7;
+    let g = rng.normal_array(&[c]);
+    let beta = rng.normal_array(&[c]);
+    let fused = |v: &[Tensor]| v[0].group_norm(groups, &v[1], &v[2], 1e-5).unwrap();
+    let composite = |v: &[Tensor]| {
+        let xs = v[0].reshape(&[n as isize, groups as isize, -1]).unwrap();
+        let mu = xs.mean_axes(&[-1], true).unwrap();
+        let var = xs.var_axes(&[-1], false, true).unwrap();
+        let xhat = xs.sub(&mu).unwrap().div(&var.add_scalar(1e-5).sqrt()).unwrap();
+        let xhat = xhat.reshape(&[n as isize, c as isize, h as isize, w as isize]).unwrap();
+        let p = |t: &Tensor| t.reshape(&[1, c as isize, 1, 1]).unwrap();
+        xhat.mul(&p(&v[1])).unwrap().add(&p(&v[2])).unwrap()
+    };
+    compare(&fused, &composite, &[x, g, beta], &[n, c, h, w], "group_norm");
+}
+
+#[test]
+fn softmax_last_axis_and_middle_axis_match_composite() {
+    let mut rng = Rng::new(3);
+    let shape = [6, 4, 33, 50];
+    let x = rng.normal_array(&shape) * 4.0;
+    for axis in [-1isize, 1] {
+        let fused = move |v: &[Tensor]| v[0].softmax(axis);
+        let composite = move |v: &[Tensor]| {
+            // e^{x - max} / Σ e^{x - max}, with the max as a constant (it cancels in the ratio)
+            let m = Tensor::new(v[0].detach().max_axis(axis, true).unwrap().to_array());
+            let e = v[0].sub(&m).unwrap().exp();
+            e.div(&e.sum_axes(&[axis], true).unwrap()).unwrap()
+        };
+        compare(&fused, &composite, &[x.clone()], &shape, &format!("softmax(axis {axis})"));
+    }
+}
+
+#[test]
+fn f32_erf_stays_within_3e_7_of_f64_reference() {
+    // Reference: the same Numerical Recipes erfcc series in f64 (fractional error 1.2e-7),
+    // checked at x = -6..6 in steps of 1e-3, where GELU's inputs live.
+    let erf64 = |x: f64| {
+        let z = x.abs();
+        let t = 1.0 / (1.0 + 0.5 * z);
+        let p = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+        let r = 1.0 - t * p.exp();
+        if x >= 0.0 { r } else { -r }
+    };
+    let mut worst = 0.0f64;
+    for i in -6000..=6000 {
+        let x = i as f32 * 1e-3;
+        worst = worst.max((dalle::ops::kernels::erf(x) as f64 - erf64(x as f64)).abs());
+    }
+    assert!(worst < 3e-7, "f32 erf is {worst} away from the f64 series");
+    // erf(1) = 0.8427007929497149 (a table value), erf(-x) = -erf(x), erf(0) = 0 (within the series error).
+    assert!((dalle::ops::kernels::erf(1.0) - 0.842_700_8).abs() < 3e-7);
+    assert_eq!(dalle::ops::kernels::erf(-0.5), -dalle::ops::kernels::erf(0.5));
+    assert!(dalle::ops::kernels::erf(0.0).abs() < 3e-7);
+}
+
+#[test]
+fn arithmetic_exp_is_within_3e_7_relative_of_libm() {
+    // Over the whole finite range where e^x is a normal f32, and the edges.
+    let mut worst = 0.0f64;
+    let mut x = -87.0f32;
+    while x < 88.3 {
+        let (got, want) = (dalle::ops::kernels::exp(x) as f64, (x as f64).exp());
+        worst = worst.max((got - want).abs() / want);
+        x += 0.001_7;
+    }
+    assert!(worst < 3e-7, "relative error {worst}");
+    assert_eq!(dalle::ops::kernels::exp(f32::NEG_INFINITY), 0.0, "masked logits must give exactly 0");
+    assert_eq!(dalle::ops::kernels::exp(0.0), 1.0);
+    assert!(dalle::ops::kernels::exp(f32::NAN).is_nan());
+}

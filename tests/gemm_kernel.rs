@@ -1,0 +1,139 @@
+//! The packed GEMM against a naive triple loop, on sizes that hit every edge:
+//! smaller than one micro-tile (12 x 32), not a multiple of it (including
+//! remainders that are split into two shorter slivers: 64 and 28 rows), several k
+//! blocks (KC = 256), transposed and strided operands, beta 0 and 1.
+//!
+//! Tolerance: the naive loop sums in f64; f32 with k <= 600 terms of size ~1
+//! accumulates a relative error near k · 2^-24 ≈ 4e-5, so 1e-4 · (1 + |c|) is
+//! loose enough for rounding and far too tight for a wrong index.
+
+use dalle::backend::cpu::gemm::{sgemm, sgemm_serial, MatPtr};
+use dalle::backend::BatchedGemm;
+
+/// Deterministic values in [-1, 1) (an LCG: no dependence on the Rng's stream).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    RowMajor,
+    Transposed,
+    /// Row-major inside a larger buffer: row stride = cols + 3.
+    Padded,
+}
+
+/// Storage for an `r x c` matrix in `layout`, and its (rs, cs).
+fn store(r: usize, c: usize, layout: Layout, seed: u64) -> (Vec<f32>, isize, isize) {
+    match layout {
+        Layout::RowMajor => (values(r * c, seed), c as isize, 1),
+        Layout::Transposed => (values(r * c, seed), 1, r as isize),
+        Layout::Padded => (values(r * (c + 3), seed), (c + 3) as isize, 1),
+    }
+}
+
+fn at(buf: &[f32], rs: isize, cs: isize, i: usize, j: usize) -> f64 {
+    buf[(i as isize * rs + j as isize * cs) as usize] as f64
+}
+
+fn check(m: usize, k: usize, n: usize, la: Layout, lb: Layout, alpha: f32, beta: f32, parallel: bool) {
+    let (a, ars, acs) = store(m, k, la, 1 + m as u64);
+    let (b, brs, bcs) = store(k, n, lb, 2 + n as u64);
+    let c0 = values(m * n, 3 + k as u64);
+    let mut c = c0.clone();
+    let (ap, bp) = (MatPtr { ptr: a.as_ptr(), rs: ars, cs: acs }, MatPtr { ptr: b.as_ptr(), rs: brs, cs: bcs });
+    unsafe {
+        if parallel {
+            sgemm(m, k, n, alpha, ap, bp, beta, c.as_mut_ptr(), n as isize, 1);
+        } else {
+            sgemm_serial(m, k, n, alpha, ap, bp, beta, c.as_mut_ptr(), n as isize, 1);
+        }
+    }
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k).map(|p| at(&a, ars, acs, i, p) * at(&b, brs, bcs, p, j)).sum();
+            let want = alpha as f64 * dot + beta as f64 * c0[i * n + j] as f64;
+            let got = c[i * n + j] as f64;
+            assert!(
+                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{m}x{k}x{n} A {la:?} B {lb:?} alpha {alpha} beta {beta} parallel {parallel}: C[{i},{j}] = {got}, expected {want}"
+            );
+        }
+    }
+}
+
+const SIZES: [(usize, usize, usize); 10] = [(1, 1, 1), (64, 576, 100), (28, 40, 50), (67, 45, 33), (129, 257, 65), (5, 300, 7), (11, 17, 31), (12, 32, 32), (13, 600, 33), (200, 40, 3)];
+
+#[test]
+fn serial_matches_naive_on_odd_sizes_and_layouts() {
+    for &(m, k, n) in &SIZES {
+        for la in [Layout::RowMajor, Layout::Transposed, Layout::Padded] {
+            for lb in [Layout::RowMajor, Layout::Transposed, Layout::Padded] {
+                for beta in [0.0, 1.0] {
+                    check(m, k, n, la, lb, 1.0, beta, false);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_matches_naive_when_split_by_rows_or_columns() {
+    // Tall (split over rows) and wide (split over columns), both past the parallel threshold.
+    for &(m, k, n) in &[(301, 129, 67), (67, 129, 301), (256, 256, 256)] {
+        for (la, lb) in [(Layout::RowMajor, Layout::RowMajor), (Layout::Transposed, Layout::Padded), (Layout::Padded, Layout::Transposed)] {
+            check(m, k, n, la, lb, 1.0, 0.0, true);
+            check(m, k, n, la, lb, 0.5, 1.0, true);
+        }
+    }
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c() {
+    // beta = 0 must overwrite C without reading it (BLAS semantics): NaN garbage stays out.
+    let (m, k, n) = (13, 5, 35);
+    let (a, b) = (values(m * k, 7), values(k * n, 8));
+    let mut c = vec![f32::NAN; m * n];
+    unsafe { sgemm_serial(m, k, n, 1.0, MatPtr { ptr: a.as_ptr(), rs: k as isize, cs: 1 }, MatPtr { ptr: b.as_ptr(), rs: n as isize, cs: 1 }, 0.0, c.as_mut_ptr(), n as isize, 1) };
+    assert!(c.iter().all(|v| v.is_finite()), "beta = 0 read the NaNs already in C");
+}
+
+#[test]
+fn column_major_c_is_computed_as_row_major_transpose() {
+    let (m, k, n) = (29, 70, 41);
+    let (a, b) = (values(m * k, 9), values(k * n, 10));
+    let mut c = vec![0.0f32; m * n]; // column-major: C[i, j] at j * m + i
+    unsafe { sgemm_serial(m, k, n, 1.0, MatPtr { ptr: a.as_ptr(), rs: k as isize, cs: 1 }, MatPtr { ptr: b.as_ptr(), rs: n as isize, cs: 1 }, 0.0, c.as_mut_ptr(), 1, m as isize) };
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            assert!((c[j * m + i] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "C[{i},{j}]");
+        }
+    }
+}
+
+#[test]
+fn batched_gemm_accumulates_per_item() {
+    // Three items of (7 x 9) · (9 x 40), accumulated onto C = 1.
+    let (m, k, n, batch) = (7, 9, 40, 3);
+    let (a, b) = (values(batch * m * k, 11), values(batch * k * n, 12));
+    let a_off: Vec<isize> = (0..batch).map(|i| (i * m * k) as isize).collect();
+    let b_off: Vec<isize> = (0..batch).map(|i| (i * k * n) as isize).collect();
+    let g = BatchedGemm { m, k, n, a: a.as_ptr(), a_strides: (k as isize, 1), a_offsets: &a_off, b: b.as_ptr(), b_strides: (n as isize, 1), b_offsets: &b_off };
+    let mut c = vec![1.0f32; batch * m * n];
+    unsafe { g.run(&mut c, true) };
+    for t in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = 1.0 + (0..k).map(|p| a[t * m * k + i * k + p] as f64 * b[t * k * n + p * n + j] as f64).sum::<f64>();
+                assert!((c[(t * m + i) * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "item {t} C[{i},{j}]");
+            }
+        }
+    }
+}
