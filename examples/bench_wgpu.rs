@@ -22,7 +22,7 @@ mod bench {
     use clap::Parser;
     use dalle::backend::wgpu::{global, matmul, MatmulShape, Operand};
 
-    /// sgemm: CPU (matrixmultiply) vs wgpu.
+    /// sgemm and a training step: CPU vs wgpu.
     #[derive(Parser)]
     struct Args {
         /// Square sizes n to multiply (n x n times n x n).
@@ -58,26 +58,11 @@ mod bench {
     }
 
     fn cpu_sgemm(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
+        use dalle::backend::cpu::gemm::{sgemm, MatPtr};
         let mut c = vec![0.0f32; n * n];
-        // C = 1 · A B + 0 · C, all row-major (row stride n, column stride 1)
-        unsafe {
-            matrixmultiply::sgemm(
-                n,
-                n,
-                n,
-                1.0,
-                a.as_ptr(),
-                n as isize,
-                1,
-                b.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
+        let row_major = |p: &[f32]| MatPtr { ptr: p.as_ptr(), rs: n as isize, cs: 1 };
+        // C = 1 · A B + 0 · C, all row-major: the engine's own CPU GEMM on every thread
+        unsafe { sgemm(n, n, n, 1.0, row_major(a), row_major(b), 0.0, c.as_mut_ptr(), n as isize, 1) };
         c
     }
 
@@ -149,9 +134,7 @@ mod bench {
             sizes
         };
         let torch = if args.torch { torch_gpu(&sizes) } else { None };
-        let threads =
-            std::env::var("MATMUL_NUM_THREADS").unwrap_or_else(|_| "physical cores".into());
-        println!("cpu: matrixmultiply::sgemm, threads = {threads}; median of {reps} calls after a warm-up\n");
+        println!("cpu: the engine's sgemm on {} threads; median of {reps} calls after a warm-up\n", rayon::current_num_threads());
         let mut md = format!(
             "adapter: {}\n\n| n | cpu ms | GFLOP/s | wgpu upload ms | GFLOP/s | wgpu resident ms | GFLOP/s | max diff |\n|---|---|---|---|---|---|---|---|\n",
             ctx.describe()

@@ -6,7 +6,8 @@
 //! Tolerance: sums of at most C·KH·KW·N·OH·OW ≈ 5000 products of values
 //! in [-1, 1) in f32 against f64: 1e-4 · (1 + |want|).
 
-use dalle::backend::{conv2d_backward, conv2d_forward, ConvGeom};
+use dalle::backend::cpu::conv::{conv2d_backward, conv2d_forward};
+use dalle::backend::ConvGeom;
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15).wrapping_add(7);

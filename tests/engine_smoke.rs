@@ -1,4 +1,4 @@
-use dalle::{Rng, Tensor};
+use dalle::Rng;
 use dalle::tensor::gradcheck::gradcheck;
 
 #[test]
