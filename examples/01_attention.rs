@@ -113,6 +113,7 @@ fn main() -> Result<()> {
     let mut log = MetricsLog::create_in(&out)?;
     let progress = Progress::new("gpt", steps);
     let mut losses = Vec::with_capacity(steps);
+    let start = std::time::Instant::now();
     for step in 0..steps {
         let batch: Vec<&Vec<usize>> = (0..batch_size).map(|_| &train[rng.below(train.len())]).collect();
         let (ids, t) = pad_batch(&batch);
@@ -127,6 +128,7 @@ fn main() -> Result<()> {
         progress.update(step + 1, &[("loss", loss.item())]);
     }
     progress.finish();
+    println!("{steps} steps of {batch_size} captions in {:.0} s", start.elapsed().as_secs_f64());
 
     cell(4, "Held-out loss");
     let mut total = 0.0;

@@ -69,8 +69,9 @@ fn main() -> Result<()> {
 
     cell(1, "Load MNIST");
     let dir = common.data_dir();
-    let train = data::load(DatasetName::Mnist, &dir, Split::Train, common.limit_or(1024))?;
-    let test = data::load(DatasetName::Mnist, &dir, Split::Test, common.limit_or(500))?;
+    let name = common.dataset_or(DatasetName::Mnist); // any 1 x 28 x 28 set: mnist, fashion-mnist
+    let train = data::load(name, &dir, Split::Train, common.limit_or(1024))?;
+    let test = data::load(name, &dir, Split::Test, common.limit_or(500))?;
     println!("train {} images, test {} images, shape {:?}", train.len(), test.len(), train.image_shape());
 
     cell(2, "Build the ViT and walk one batch through it");
