@@ -88,7 +88,7 @@ fn gpt_cached_greedy_generation_equals_full_forward_argmax() {
     let config = GptConfig { vocab_size: 11, context_length: 12, transformer: TransformerConfig::new(16, 2, 2) };
     let gpt = Gpt::new(config, &mut Rng::new(3)).unwrap();
     let prompt = vec![1usize, 4];
-    let cached = gpt.generate(&[prompt.clone()], 10, 0.0, None, &mut Rng::new(0)).unwrap().remove(0);
+    let cached = gpt.generate(std::slice::from_ref(&prompt), 10, 0.0, None, &mut Rng::new(0)).unwrap().remove(0);
     // The same decoding without a cache: run the whole prefix each step.
     let mut seq = prompt;
     while seq.len() < 10 {

@@ -58,13 +58,13 @@ impl VitConfig {
     /// Checks every value; the error names it (`image size 28 is not divisible by patch 5`).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("vit: {m}")));
-        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return bad(format!("image size {} is not divisible by patch {}", self.image_size, self.patch_size));
         }
         if self.channels == 0 {
             return bad("channels 0: an image needs at least one channel".into());
         }
-        if self.width == 0 || self.heads == 0 || self.width % self.heads != 0 {
+        if self.width == 0 || self.heads == 0 || !self.width.is_multiple_of(self.heads) {
             return bad(format!("width {} is not divisible by {} heads", self.width, self.heads));
         }
         if self.num_classes == Some(0) {

@@ -37,7 +37,7 @@ pub struct MultiHeadAttention {
 impl MultiHeadAttention {
     /// `dim = C` channels split into `n_head` heads; errors when `n_head` does not divide `C`.
     pub fn new(dim: usize, n_head: usize, bias: bool, rng: &mut Rng) -> Result<Self> {
-        if n_head == 0 || dim % n_head != 0 {
+        if n_head == 0 || !dim.is_multiple_of(n_head) {
             return Err(Error::Config(format!("attention: width {dim} is not divisible by {n_head} heads")));
         }
         Ok(MultiHeadAttention { qkv: Linear::new(dim, 3 * dim, bias, rng), proj: Linear::new(dim, dim, bias, rng), n_head })

@@ -55,7 +55,7 @@ impl Module for LearnedPositionEmbedding {
 /// The fixed table `PE (max_len, d)` of Vaswani et al. eq. in §3.5, computed in f64.
 /// Errors when `d` is odd (sines and cosines come in pairs).
 pub fn sinusoidal_table(max_len: usize, d: usize) -> Result<ArrayD<f32>> {
-    if d == 0 || d % 2 != 0 {
+    if d == 0 || !d.is_multiple_of(2) {
         return Err(Error::Config(format!("sinusoidal position embedding: width {d} must be even and positive")));
     }
     Ok(ArrayD::from_shape_fn(IxDyn(&[max_len, d]), |ix| {

@@ -48,7 +48,7 @@ impl TransformerConfig {
 
     /// Errors name the value that cannot work.
     pub fn validate(&self) -> Result<()> {
-        if self.dim == 0 || self.n_head == 0 || self.dim % self.n_head != 0 {
+        if self.dim == 0 || self.n_head == 0 || !self.dim.is_multiple_of(self.n_head) {
             return Err(Error::Config(format!("transformer: width {} is not divisible by {} heads", self.dim, self.n_head)));
         }
         if self.mlp_ratio == 0 {
