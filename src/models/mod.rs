@@ -1,1 +1,4 @@
 //! One module per paper: the models of the book's chapters.
+
+pub mod gpt;
+pub mod vit;

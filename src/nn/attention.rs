@@ -11,6 +11,7 @@ use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
 
+// ANCHOR: sdpa
 /// `softmax(Q Kᵀ / √d + M) V` for `q (..., T, D)`, `k (..., S, D)`, `v (..., S, Dv)`.
 /// `mask` (broadcastable to `(..., T, S)`) is `true` where attention is *not*
 /// allowed. Returns the output `(..., T, Dv)` and the attention weights `(..., T, S)`.
@@ -26,6 +27,7 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Op
     let out = weights.matmul(v)?; // (..., T, Dv)
     Ok((out, weights))
 }
+// ANCHOR_END: sdpa
 
 /// The causal mask for `t` queries that follow `s - t` cached keys: query `i`
 /// may see keys `0..=i + (s - t)`. Shape `(t, s)`, `true` above that diagonal.

@@ -7,7 +7,13 @@
 pub mod attention;
 pub mod init;
 pub mod layers;
+pub mod mha;
 pub mod module;
+pub mod position;
+pub mod transformer;
 
 pub use layers::{Conv2d, Dropout, Embedding, GroupNorm, LayerNorm, Linear};
+pub use mha::{KvCache, LayerKv, MultiHeadAttention};
+pub use position::{sinusoidal_table, LearnedPositionEmbedding, SinusoidalPositionEmbedding};
+pub use transformer::{Block, Mlp, Transformer, TransformerConfig, TransformerOutput};
 pub use module::{visit_child, visit_list, Activation, Forward, Module, Sequential};
