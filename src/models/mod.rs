@@ -1,1 +1,2 @@
 //! One module per paper: the models of the book's chapters.
+pub mod clip;

@@ -1,0 +1,1 @@
+//! Classification heads on CLIP embeddings (written below).
