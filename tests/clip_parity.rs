@@ -28,6 +28,7 @@ fn ids_of(a: &ArrayD<f32>) -> Array2<u32> {
 fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     let max = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("{what}: max abs diff {max:e}");
     assert!(max < TOL, "{what}: max |diff| = {max:e} >= {TOL:e}");
     // The outputs are not trivially small: a test on zeros would prove nothing.
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
