@@ -45,3 +45,31 @@ pub fn load_files(config_path: &Path, weights_path: &Path) -> Result<ClipModel> 
     })?;
     Ok(model)
 }
+
+/// The config file stored beside a toy checkpoint: `clip_mnist.safetensors` -> `clip_mnist.config.json`.
+pub fn config_path_for(weights: &Path) -> std::path::PathBuf {
+    weights.with_extension("config.json")
+}
+
+/// The tokenizer file stored beside a toy checkpoint: `clip_mnist.safetensors` -> `clip_mnist.tokenizer.json`.
+pub fn tokenizer_path_for(weights: &Path) -> std::path::PathBuf {
+    weights.with_extension("tokenizer.json")
+}
+
+/// Loads a checkpoint trained by this book's chapter 03 with the config and
+/// tokenizer stored beside it (see [`config_path_for`], [`tokenizer_path_for`]).
+#[cfg(feature = "trained-bpe")]
+pub fn load_toy(weights: &Path) -> Result<(ClipModel, crate::tokenizer::TrainedBpe)> {
+    let model = load_files(&config_path_for(weights), weights)?;
+    let tokenizer = crate::tokenizer::TrainedBpe::load(tokenizer_path_for(weights))?;
+    use crate::tokenizer::TextTokenizer;
+    if tokenizer.vocab_size() != model.config.text_config.vocab_size {
+        return Err(Error::Config(format!(
+            "{}: the tokenizer has {} tokens but the model's vocab_size = {}",
+            tokenizer_path_for(weights).display(),
+            tokenizer.vocab_size(),
+            model.config.text_config.vocab_size
+        )));
+    }
+    Ok((model, tokenizer))
+}

@@ -53,3 +53,8 @@ pub fn load_image(path: &Path, size: usize) -> Result<Array4<f32>> {
     let img = image::open(path).map_err(|e| Error::format(path, format!("cannot read image: {e}")))?;
     preprocess(&img, size)
 }
+
+/// The toy models of this book see images in `[0, 1]` mapped to `[-1, 1]`: `2x - 1`.
+pub fn normalize_unit(images: &ndarray::ArrayRef4<f32>) -> Array4<f32> {
+    images.mapv(|v| 2.0 * v - 1.0)
+}

@@ -78,3 +78,25 @@ pub fn accuracy(predicted: &[usize], labels: &[usize]) -> f64 {
     }
     predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64
 }
+
+/// Every class's prompts under every caption template of a data set (prompt
+/// ensembling): `result[k][j]` is class `k` under template `j`.
+pub fn dataset_prompts(name: crate::data::DatasetName) -> Vec<Vec<String>> {
+    use crate::data::captions::{class_caption, class_names, num_templates};
+    (0..class_names(name).len()).map(|k| (0..num_templates(name)).map(|j| class_caption(name, k, j)).collect()).collect()
+}
+
+/// Zero-shot accuracy of `model` on a labelled set whose images are in `[0, 1]`
+/// (mapped to `[-1, 1]` as the toy models of this book expect): each image gets the
+/// class whose ensembled prompt embedding is closest. Returns `(accuracy, predictions)`.
+pub fn evaluate(
+    model: &ClipModel,
+    tokenizer: &dyn TextTokenizer,
+    set: &crate::data::ImageDataset,
+    prompts: &[Vec<String>],
+) -> Result<(f64, Vec<usize>)> {
+    let class_emb = class_embeddings(model, tokenizer, prompts)?; // (K, E)
+    let image_emb = image_embeddings(model, super::preprocess::normalize_unit(&set.images).view(), 500)?; // (N, E)
+    let predicted = predict(&cosine_similarity(&image_emb, &class_emb)); // argmax_k cos(I, w_k)
+    Ok((accuracy(&predicted, &set.labels), predicted))
+}
