@@ -20,7 +20,7 @@ use dalle::data::{self, DatasetName, ImageDataset, Split};
 use dalle::io::{self, checkpoint, GridOptions};
 use dalle::models::clip::load::{config_path_for, tokenizer_path_for};
 use dalle::models::clip::preprocess::{load_image, normalize_unit};
-use dalle::models::clip::zero_shot::{accuracy, class_embeddings, cosine_similarity, image_embeddings, predict, text_embeddings};
+use dalle::models::clip::zero_shot::{accuracy, dataset_prompts, class_embeddings, cosine_similarity, image_embeddings, predict, text_embeddings};
 use dalle::models::clip::{contrastive_loss, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig, HiddenAct};
 use dalle::nn::Module;
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
@@ -59,11 +59,11 @@ enum Command {
 }
 
 // ANCHOR: config
-/// The toy CLIP of this chapter: a 3-layer ViT on 7x7 patches (MNIST) or 4x4 patches
+/// The toy CLIP of this chapter: a 3-layer ViT on 7x7 patches (MNIST) or 8x8 patches
 /// (Shapes) and a 2-layer causal text transformer, both 64 wide, meeting in 32 dimensions.
 fn toy_config(dataset: DatasetName, vocab_size: usize, eot: u32) -> ClipConfig {
     let (image_size, patch_size, num_channels, context) = match dataset {
-        DatasetName::Shapes => (32, 4, 3, 24),
+        DatasetName::Shapes => (32, 8, 3, 24),
         _ => (28, 7, 1, 12),
     };
     ClipConfig {
@@ -100,13 +100,8 @@ fn toy_config(dataset: DatasetName, vocab_size: usize, eot: u32) -> ClipConfig {
 fn tokenizer_corpus(dataset: DatasetName, train: &ImageDataset) -> Vec<String> {
     match &train.captions {
         Some(c) => c.clone(),
-        None => (0..10).flat_map(|l| (0..num_templates(dataset)).map(move |t| class_caption(dataset, l, t))).collect(),
+        None => (0..train.classes.len()).flat_map(|l| (0..num_templates(dataset)).map(move |t| class_caption(dataset, l, t))).collect(),
     }
-}
-
-/// The prompts of every class under every template (prompt ensembling).
-fn class_prompt_sets(dataset: DatasetName) -> Vec<Vec<String>> {
-    (0..10).map(|l| (0..num_templates(dataset)).map(|t| class_caption(dataset, l, t)).collect()).collect()
 }
 
 fn images_tensor(images: &Array4<f32>) -> Tensor {
@@ -156,7 +151,7 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(
     );
 
     cell(3, "Contrastive training");
-    let steps = args.steps_or(if dataset == DatasetName::Shapes { 4000 } else { 2500 }, 20);
+    let steps = args.steps_or(if dataset == DatasetName::Shapes { 2000 } else { 2500 }, 20);
     let batch = args.batch_size_or(128, 16);
     let schedule = WarmupCosine { base_lr: args.lr_or(2e-3) as f32, min_lr: 1e-5, warmup: 200.min(steps / 5).max(1), total: steps };
     let mut opt = Adam::adamw(model.named_parameters(), schedule.base_lr, 0.01);
@@ -198,7 +193,7 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(
 fn evaluate_mnist(args: &CommonArgs, model: &ClipModel, tokenizer: &dyn TextTokenizer, dataset: DatasetName, out: &Path) -> dalle::Result<()> {
     cell(4, "Zero-shot classification on the test set (prompts only, no labels)");
     let test = data::load(dataset, &args.data_dir(), Split::Test, args.limit_or(500))?;
-    let class_emb = class_embeddings(model, tokenizer, &class_prompt_sets(dataset))?; // (10, E)
+    let class_emb = class_embeddings(model, tokenizer, &dataset_prompts(dataset))?; // (10, E)
     let image_emb = image_embeddings(model, normalize_unit(&test.images).view(), 500)?; // (N, E)
     let predicted = predict(&cosine_similarity(&image_emb, &class_emb)); // argmax_k cos(I, w_k)
     println!("zero-shot accuracy on {} test images: {:.2}%", test.len(), 100.0 * accuracy(&predicted, &test.labels));

@@ -100,6 +100,7 @@ impl ClipModel {
         a.matmul_t(b)?.mul(&self.logit_scale_exp())
     }
 
+    // ANCHOR: forward
     /// Both towers on a batch: embeddings, the similarity logits, the token states.
     pub fn forward(&self, pixel_values: &Tensor, input_ids: &Array2<u32>) -> Result<ClipOutput> {
         let vision = self.vision_model.forward(pixel_values)?;
@@ -118,8 +119,10 @@ impl ClipModel {
             image_tokens: vision.last_hidden_state,
         })
     }
+    // ANCHOR_END: forward
 }
 
+// ANCHOR: contrastive
 /// The symmetric contrastive loss of a square `logits (N, N)` whose diagonal
 /// holds the matching pairs: `½ (CE over rows + CE over columns)`.
 /// HF: `clip_loss(logits_per_text)`.
@@ -133,6 +136,7 @@ pub fn contrastive_loss(logits: &Tensor) -> Result<Tensor> {
     let cols = logits.t().contiguous().cross_entropy(&diag)?; // image i should pick text i
     Ok(rows.add(&cols)?.scale(0.5))
 }
+// ANCHOR_END: contrastive
 
 impl Module for ClipModel {
     fn visit(&self, f: &mut dyn FnMut(&str, &Tensor)) {
