@@ -5,6 +5,7 @@
 //! cargo run --release --example 03_clip                       # MNIST, ~15 min on 2 cores
 //! cargo run --release --example 03_clip -- --dataset shapes   # Shapes: colour / shape / count
 //! cargo run --release --example 03_clip -- --smoke            # seconds
+//! cargo run --release --example 03_clip -- --weights weights/clip_mnist.safetensors   # evaluate only
 //! cargo run --release --example 03_clip -- zero-shot --weights path/to/clip-vit-base-patch32 \
 //!     --image cat.jpg --labels "a cat,a dog"
 //! ```
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use dalle::data::captions::{class_caption, num_templates};
-use dalle::data::shapes::{Colour, ShapeKind, ShapesSample};
+use dalle::data::shapes::{Colour, ShapeKind, ShapesSample, SizeKind};
 use dalle::data::batch::BatchSampler;
 use dalle::data::{self, DatasetName, ImageDataset, Split};
 use dalle::io::{self, checkpoint, GridOptions};
@@ -202,10 +203,10 @@ fn evaluate_mnist(args: &CommonArgs, model: &ClipModel, tokenizer: &dyn TextToke
     cell(5, "The similarity matrix: one test image per class against every class prompt");
     let firsts: Vec<usize> = (0..10).filter_map(|k| test.labels.iter().position(|&l| l == k)).collect();
     let sims = cosine_similarity(&image_emb.select(Axis(0), &firsts), &class_emb); // (10, 10)
-    let prompts: Vec<String> = (0..10).map(|k| class_caption(dataset, k, 0)).collect();
+    let columns: Vec<String> = test.classes.iter().map(|c| format!("\"{c}\"")).collect();
     let rows: Vec<String> = firsts.iter().map(|&i| format!("image of {}", test.labels[i])).collect();
     let heat = out.join("similarity.png");
-    io::plot_heatmap(&heat, "cosine similarity: test images x class prompts", &sims, &rows, &prompts)?;
+    io::plot_heatmap(&heat, "cosine similarity: test images x class prompt ensembles", &sims, &rows, &columns)?;
     wrote(&heat);
 
     cell(6, "Text-to-image retrieval: the 5 test images closest to a prompt");
@@ -279,9 +280,41 @@ fn evaluate_shapes(args: &CommonArgs, model: &ClipModel, tokenizer: &dyn TextTok
         Ok(pred)
     };
     probe("colour", &colour_prompts, &single_emb, single.iter().map(|s| colours.iter().position(|&c| c == s.objects[0].colour).unwrap()).collect())?;
-    probe("shape", &kind_prompts, &single_emb, single.iter().map(|s| s.objects[0].shape as usize).collect())?;
+    let shape_truth: Vec<usize> = single.iter().map(|s| s.objects[0].shape as usize).collect();
+    let shape_pred = probe("shape", &kind_prompts, &single_emb, shape_truth.clone())?;
+    for size in [SizeKind::Small, SizeKind::Large] {
+        let keep: Vec<usize> = (0..single.len()).filter(|&i| single[i].objects[0].size == size).collect();
+        let pick = |v: &[usize]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        println!("   shape of {} objects: {:.1}% of {}", size.name(), 100.0 * accuracy(&pick(&shape_pred), &pick(&shape_truth)), keep.len());
+    }
+    // The same question with the other attributes given: "a small red ___" among the three shapes.
+    let mut given = Vec::new();
+    for s in &single {
+        let o = s.objects[0];
+        given.extend(kinds.iter().map(|&k| phrase(1, o.size.name(), o.colour, k)));
+    }
+    let given_emb = text_embeddings(model, tokenizer, &given, 256)?; // (3 · images, E)
+    let given_pred: Vec<usize> = (0..single.len())
+        .map(|i| predict(&cosine_similarity(&single_emb.slice(s![i..i + 1, ..]).to_owned(), &given_emb.slice(s![3 * i..3 * i + 3, ..]).to_owned()))[0])
+        .collect();
+    println!("   shape with size and colour given in the prompt: {:.1}%", 100.0 * accuracy(&given_pred, &shape_truth));
     let count_truth: Vec<usize> = counted.iter().map(|s| s.count() - 1).collect();
     let count_pred = probe("count", &count_prompts, &counted_emb, count_truth.clone())?;
+    let mut given = Vec::new();
+    for s in &counted {
+        let o = s.objects[0];
+        given.extend((1..=3).map(|c| phrase(c, o.size.name(), o.colour, o.shape)));
+    }
+    let given_emb = text_embeddings(model, tokenizer, &given, 256)?; // (3 · images, E)
+    let given_pred: Vec<usize> = (0..counted.len())
+        .map(|i| predict(&cosine_similarity(&counted_emb.slice(s![i..i + 1, ..]).to_owned(), &given_emb.slice(s![3 * i..3 * i + 3, ..]).to_owned()))[0])
+        .collect();
+    println!("   count with size, colour and shape given in the prompt: {:.1}%", 100.0 * accuracy(&given_pred, &count_truth));
+    let mut given_confusion = Array2::<f32>::zeros((3, 3));
+    for (&t, &p) in count_truth.iter().zip(&given_pred) {
+        given_confusion[[t, p]] += 1.0;
+    }
+    println!("   its confusion (rows: true 1, 2, 3; columns: predicted 1, 2, 3):\n{given_confusion}");
     let mut confusion = Array2::<f32>::zeros((3, 3));
     for (&t, &p) in count_truth.iter().zip(&count_pred) {
         confusion[[t, p]] += 1.0;
@@ -289,7 +322,7 @@ fn evaluate_shapes(args: &CommonArgs, model: &ClipModel, tokenizer: &dyn TextTok
     println!("count confusion (rows: true 1, 2, 3; columns: predicted 1, 2, 3):\n{confusion}");
     let labels: Vec<String> = ["one", "two", "three"].iter().map(|s| s.to_string()).collect();
     let heat = out.join("count_confusion.png");
-    io::plot_heatmap(&heat, "Shapes count: true (rows) x zero-shot prediction (columns)", &confusion, &labels, &labels)?;
+    io::plot_heatmap(&heat, "count: true (rows) x predicted", &confusion, &labels, &labels)?;
     wrote(&heat);
     Ok(())
 }
@@ -339,7 +372,16 @@ fn main() -> dalle::Result<()> {
     let common = &args.common;
     let dataset = common.dataset_or(DatasetName::Mnist);
     let out = common.create_out_dir(&format!("03_clip/{}", dataset.as_str()))?;
-    let (model, tokenizer) = train(common, dataset, &out)?;
+    let (model, tokenizer) = match &common.weights {
+        // A checkpoint of this chapter (with its .config.json and .tokenizer.json): evaluate only.
+        Some(weights) => {
+            cell(1, "Load a trained CLIP (no training)");
+            let loaded = dalle::models::clip::load::load_toy(weights)?;
+            println!("loaded {}", weights.display());
+            loaded
+        }
+        None => train(common, dataset, &out)?,
+    };
     match dataset {
         DatasetName::Shapes => evaluate_shapes(common, &model, &tokenizer, &out),
         _ => evaluate_mnist(common, &model, &tokenizer, dataset, &out),
