@@ -172,3 +172,56 @@ fn logit_scale_is_clamped_at_100() {
     model.logit_scale.assign(ArrayD::from_elem(ndarray::IxDyn(&[]), 10.0)).unwrap();
     assert!((model.logit_scale_exp().item() - 100.0).abs() < 1e-3);
 }
+
+#[test]
+fn preprocess_resizes_crops_and_normalises() {
+    use dalle::models::clip::preprocess::{preprocess, CLIP_MEAN, CLIP_STD};
+    // A 40x20 image, left half red (200, 10, 10), right half blue: shorter side -> 16 gives
+    // 32x16, the centre crop keeps columns 8..24, so the crop's left half is red.
+    let img = image::RgbImage::from_fn(40, 20, |x, _| if x < 20 { image::Rgb([200, 10, 10]) } else { image::Rgb([10, 10, 200]) });
+    let out = preprocess(&image::DynamicImage::ImageRgb8(img), 16).unwrap();
+    assert_eq!(out.shape(), &[1, 3, 16, 16]);
+    let want_red = (200.0 / 255.0 - CLIP_MEAN[0]) / CLIP_STD[0];
+    assert!((out[[0, 0, 8, 2]] - want_red).abs() < 1e-5, "{}", out[[0, 0, 8, 2]]);
+    let want_blue = (200.0 / 255.0 - CLIP_MEAN[2]) / CLIP_STD[2];
+    assert!((out[[0, 2, 8, 13]] - want_blue).abs() < 1e-5, "{}", out[[0, 2, 8, 13]]);
+}
+
+#[test]
+fn zero_shot_class_embedding_is_the_renormalised_mean_of_its_prompts() {
+    use dalle::models::clip::zero_shot::{class_embeddings, text_embeddings};
+    use dalle::tokenizer::TextTokenizer;
+    /// Characters as ids 3.., SOT = 1, EOT = 98 (config a's eos_token_id), PAD = 0.
+    struct Chars;
+    impl TextTokenizer for Chars {
+        fn encode(&self, text: &str) -> dalle::Result<Vec<u32>> {
+            Ok(text.bytes().map(|b| 3 + (b as u32 % 80)).collect())
+        }
+        fn decode(&self, _: &[u32]) -> dalle::Result<String> {
+            Ok(String::new())
+        }
+        fn vocab_size(&self) -> usize {
+            99
+        }
+        fn sot(&self) -> u32 {
+            1
+        }
+        fn eot(&self) -> u32 {
+            98
+        }
+        fn pad(&self) -> u32 {
+            0
+        }
+    }
+    let model = load_pretrained(&golden("a")).unwrap();
+    let prompts = vec![vec!["a cat".to_string(), "cat photo".to_string()], vec!["a dog".to_string()]];
+    let classes = class_embeddings(&model, &Chars, &prompts).unwrap();
+    let each = text_embeddings(&model, &Chars, &prompts[0], 8).unwrap();
+    let mean = (&each.row(0) + &each.row(1)) / 2.0;
+    let want = &mean / mean.dot(&mean).sqrt();
+    for (a, b) in classes.row(0).iter().zip(want.iter()) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    let norm = classes.row(1).dot(&classes.row(1)).sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+}
