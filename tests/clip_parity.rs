@@ -136,7 +136,7 @@ fn token_id_beyond_vocabulary() {
     let mut ids = Array2::<u32>::zeros((1, 4));
     ids[[0, 3]] = 98;
     ids[[0, 1]] = 99;
-    let err = model.get_text_features(&ids).err().expect("must fail").to_string();
+    let err = model.get_text_features(&ids).expect_err("must fail").to_string();
     assert!(err.contains("token id 99") && err.contains("vocab_size = 99"), "{err}");
 }
 
@@ -145,14 +145,14 @@ fn text_over_context_length() {
     let model: ClipModel = load_pretrained(&golden("a")).unwrap();
     let mut ids = Array2::<u32>::zeros((1, 17));
     ids[[0, 16]] = 98;
-    let err = model.get_text_features(&ids).err().expect("must fail").to_string();
+    let err = model.get_text_features(&ids).expect_err("must fail").to_string();
     assert!(err.contains("17 tokens exceed the context length max_position_embeddings = 16"), "{err}");
 }
 
 #[test]
 fn wrong_image_size_is_an_error() {
     let model = load_pretrained(&golden("a")).unwrap();
-    let err = model.get_image_features(&Tensor::zeros(&[1, 3, 32, 32])).err().expect("must fail").to_string();
+    let err = model.get_image_features(&Tensor::zeros(&[1, 3, 32, 32])).expect_err("must fail").to_string();
     assert!(err.contains("expected (B, 3, 16, 16)"), "{err}");
 }
 

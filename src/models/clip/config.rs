@@ -206,7 +206,7 @@ fn positive(tower: &str, field: &str, v: usize) -> Result<()> {
 }
 
 fn heads_divide(tower: &str, hidden: usize, heads: usize) -> Result<()> {
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(Error::Config(format!(
             "clip {tower}: hidden_size = {hidden} does not split into num_attention_heads = {heads} heads"
         )));
@@ -257,7 +257,7 @@ impl ClipConfig {
         }
         heads_divide("vision_config", v.hidden_size, v.num_attention_heads)?;
         eps_ok("vision_config", v.layer_norm_eps)?;
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return Err(Error::Config(format!(
                 "clip vision_config: image_size = {} is not a multiple of patch_size = {}",
                 v.image_size, v.patch_size

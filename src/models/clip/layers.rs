@@ -183,7 +183,7 @@ pub struct ClipEncoder {
 impl ClipEncoder {
     /// `spec.layers` freshly initialised blocks.
     pub fn new(spec: &EncoderSpec, rng: &mut Rng) -> Result<Self> {
-        if spec.heads == 0 || spec.width % spec.heads != 0 {
+        if spec.heads == 0 || !spec.width.is_multiple_of(spec.heads) {
             return Err(Error::Config(format!("clip encoder: width {} does not split into {} heads", spec.width, spec.heads)));
         }
         Ok(ClipEncoder { layers: (0..spec.layers).map(|_| ClipEncoderLayer::new(spec, rng)).collect() })

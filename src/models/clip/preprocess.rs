@@ -20,8 +20,8 @@ use crate::{Error, Result};
 
 /// CLIP's per-channel mean (RGB).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// CLIP's per-channel standard deviation (RGB).
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+/// CLIP's per-channel standard deviation (RGB): 0.26862954, 0.26130258, 0.27577711 (as f32).
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// Resize (shorter side to `size`, bicubic), center-crop to `size × size`, normalise:
 /// a `(1, 3, size, size)` batch ready for the vision tower.
