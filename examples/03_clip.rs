@@ -190,8 +190,8 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(
     Ok((model, tokenizer))
 }
 
-// ANCHOR: zero_shot
 fn evaluate_mnist(args: &CommonArgs, model: &ClipModel, tokenizer: &dyn TextTokenizer, dataset: DatasetName, out: &Path) -> dalle::Result<()> {
+    // ANCHOR: zero_shot
     cell(4, "Zero-shot classification on the test set (prompts only, no labels)");
     let test = data::load(dataset, &args.data_dir(), Split::Test, args.limit_or(500))?;
     let class_emb = class_embeddings(model, tokenizer, &dataset_prompts(dataset))?; // (10, E)

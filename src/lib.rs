@@ -6,6 +6,7 @@
 //! | chapter | module | what it builds |
 //! |---|---|---|
 //! | 00 | [`tensor`], [`ops`], [`nn`], [`optim`] | reverse-mode autograd on n-dimensional tensors |
+//! | 03 | [`models::clip`] | CLIP: two towers, contrastive loss, zero-shot, Hugging Face checkpoints |
 //!
 //! Data flows one way: `data` -> `models` (built from `nn`, built from `ops` on
 //! tensors, whose loops live in `backend`) -> `io` / `eval`.
