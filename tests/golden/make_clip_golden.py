@@ -74,8 +74,8 @@ def make(name, spec):
         rows.append(row)
     input_ids = torch.tensor(rows, dtype=torch.long)
     if eos == 2:
-        # Legacy rule: the EOT position is argmax(ids), so mark it with the largest id
-        # (as CLIP's 49407 is) while also writing eos there as HF's real tokenizer would not.
+        # Legacy rule: HF pools at argmax(ids), so the end token must be the largest id,
+        # as CLIP's EOT 49407 is in the real vocabulary: write vocab_size - 1 there.
         input_ids = input_ids.clone()
         for i, n in enumerate(lengths):
             input_ids[i, n - 1] = t["vocab_size"] - 1
