@@ -8,8 +8,9 @@
 //! | chapter | modules | what it builds |
 //! |---|---|---|
 //! | 00 autograd | [`tensor`], [`ops`], [`nn`], [`optim`], [`eval`] | reverse-mode autograd on n-dimensional tensors; the digit judge |
-//! | 01 attention | [`nn::attention`] | scaled dot-product attention, masks |
-//! | 03 CLIP | [`tokenizer`], [`models`] | CLIP's BPE, contrastive image-text embeddings |
+//! | 01 attention | [`nn::attention`], [`nn::mha`], [`nn::transformer`], [`models::gpt`] | attention, masks, KV cache, pre-LN transformer |
+//! | 02 ViT | [`models::vit`] | the Vision Transformer |
+//! | 03 CLIP | [`tokenizer`], [`models::clip`] | CLIP's BPE; two towers, contrastive loss, zero-shot, Hugging Face checkpoints |
 //!
 //! Around them: [`data`] (MNIST, Fashion-MNIST, CIFAR-10, Shapes, captions),
 //! [`io`] (checkpoints, PNG grids, `.npy`, plots), [`train`] (the command line
