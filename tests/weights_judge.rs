@@ -17,7 +17,7 @@ fn shipped_judge_reaches_99_percent_on_mnist_test() {
     assert!(accuracy >= 0.99, "accuracy {accuracy}");
     // Fidelity is the same measure seen from the generator's side.
     let fidelity = judge.fidelity(&test.images, &test.labels).unwrap();
-    assert!((fidelity as f64 - accuracy).abs() < 1e-9);
+    assert!((fidelity as f64 - accuracy).abs() < 1e-6, "fidelity {fidelity} vs accuracy {accuracy}"); // f32 vs f64
 }
 
 #[test]
