@@ -5,9 +5,11 @@
 //! optimisers, and a `forward` method of whatever signature it needs.
 
 pub mod attention;
+pub mod gumbel;
 pub mod init;
 pub mod layers;
 pub mod module;
+pub mod quantize;
 
 pub use layers::{Conv2d, Dropout, Embedding, GroupNorm, LayerNorm, Linear};
 pub use module::{visit_child, visit_list, Activation, Forward, Module, Sequential};
