@@ -53,9 +53,9 @@ pub struct DvaeConfig {
 }
 
 impl DvaeConfig {
-    /// MNIST: 28x28 -> a 7x7 grid of 128 codes; widths 16, 32, 64.
+    /// MNIST: 28x28 -> a 7x7 grid of 128 codes; widths 8, 16, 32.
     pub fn mnist() -> Self {
-        DvaeConfig { in_channels: 1, hidden: 16, downsamples: 2, blocks_per_group: 1, num_codes: 128, reconstruction: ReconstructionLoss::Bce }
+        DvaeConfig { in_channels: 1, hidden: 8, downsamples: 2, blocks_per_group: 1, num_codes: 128, reconstruction: ReconstructionLoss::Bce }
     }
 
     /// The paper's shape: 256x256x3 -> a 32x32 grid of 8192 codes (3 downsamplings),

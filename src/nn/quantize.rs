@@ -148,6 +148,18 @@ impl VectorQuantizer {
         })
     }
 
+    /// A loss-driven quantizer around a given codebook `(K, D)` (e.g. a parameter under test).
+    pub fn from_codebook(codebook: Tensor, beta: f32) -> Result<Self> {
+        let shape = codebook.shape();
+        if shape.len() != 2 {
+            return Err(Error::shape("vector quantizer", format!("codebook {shape:?} must be (K, D)")));
+        }
+        let config = QuantizerConfig { beta, ..QuantizerConfig::new(shape[0], shape[1]) };
+        let mut q = VectorQuantizer::new(config, &mut Rng::new(0))?;
+        q.codebook = codebook;
+        Ok(q)
+    }
+
     /// Number of codes K.
     pub fn num_codes(&self) -> usize {
         self.config.num_codes
