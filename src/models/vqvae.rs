@@ -80,9 +80,9 @@ impl VqVaeConfig {
         }
     }
 
-    /// CIFAR-10: 32x32x3 -> an 8x8 grid of 256 codes, hidden width 96.
+    /// CIFAR-10: 32x32x3 -> an 8x8 grid of 256 codes, hidden width 48, MSE reconstruction.
     pub fn cifar10() -> Self {
-        VqVaeConfig { in_channels: 3, hidden: 96, quantizer: QuantizerConfig::new(256, 32).with_ema().with_restarts(20), reconstruction: ReconstructionLoss::Mse, ..Self::mnist() }
+        VqVaeConfig { in_channels: 3, hidden: 48, quantizer: QuantizerConfig::new(256, 32).with_ema().with_restarts(20), reconstruction: ReconstructionLoss::Mse, ..Self::mnist() }
     }
 }
 
