@@ -6,6 +6,9 @@
 //! | chapter | module | what it builds |
 //! |---|---|---|
 //! | 00 | [`tensor`], [`ops`], [`nn`], [`optim`] | reverse-mode autograd on n-dimensional tensors |
+//! | 04 | [`models::vae`] | a VAE: reparameterisation, closed-form Gaussian KL |
+//! | 05 | [`nn::quantize`], [`models::vqvae`] | VQ-VAE: nearest code, straight-through, EMA codebook, dead-code restarts |
+//! | 06 | [`nn::gumbel`], [`models::dvae`] | DALL-E's dVAE: gumbel-softmax, KL to the uniform prior; [`models::image_tokenizer`] |
 //!
 //! Data flows one way: `data` -> `models` (built from `nn`, built from `ops` on
 //! tensors, whose loops live in `backend`) -> `io` / `eval`.

@@ -101,7 +101,7 @@ fn quantizer_losses_pass_gradcheck() {
     let (z, codebook) = (rng.normal_array(&[10, 4]), rng.normal_array(&[6, 4]));
     let zc = Tensor::new(z.clone());
     let codebook_loss = |xs: &[Tensor]| VectorQuantizer::from_codebook(xs[0].clone(), 0.25)?.forward(&zc, false).map(|o| o.codebook_loss);
-    let report = gradcheck(&codebook_loss, &[codebook.clone()], 1e-3, 64).unwrap();
+    let report = gradcheck(&codebook_loss, std::slice::from_ref(&codebook), 1e-3, 64).unwrap();
     assert!(report.max_error < 1e-2, "codebook loss: {}", report.worst);
     let q = VectorQuantizer::from_codebook(Tensor::new(codebook), 0.25).unwrap();
     let commitment = |xs: &[Tensor]| q.forward(&xs[0], false).map(|o| o.commitment_loss);

@@ -214,7 +214,7 @@ impl Dvae {
     fn check_input(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
         let s = x.shape();
         let f = 1 << self.config.downsamples;
-        if s.len() != 4 || s[1] != self.config.in_channels || s[2] % f != 0 || s[3] % f != 0 {
+        if s.len() != 4 || s[1] != self.config.in_channels || !s[2].is_multiple_of(f) || !s[3].is_multiple_of(f) {
             return Err(Error::shape(
                 "dvae",
                 format!("input {s:?} must be (B, {}, H, W) with H and W divisible by {f}", self.config.in_channels),

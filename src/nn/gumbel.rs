@@ -23,7 +23,7 @@ use crate::{Error, Result};
 /// `softmax((logits + g) / τ)` along `axis` with the given Gumbel noise `g`
 /// (same shape as `logits`); with `hard`, the straight-through one-hot.
 pub fn gumbel_softmax_with_noise(logits: &Tensor, noise: &Tensor, tau: f32, hard: bool, axis: isize) -> Result<Tensor> {
-    if !(tau > 0.0) {
+    if tau.is_nan() || tau <= 0.0 {
         return Err(Error::Config(format!("gumbel-softmax temperature tau = {tau} must be > 0")));
     }
     if logits.shape() != noise.shape() {

@@ -375,7 +375,7 @@ impl ProductQuantizer {
     /// `groups` codebooks of `num_codes` codes over `dim / groups` dimensions each,
     /// then `Linear(dim, out_dim)`. Errors when `dim` does not split into `groups`.
     pub fn new(groups: usize, num_codes: usize, dim: usize, out_dim: usize, rng: &mut Rng) -> Result<Self> {
-        if groups == 0 || dim % groups != 0 {
+        if groups == 0 || !dim.is_multiple_of(groups) {
             return Err(Error::Config(format!("product quantizer: dim {dim} does not split into {groups} groups")));
         }
         let qs = (0..groups)
