@@ -11,6 +11,9 @@
 //! | 01 attention | [`nn::attention`], [`nn::mha`], [`nn::transformer`], [`models::gpt`] | attention, masks, KV cache, pre-LN transformer |
 //! | 02 ViT | [`models::vit`] | the Vision Transformer |
 //! | 03 CLIP | [`tokenizer`], [`models::clip`] | CLIP's BPE; two towers, contrastive loss, zero-shot, Hugging Face checkpoints |
+//! | 04 VAE | [`models::vae`] | a VAE: reparameterisation, closed-form Gaussian KL |
+//! | 05 VQ-VAE | [`nn::quantize`], [`models::vqvae`] | VQ-VAE: nearest code, straight-through, EMA codebook, dead-code restarts |
+//! | 06 dVAE | [`nn::gumbel`], [`models::dvae`] | DALL-E's dVAE: gumbel-softmax, KL to the uniform prior; [`models::image_tokenizer`] |
 //!
 //! Around them: [`data`] (MNIST, Fashion-MNIST, CIFAR-10, Shapes, captions),
 //! [`io`] (checkpoints, PNG grids, `.npy`, plots), [`train`] (the command line

@@ -1,5 +1,9 @@
 //! One module per paper: the models of the book's chapters.
 
 pub mod clip;
+pub mod dvae;
 pub mod gpt;
+pub mod image_tokenizer;
+pub mod vae;
 pub mod vit;
+pub mod vqvae;

@@ -5,11 +5,13 @@
 //! optimisers, and a `forward` method of whatever signature it needs.
 
 pub mod attention;
+pub mod gumbel;
 pub mod init;
 pub mod layers;
 pub mod mha;
 pub mod module;
 pub mod position;
+pub mod quantize;
 pub mod transformer;
 
 pub use layers::{Conv2d, Dropout, Embedding, GroupNorm, LayerNorm, Linear};

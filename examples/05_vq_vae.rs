@@ -1,0 +1,162 @@
+//! Chapter 05: a VQ-VAE on MNIST (or CIFAR-10): images as grids of discrete codes.
+//!
+//! ```text
+//! cargo run --release --example 05_vq_vae                       # MNIST, a few minutes
+//! cargo run --release --example 05_vq_vae -- --dataset cifar10
+//! cargo run --release --example 05_vq_vae -- --weights weights/vqvae_mnist.safetensors
+//! cargo run --release --example 05_vq_vae -- --smoke
+//! ```
+//!
+//! Leaves in `runs/05_vq_vae/`: `reconstructions.png` (originals above their
+//! reconstructions), `codes.png` (each image's code grid, one colour per code),
+//! `curves.png` and `codebook.png` (loss, codebook usage and perplexity over
+//! training), `metrics.jsonl` and `vqvae.safetensors`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use clap::Parser;
+use dalle::data::batch::BatchSampler;
+use dalle::data::{self, DatasetName, Split};
+use dalle::io::{checkpoint, plot_lines, save_image_grid, GridOptions};
+use dalle::models::image_tokenizer::{colour_tokens, ImageTokenizer};
+use dalle::models::vqvae::{to_array4, VqVae, VqVaeConfig};
+use dalle::nn::Module;
+use dalle::optim::{Adam, Optimizer};
+use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress};
+use dalle::{Rng, Tensor};
+
+/// Train a VQ-VAE and look at its reconstructions and codes.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Stop training after this many seconds even if steps remain (0: no limit).
+    #[arg(long, default_value_t = 270)]
+    time_limit: u64,
+    /// Hidden channels (default: the data set's configuration).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Codebook size K (default: the data set's configuration).
+    #[arg(long)]
+    codes: Option<usize>,
+}
+
+fn main() -> dalle::Result<()> {
+    let args = Args::parse();
+    let c = &args.common;
+    let out = c.create_out_dir("05_vq_vae")?;
+    let dataset = c.dataset_or(DatasetName::Mnist);
+
+    cell(1, "Load the data");
+    let train = data::load(dataset, &c.data_dir(), Split::Train, c.limit_or(512))?;
+    let test = data::load(dataset, &c.data_dir(), Split::Test, c.limit_or(256))?;
+    println!("{} train and {} test images of shape {:?}", train.len(), test.len(), train.image_shape());
+
+    cell(2, "Build the model");
+    let mut config = match dataset {
+        DatasetName::Cifar10 => VqVaeConfig::cifar10(),
+        _ => VqVaeConfig::mnist(),
+    };
+    config.hidden = args.hidden.unwrap_or(config.hidden);
+    config.quantizer.num_codes = args.codes.unwrap_or(config.quantizer.num_codes);
+    let mut rng = Rng::new(c.seed);
+    let model = VqVae::new(config, &mut rng)?;
+    println!("{config:?}");
+    println!("{} parameters (and buffers)", model.num_parameters());
+    if let Some(path) = &c.weights {
+        checkpoint::load(path)?.load_into(&model, &[])?;
+        println!("loaded {}", path.display());
+    }
+
+    // ANCHOR: train
+    cell(3, "Train: reconstruction + codebook + commitment (eq. 3)");
+    let steps = if c.weights.is_some() { 0 } else { c.steps_or(1000, 20) };
+    let trainable: Vec<_> = model.named_parameters().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    let mut opt = Adam::new(trainable, c.lr_or(2e-3) as f32);
+    let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(64, 16), c.seed);
+    let mut log = MetricsLog::create_in(&out)?;
+    let progress = Progress::new("vq-vae", steps);
+    let start = Instant::now();
+    for step in 1..=steps {
+        let (images, _) = train.batch(&sampler.next_batch());
+        let x = Tensor::new(images.into_dyn());
+        let output = model.forward(&x, true)?;
+        let loss = output.loss()?;
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        let q = &output.quantized;
+        let values = [
+            ("loss", loss.item() as f64),
+            ("reconstruction", output.reconstruction_loss.item() as f64),
+            ("mse", output.mse as f64),
+            ("commitment", q.commitment_loss.item() as f64),
+            ("usage", q.usage as f64),
+            ("perplexity", q.perplexity as f64),
+        ];
+        log.log(step, &values)?;
+        progress.update(step, &values.map(|(k, v)| (k, v as f32)));
+        if args.time_limit > 0 && start.elapsed().as_secs() >= args.time_limit {
+            progress.println(&format!("time limit of {} s reached at step {step}", args.time_limit));
+            break;
+        }
+    }
+    progress.finish();
+    println!("trained for {:.1} s", start.elapsed().as_secs_f64());
+    // ANCHOR_END: train
+
+    cell(4, "Evaluate on the test set");
+    let report = model.evaluate(&test, 250)?;
+    println!(
+        "test ({} images): mse {:.5}  psnr {:.2} dB  codebook usage {:.1}%  perplexity {:.1} of {}",
+        test.len(),
+        report.mse,
+        report.psnr,
+        100.0 * report.usage,
+        report.perplexity,
+        model.vocab_size()
+    );
+
+    cell(5, "Reconstructions (originals above, reconstructions below)");
+    let shown: Vec<usize> = (0..16.min(test.len())).collect();
+    let (originals, _) = test.batch(&shown);
+    let tokens = model.encode(&originals)?; // (16, h, w)
+    let recon = model.decode(&tokens)?;
+    let both = ndarray::concatenate(ndarray::Axis(0), &[originals.view(), recon.view()]).expect("same image shape");
+    let path = out.join("reconstructions.png");
+    save_image_grid(&path, &both, &GridOptions { scale: 3, ..GridOptions::with_nrow(shown.len()) })?;
+    wrote(&path);
+
+    cell(6, "The code grids: one colour per code");
+    println!("grid {:?}, first image's codes:\n{}", model.grid(originals.dim().2, originals.dim().3), tokens.index_axis(ndarray::Axis(0), 0));
+    let path = out.join("codes.png");
+    save_image_grid(&path, &colour_tokens(&tokens), &GridOptions { scale: 12, ..GridOptions::with_nrow(shown.len()) })?;
+    wrote(&path);
+    let random_codes = ndarray::Array3::from_shape_fn((8, tokens.dim().1, tokens.dim().2), |_| rng.below(model.vocab_size()));
+    let path = out.join("random_codes.png");
+    save_image_grid(&path, &to_array4(&model.decode_codes(&random_codes)?)?, &GridOptions { scale: 3, ..GridOptions::with_nrow(8) })?;
+    wrote(&path);
+
+    if steps > 0 {
+        cell(7, "Curves");
+        let records = dalle::train::read_metrics(log.path())?;
+        let path = out.join("curves.png");
+        plot_lines(&path, "VQ-VAE training", "step", "loss", &[series(&records, "reconstruction"), series(&records, "mse"), series(&records, "commitment")], true)?;
+        wrote(&path);
+        let path = out.join("codebook.png");
+        plot_lines(&path, "codebook perplexity (per batch)", "step", "perplexity", &[series(&records, "perplexity")], false)?;
+        wrote(&path);
+
+        cell(8, "Save the weights");
+        let path = out.join("vqvae.safetensors");
+        let meta = HashMap::from([
+            ("dataset".to_string(), dataset.as_str().to_string()),
+            ("test_mse".to_string(), format!("{:.6}", report.mse)),
+            ("steps".to_string(), steps.to_string()),
+        ]);
+        checkpoint::save(&path, &model, None, &meta)?;
+        wrote(&path);
+    }
+    Ok(())
+}

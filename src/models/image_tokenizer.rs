@@ -1,0 +1,43 @@
+//! The image tokenizer role: images to a grid of discrete tokens and back.
+//!
+//! DALL-E 1 (chapter 07) models `p(text tokens, image tokens)` with one
+//! transformer; the image tokens come from a discrete autoencoder. Both the
+//! VQ-VAE (chapter 05) and the dVAE (chapter 06) can play that part.
+
+use ndarray::{Array3, Array4};
+
+use crate::Result;
+
+/// An autoencoder with a discrete latent: a grid of token ids per image.
+pub trait ImageTokenizer {
+    /// Images `(B, C, H, W)` in `[0, 1]` -> token ids `(B, h, w)`, each below [`ImageTokenizer::vocab_size`].
+    fn encode(&self, images: &Array4<f32>) -> Result<Array3<usize>>;
+    /// Token ids `(B, h, w)` -> images `(B, C, H, W)` in `[0, 1]`; errors on an id beyond the vocabulary.
+    fn decode(&self, tokens: &Array3<usize>) -> Result<Array4<f32>>;
+    /// The number of distinct tokens K.
+    fn vocab_size(&self) -> usize;
+    /// How many pixels one token spans along each side (`H / h`).
+    fn downsampling(&self) -> usize;
+    /// The token grid `(h, w)` of an `(height, width)` image.
+    fn grid(&self, height: usize, width: usize) -> (usize, usize) {
+        (height / self.downsampling(), width / self.downsampling())
+    }
+}
+
+/// Token grids `(B, h, w)` as RGB images `(B, 3, h, w)`: each id gets a fixed
+/// colour (golden-ratio hues), so equal ids look equal across images.
+pub fn colour_tokens(tokens: &Array3<usize>) -> Array4<f32> {
+    let (b, h, w) = tokens.dim();
+    Array4::from_shape_fn((b, 3, h, w), |(i, c, y, x)| {
+        let hue = (tokens[[i, y, x]] as f32 * 0.618_034).fract();
+        let value = 0.55 + 0.45 * ((tokens[[i, y, x]] / 7) % 2) as f32;
+        hsv_channel(hue, 0.75, value, c)
+    })
+}
+
+/// Channel `c` (0 = R, 1 = G, 2 = B) of the colour with hue, saturation and value in `[0, 1]`.
+fn hsv_channel(hue: f32, sat: f32, value: f32, c: usize) -> f32 {
+    let n = [5.0, 3.0, 1.0][c];
+    let k = (n + hue * 6.0) % 6.0;
+    value - value * sat * k.min(4.0 - k).clamp(0.0, 1.0)
+}
