@@ -77,6 +77,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
     let out = common.create_out_dir("01_attention")?;
+    println!("device: {}", common.apply_device()?);
 
     cell(1, "Shapes captions and a word-level vocabulary");
     let n_train = if common.smoke { 500 } else { 10_000 };

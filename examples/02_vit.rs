@@ -66,6 +66,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
     let out = common.create_out_dir("02_vit")?;
+    println!("device: {}", common.apply_device()?);
 
     cell(1, "Load MNIST");
     let dir = common.data_dir();

@@ -370,6 +370,7 @@ fn main() -> dalle::Result<()> {
         return zero_shot_one(weights, image, labels, template);
     }
     let common = &args.common;
+    println!("device: {}", common.apply_device()?);
     let dataset = common.dataset_or(DatasetName::Mnist);
     let out = common.create_out_dir(&format!("03_clip/{}", dataset.as_str()))?;
     let (model, tokenizer) = match &common.weights {

@@ -40,6 +40,7 @@ fn main() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
     let out = c.create_out_dir("04_vae")?;
+    println!("device: {}", c.apply_device()?);
 
     cell(1, "Load MNIST");
     let train = data::load(DatasetName::Mnist, &c.data_dir(), Split::Train, c.limit_or(512))?;
@@ -98,9 +99,13 @@ fn main() -> dalle::Result<()> {
     let path = out.join("reconstructions.png");
     save_image_grid(&path, &both, &grid(shown.len()))?;
     wrote(&path);
+    let samples = model.sample_prior(64, &mut rng)?; // (64, 1, 28, 28) decodes of z ~ N(0, I)
     let path = out.join("samples.png");
-    save_image_grid(&path, &model.sample_prior(64, &mut rng)?, &grid(8))?;
+    save_image_grid(&path, &samples, &grid(8))?;
     wrote(&path);
+    // samples.npy + prompts.txt (empty lines: unconditional samples), for any scoring tool.
+    dalle::io::write_samples(&out, &samples, &vec![String::new(); samples.dim().0], None)?;
+    wrote(out.join("samples.npy"));
     let (a, b) = (x.narrow(0, 0, 1)?, x.narrow(0, 1.min(shown.len() - 1), 1)?);
     let path = out.join("interpolation.png");
     save_image_grid(&path, &model.interpolate(&a, &b, 10)?, &grid(10))?;

@@ -46,6 +46,7 @@ fn main() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
     let out = c.create_out_dir("05_vq_vae")?;
+    println!("device: {}", c.apply_device()?);
     let dataset = c.dataset_or(DatasetName::Mnist);
 
     cell(1, "Load the data");
