@@ -108,11 +108,33 @@ fn main() -> Result<()> {
     let schedule = WarmupCosine { base_lr, min_lr: base_lr / 100.0, warmup: steps / 20, total: steps };
     let mut opt = Adam::new(judge.named_parameters(), base_lr);
     let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(128, 32), c.seed);
-    let mut metrics = MetricsLog::create_in(&out)?;
+    // --weights: evaluate a trained judge (e.g. weights/digit_judge.safetensors) without training.
+    // --resume: continue a run from the checkpoint it saved (weights, Adam state, step).
+    let mut start = 0;
+    if let Some(path) = &c.weights {
+        checkpoint::load(path)?.load_into(&judge, &["optim."])?;
+        start = steps;
+        println!("loaded {}; skipping training", path.display());
+    } else if let Some(path) = &c.resume {
+        let ck = checkpoint::load(path)?;
+        ck.load_into(&judge, &["optim."])?;
+        ck.load_optimizer(&mut opt)?;
+        start = ck.metadata.get("step").and_then(|v| v.parse().ok()).ok_or_else(|| {
+            dalle::Error::Checkpoint(format!("{}: no `step` in the metadata", path.display()))
+        })?;
+        (0..start).for_each(|_| drop(sampler.next_batch())); // the same batch order as an unbroken run
+        println!("resumed {} at step {start}", path.display());
+    }
+    let mut metrics = MetricsLog::open(out.join("metrics.jsonl"), start > 0)?;
     let progress = Progress::new("judge", steps);
     let mut losses = Vec::with_capacity(steps);
+    let run_checkpoint = out.join("checkpoint.safetensors");
+    let save_state = |step: usize, opt: &Adam| -> Result<()> {
+        let meta = HashMap::from([("step".to_string(), step.to_string())]);
+        checkpoint::save(&run_checkpoint, &judge, Some(opt), &meta)
+    };
     // ANCHOR: train_judge
-    for step in 0..steps {
+    for step in start..steps {
         let (images, labels) = train.batch(&sampler.next_batch()); // (B, 1, 28, 28), (B)
         let images = random_shift(&images, 2, &mut rng); // augmentation: move each digit by up to 2 px
         opt.set_lr(schedule.lr(step));
@@ -124,11 +146,16 @@ fn main() -> Result<()> {
         losses.push(loss.item());
         metrics.log(step, &[("loss", loss.item() as f64)])?;
         progress.update(step + 1, &[("loss", loss.item())]);
+        if (step + 1) % 500 == 0 || step + 1 == steps {
+            save_state(step + 1, &opt)?; // atomic: a crash never loses the previous checkpoint
+        }
     }
     progress.finish();
-    let curve = out.join("judge_loss.png");
-    io::plot_lines(&curve, "digit judge training loss", "step", "cross entropy", &[Series::from_values("train", &losses)], true)?;
-    wrote(&curve);
+    if !losses.is_empty() {
+        let curve = out.join("judge_loss.png");
+        io::plot_lines(&curve, "digit judge training loss", "step", "cross entropy", &[Series::from_values("train", &losses)], true)?;
+        wrote(&curve);
+    }
     let pred = judge.predict(&test.images)?;
     let correct = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
     let accuracy = correct as f64 / test.len() as f64;

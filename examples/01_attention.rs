@@ -78,6 +78,7 @@ fn main() -> Result<()> {
     let common = &args.common;
     let out = common.create_out_dir("01_attention")?;
     println!("device: {}", common.apply_device()?);
+    common.refuse_unsupported("01_attention", false, false)?;
 
     cell(1, "Shapes captions and a word-level vocabulary");
     let n_train = if common.smoke { 500 } else { 10_000 };

@@ -67,6 +67,7 @@ fn main() -> Result<()> {
     let common = &args.common;
     let out = common.create_out_dir("02_vit")?;
     println!("device: {}", common.apply_device()?);
+    common.refuse_unsupported("02_vit", false, false)?;
 
     cell(1, "Load MNIST");
     let dir = common.data_dir();

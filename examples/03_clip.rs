@@ -371,6 +371,7 @@ fn main() -> dalle::Result<()> {
     }
     let common = &args.common;
     println!("device: {}", common.apply_device()?);
+    common.refuse_unsupported("03_clip", false, true)?;
     let dataset = common.dataset_or(DatasetName::Mnist);
     let out = common.create_out_dir(&format!("03_clip/{}", dataset.as_str()))?;
     let (model, tokenizer) = match &common.weights {

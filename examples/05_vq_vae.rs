@@ -47,6 +47,7 @@ fn main() -> dalle::Result<()> {
     let c = &args.common;
     let out = c.create_out_dir("05_vq_vae")?;
     println!("device: {}", c.apply_device()?);
+    c.refuse_unsupported("05_vq_vae", false, true)?;
     let dataset = c.dataset_or(DatasetName::Mnist);
 
     cell(1, "Load the data");

@@ -130,4 +130,16 @@ impl CommonArgs {
         };
         Ok(crate::backend::describe())
     }
+
+    /// Refuse `--resume` / `--weights` when this example does not implement
+    /// them, rather than silently ignoring a flag the user asked for.
+    pub fn refuse_unsupported(&self, example: &str, resume: bool, weights: bool) -> Result<()> {
+        if !resume && self.resume.is_some() {
+            return Err(Error::Config(format!("{example} does not support --resume yet")));
+        }
+        if !weights && self.weights.is_some() {
+            return Err(Error::Config(format!("{example} does not support --weights yet")));
+        }
+        Ok(())
+    }
 }
