@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong in this crate.
-#[derive(Debug)]
+///
+/// `Debug` prints the same sentence as `Display`, so that an example whose
+/// `main` returns this error ends with a readable message, not a struct dump.
 pub enum Error {
     /// An operating-system error while reading or writing `path`.
     Io {
@@ -73,6 +75,12 @@ impl fmt::Display for Error {
             Error::MissingData(m) => write!(f, "missing data: {m}"),
             Error::Msg(m) => write!(f, "{m}"),
         }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
