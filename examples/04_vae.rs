@@ -11,7 +11,6 @@
 //! `latents.png` (test means coloured by digit), `curves.png`, `metrics.jsonl`, `vae.safetensors`.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
@@ -20,7 +19,7 @@ use dalle::io::{checkpoint, plot_lines, plot_scatter, save_image_grid, GridOptio
 use dalle::models::vae::{Vae, VaeConfig};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Optimizer};
-use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress};
+use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
 use dalle::{no_grad, Rng, Tensor};
 
 /// Train a VAE and walk its latent space.
@@ -65,7 +64,7 @@ fn main() -> dalle::Result<()> {
     let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(128, 16), c.seed);
     let mut log = MetricsLog::create_in(&out)?;
     let progress = Progress::new("vae", steps);
-    let start = Instant::now();
+    let budget = TimeBudget::new(args.time_limit);
     for step in 1..=steps {
         let (images, _) = train.batch(&sampler.next_batch());
         let output = model.forward(&Tensor::new(images.into_dyn()), &mut rng)?;
@@ -76,13 +75,12 @@ fn main() -> dalle::Result<()> {
         let values = [("neg_elbo", loss.item() as f64), ("reconstruction", output.reconstruction.item() as f64), ("kl", output.kl.item() as f64)];
         log.log(step, &values)?;
         progress.update(step, &values.map(|(k, v)| (k, v as f32)));
-        if args.time_limit > 0 && start.elapsed().as_secs() >= args.time_limit {
-            progress.println(&format!("time limit of {} s reached at step {step}", args.time_limit));
+        if budget.spent(step, &progress) {
             break;
         }
     }
     progress.finish();
-    println!("trained for {:.1} s", start.elapsed().as_secs_f64());
+    println!("trained for {:.1} s", budget.elapsed_secs());
     // ANCHOR_END: train
 
     cell(4, "Test-set ELBO (one z per image)");

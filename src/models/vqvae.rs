@@ -230,6 +230,13 @@ pub struct ReconstructionReport {
     pub perplexity: f32,
 }
 
+impl std::fmt::Display for ReconstructionReport {
+    /// `mse 0.00448  psnr 23.50 dB  codebook usage 100.0%  perplexity 75.6`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mse {:.5}  psnr {:.2} dB  codebook usage {:.1}%  perplexity {:.1}", self.mse, self.psnr, 100.0 * self.usage, self.perplexity)
+    }
+}
+
 impl VqVae {
     /// A model with random weights. Errors on a zero width or an inconsistent config.
     pub fn new(config: VqVaeConfig, rng: &mut Rng) -> Result<Self> {

@@ -1,0 +1,32 @@
+//! A wall-clock budget for a training loop, so a full run stays within minutes
+//! whatever the machine: the examples' `--time-limit` seconds.
+
+use super::Progress;
+use std::time::Instant;
+
+/// Started when created; `limit_secs = 0` means no limit.
+pub struct TimeBudget {
+    start: Instant,
+    limit_secs: u64,
+}
+
+impl TimeBudget {
+    /// A budget of `limit_secs` seconds from now (0: unlimited).
+    pub fn new(limit_secs: u64) -> Self {
+        TimeBudget { start: Instant::now(), limit_secs }
+    }
+
+    /// Whether the budget is spent after `step`; when it is, says so through `progress`.
+    pub fn spent(&self, step: usize, progress: &Progress) -> bool {
+        let spent = self.limit_secs > 0 && self.start.elapsed().as_secs() >= self.limit_secs;
+        if spent {
+            progress.println(&format!("time limit of {} s reached at step {step}", self.limit_secs));
+        }
+        spent
+    }
+
+    /// Seconds since the budget started.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
