@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dalle::data::batch::{epoch_batches, epoch_permutation, gather_images, BatchSampler};
 use dalle::data::captions::{captions_for, class_caption, class_prompts};
@@ -11,29 +10,8 @@ use dalle::data::{load, resolve_data_dir, DatasetName, Split};
 use dalle::Error;
 use ndarray::Array4;
 
-/// A fresh, empty folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("dalle-data-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
+mod common;
+use common::{temp_dir, TempDir};
 
 /// An idx file: magic `0 0 8 ndim`, big-endian dims, data.
 fn idx_bytes(ndim_byte: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
@@ -69,7 +47,7 @@ fn write_idx_split(folder: &Path, prefix: &str, n: usize, gz: bool) {
 }
 
 fn mnist_root(n: usize) -> TempDir {
-    let root = temp_dir("mnist");
+    let root = temp_dir("data-mnist");
     let folder = root.join("mnist");
     std::fs::create_dir_all(&folder).unwrap();
     write_idx_split(&folder, "train", n, true);
@@ -172,7 +150,7 @@ fn idx_label_out_of_range_and_count_mismatch_are_named() {
 
 #[test]
 fn missing_idx_files_say_what_to_download_and_where_to_put_it() {
-    let root = temp_dir("empty");
+    let root = temp_dir("data-empty");
     let err = load(DatasetName::Mnist, &root, Split::Train, None).unwrap_err();
     assert!(matches!(err, Error::MissingData(_)), "{err:?}");
     let msg = err.to_string();
@@ -197,7 +175,7 @@ fn cifar_record(i: usize, label: u8) -> Vec<u8> {
 }
 
 fn cifar_bin_root(per_file: usize) -> TempDir {
-    let root = temp_dir("cifar-bin");
+    let root = temp_dir("data-cifar-bin");
     let folder = root.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&folder).unwrap();
     let mut i = 0;
@@ -258,7 +236,7 @@ fn write_png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
 }
 
 fn cifar_folder_root() -> TempDir {
-    let root = temp_dir("cifar-folder");
+    let root = temp_dir("data-cifar-folder");
     for (label, class) in DatasetName::Cifar10.classes().iter().enumerate() {
         let dir = root.join("cifar10-jpeg/test").join(class);
         std::fs::create_dir_all(&dir).unwrap();
@@ -286,7 +264,7 @@ fn cifar_image_folders_load_round_robin_over_classes() {
 
 #[test]
 fn image_folder_classes_are_sorted_names_and_jpeg_decodes() {
-    let root = temp_dir("folder");
+    let root = temp_dir("data-folder");
     for class in ["zebra", "ant"] {
         std::fs::create_dir_all(root.join(class)).unwrap();
     }
@@ -303,7 +281,7 @@ fn image_folder_classes_are_sorted_names_and_jpeg_decodes() {
 
 #[test]
 fn image_folder_unreadable_or_odd_sized_images_are_named() {
-    let root = temp_dir("folder-bad");
+    let root = temp_dir("data-folder-bad");
     std::fs::create_dir_all(root.join("cat")).unwrap();
     write_png(&root.join("cat/0000.png"), 8, 8, [1, 2, 3]);
     std::fs::write(root.join("cat/0001.jpg"), b"this is not a jpeg").unwrap();

@@ -1,7 +1,6 @@
 //! The writers (npy, PNG grids, plots, sample folders, metrics) and the shared command line.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser;
 use dalle::data::DatasetName;
@@ -15,28 +14,8 @@ use dalle::train::progress::{format_duration, format_metrics, Progress};
 use dalle::train::{CommonArgs, DeviceArg};
 use ndarray::{Array2, Array4, ArrayD, IxDyn};
 
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("dalle-io-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
+mod common;
+use common::temp_dir;
 
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -46,7 +25,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn npy_round_trips_and_has_the_v1_header() {
-    let dir = temp_dir("npy");
+    let dir = temp_dir("io-npy");
     let a = Array4::from_shape_fn((2, 3, 4, 5), |(n, c, h, w)| n as f32 - 0.5 * c as f32 + 0.01 * (h * 5 + w) as f32);
     write_npy(dir.join("a.npy"), &a).unwrap();
     let back = read_npy(dir.join("a.npy")).unwrap();
@@ -75,7 +54,7 @@ fn npy_round_trips_and_has_the_v1_header() {
 
 #[test]
 fn npy_bad_files_are_named() {
-    let dir = temp_dir("npy-bad");
+    let dir = temp_dir("io-npy-bad");
     let a = Array2::<f32>::zeros((3, 4));
     let bytes = npy_bytes(&a);
     std::fs::write(dir.join("cut.npy"), &bytes[..bytes.len() - 4]).unwrap();
@@ -96,7 +75,7 @@ fn npy_bad_files_are_named() {
 
 #[test]
 fn image_grid_has_the_promised_size_and_pixels() {
-    let dir = temp_dir("grid");
+    let dir = temp_dir("io-grid");
     // 10 grey images of 8x8, image i filled with i / 10.
     let images = Array4::from_shape_fn((10, 1, 8, 8), |(n, _, _, _)| n as f32 / 10.0);
     let opts = GridOptions { nrow: 4, padding: 2, scale: 2, pad_value: 1.0 };
@@ -124,7 +103,7 @@ fn image_grid_has_the_promised_size_and_pixels() {
 
 #[test]
 fn atomic_writes_replace_files_and_leave_no_temporaries() {
-    let dir = temp_dir("atomic");
+    let dir = temp_dir("io-atomic");
     write_atomic(dir.join("a.bin"), b"first").unwrap();
     write_atomic(dir.join("a.bin"), b"second").unwrap();
     write_atomic(dir.join("nested/deeper/b.txt"), b"made the folders").unwrap();
@@ -151,7 +130,7 @@ fn dark_pixels_in_rows(path: &Path, rows: std::ops::Range<u32>) -> usize {
 
 #[test]
 fn line_plots_draw_series_and_text() {
-    let dir = temp_dir("plot");
+    let dir = temp_dir("io-plot");
     let loss: Vec<f32> = (0..100).map(|i| 2.0 * (-(i as f32) / 30.0).exp() + 0.1).collect();
     let s = [Series::from_values("train", &loss), Series::new("test", vec![(0.0, 2.0), (50.0, 0.5), (99.0, 0.3)])];
     let path = dir.join("loss.png");
@@ -171,7 +150,7 @@ fn line_plots_draw_series_and_text() {
 
 #[test]
 fn heatmap_and_scatter_write_pngs() {
-    let dir = temp_dir("heat");
+    let dir = temp_dir("io-heat");
     let m = Array2::from_shape_fn((4, 5), |(i, j)| (i * 5 + j) as f32 / 19.0);
     let rows: Vec<String> = ["a cat", "a dog", "a ship", "a frog"].iter().map(|s| s.to_string()).collect();
     let path = dir.join("heat.png");
@@ -191,7 +170,7 @@ fn heatmap_and_scatter_write_pngs() {
 
 #[test]
 fn samples_folder_round_trips() {
-    let dir = temp_dir("samples");
+    let dir = temp_dir("io-samples");
     let images = Array4::from_shape_fn((3, 1, 2, 2), |(n, _, h, w)| n as f32 * 0.6 - 0.1 + 0.1 * (h + w) as f32);
     let prompts: Vec<String> = vec!["a handwritten 1".into(), "two\nlines".into(), "a photo of a cat".into()];
     write_samples(&*dir, &images, &prompts, Some(&[1, 2, 3])).unwrap();
@@ -213,7 +192,7 @@ fn samples_folder_round_trips() {
 
 #[test]
 fn metrics_log_round_trips_and_appends() {
-    let dir = temp_dir("metrics");
+    let dir = temp_dir("io-metrics");
     let mut log = MetricsLog::create_in(&*dir).unwrap();
     log.log(10, &[("loss", 0.5), ("lr", 1e-3)]).unwrap();
     log.log(20, &[("loss", f64::NAN)]).unwrap();
