@@ -16,9 +16,9 @@ fn binary(
     op: &'static str,
     a: &Tensor,
     b: &Tensor,
-    f: fn(f32, f32) -> f32,
-    dfdx: fn(f32, f32, f32) -> f32,
-    dfdy: fn(f32, f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Copy + Send + Sync + 'static,
+    dfdx: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static,
+    dfdy: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static,
 ) -> Result<Tensor> {
     let (sa, sb) = (a.shape(), b.shape());
     let shape = broadcast_shapes(op, &sa, &sb)?;
@@ -38,7 +38,7 @@ fn binary(
 
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
 /// `dfdx(g, x, y) = g * f'(x)`.
-fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: fn(f32, f32, f32) -> f32) -> Tensor {
+fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
     let out = map(&a.data(), f);
     let ac = a.clone();
     Tensor::from_op(out, op, &[a], move |g, y| {
