@@ -4,7 +4,7 @@
 //! `dL/dx = reduce(dL/dz * df/dx)`, where `reduce` sums over the dimensions
 //! along which `x` was stretched ([`reduce_to_shape`]).
 
-use super::kernels::{broadcast_map2, broadcast_map3, erf, map, map2};
+use super::kernels::{broadcast_map2, broadcast_map3, erf, exp, map, map2};
 use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
 use crate::Result;
 use ndarray::ArrayD;
@@ -35,6 +35,21 @@ fn binary(
     }))
 }
 // ANCHOR_END: binary
+
+/// GELU's value `x Φ(x)`. Named functions with `#[inline(always)]` (not
+/// closures) so that the elementwise loops inline them and vectorise.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's `g * d/dx = g (Φ(x) + x φ(x))`.
+#[inline(always)]
+fn gelu_grad(g: f32, x: f32, _y: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    let pdf = exp(-0.5 * x * x) * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
+    g * (cdf + x * pdf)
+}
 
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
 /// `dfdx(g, x, y) = g * f'(x)`.
@@ -187,11 +202,7 @@ impl Tensor {
     /// GELU, exact: `x Φ(x) = x (1 + erf(x/√2)) / 2`. d/dx = Φ(x) + x φ(x).
     /// PyTorch: `F.gelu(x)`.
     pub fn gelu(&self) -> Tensor {
-        unary("gelu", self, |x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)), |g, x, _| {
-            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * x * x).exp() * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
-            g * (cdf + x * pdf)
-        })
+        unary("gelu", self, gelu, gelu_grad)
     }
 
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.

@@ -248,9 +248,15 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
     let xc = x.clamp(-87.336_55, 88.376_26); // keeps n within -126..=127, a normal 2ⁿ
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND; // n sits in the low mantissa bits
+    let n = shifted - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1) * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ: the biased exponent n + 127 shifted into place. n is read from the
+    // mantissa bits of `shifted` (bits(ROUND + n) = bits(ROUND) + n), integer
+    // arithmetic only: `n as i32` (a saturating float-to-int cast) would
+    // keep the loops calling `exp` from vectorising.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
     if x < -87.336_55 { 0.0 } else { p * two_n }
 }
