@@ -5,7 +5,7 @@
 //! along which `x` was stretched ([`reduce_to_shape`]).
 
 use super::kernels::{broadcast_map2, broadcast_map3, erf, exp, map, map2};
-use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
+use crate::tensor::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref, Tensor};
 use crate::Result;
 use ndarray::ArrayD;
 
@@ -73,7 +73,7 @@ impl Tensor {
         };
         let (ra, rb) = (self.requires_grad(), other.requires_grad());
         Ok(Tensor::from_op(out, "add", &[self, other], move |g, _| {
-            vec![ra.then(|| reduce_to_shape(g.clone(), &sa)), rb.then(|| reduce_to_shape(g.clone(), &sb))]
+            vec![ra.then(|| reduce_to_shape_ref(g, &sa)), rb.then(|| reduce_to_shape_ref(g, &sb))]
         }))
     }
 
@@ -87,7 +87,7 @@ impl Tensor {
         };
         let (ra, rb) = (self.requires_grad(), other.requires_grad());
         Ok(Tensor::from_op(out, "sub", &[self, other], move |g, _| {
-            vec![ra.then(|| reduce_to_shape(g.clone(), &sa)), rb.then(|| reduce_to_shape(map(g, |v| -v), &sb))]
+            vec![ra.then(|| reduce_to_shape_ref(g, &sa)), rb.then(|| reduce_to_shape(map(g, |v| -v), &sb))]
         }))
     }
 
