@@ -4,8 +4,8 @@
 //! `dL/dx = reduce(dL/dz * df/dx)`, where `reduce` sums over the dimensions
 //! along which `x` was stretched ([`reduce_to_shape`]).
 
-use super::kernels::{broadcast_map2, broadcast_map3, erf, map, map2};
-use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
+use super::kernels::{broadcast_map2, broadcast_map3, erf, exp, map, map2};
+use crate::tensor::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref, Tensor};
 use crate::Result;
 use ndarray::ArrayD;
 
@@ -16,9 +16,9 @@ fn binary(
     op: &'static str,
     a: &Tensor,
     b: &Tensor,
-    f: fn(f32, f32) -> f32,
-    dfdx: fn(f32, f32, f32) -> f32,
-    dfdy: fn(f32, f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Copy + Send + Sync + 'static,
+    dfdx: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static,
+    dfdy: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static,
 ) -> Result<Tensor> {
     let (sa, sb) = (a.shape(), b.shape());
     let shape = broadcast_shapes(op, &sa, &sb)?;
@@ -36,9 +36,24 @@ fn binary(
 }
 // ANCHOR_END: binary
 
+/// GELU's value `x Φ(x)`. Named functions with `#[inline(always)]` (not
+/// closures) so that the elementwise loops inline them and vectorise.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's `g * d/dx = g (Φ(x) + x φ(x))`.
+#[inline(always)]
+fn gelu_grad(g: f32, x: f32, _y: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    let pdf = exp(-0.5 * x * x) * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
+    g * (cdf + x * pdf)
+}
+
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
 /// `dfdx(g, x, y) = g * f'(x)`.
-fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: fn(f32, f32, f32) -> f32) -> Tensor {
+fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
     let out = map(&a.data(), f);
     let ac = a.clone();
     Tensor::from_op(out, op, &[a], move |g, y| {
@@ -58,7 +73,7 @@ impl Tensor {
         };
         let (ra, rb) = (self.requires_grad(), other.requires_grad());
         Ok(Tensor::from_op(out, "add", &[self, other], move |g, _| {
-            vec![ra.then(|| reduce_to_shape(g.clone(), &sa)), rb.then(|| reduce_to_shape(g.clone(), &sb))]
+            vec![ra.then(|| reduce_to_shape_ref(g, &sa)), rb.then(|| reduce_to_shape_ref(g, &sb))]
         }))
     }
 
@@ -72,7 +87,7 @@ impl Tensor {
         };
         let (ra, rb) = (self.requires_grad(), other.requires_grad());
         Ok(Tensor::from_op(out, "sub", &[self, other], move |g, _| {
-            vec![ra.then(|| reduce_to_shape(g.clone(), &sa)), rb.then(|| reduce_to_shape(map(g, |v| -v), &sb))]
+            vec![ra.then(|| reduce_to_shape_ref(g, &sa)), rb.then(|| reduce_to_shape(map(g, |v| -v), &sb))]
         }))
     }
 
@@ -187,11 +202,7 @@ impl Tensor {
     /// GELU, exact: `x Φ(x) = x (1 + erf(x/√2)) / 2`. d/dx = Φ(x) + x φ(x).
     /// PyTorch: `F.gelu(x)`.
     pub fn gelu(&self) -> Tensor {
-        unary("gelu", self, |x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)), |g, x, _| {
-            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * x * x).exp() * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
-            g * (cdf + x * pdf)
-        })
+        unary("gelu", self, gelu, gelu_grad)
     }
 
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.

@@ -82,23 +82,15 @@ impl Tensor {
     /// gradient is zero where the mask is true. PyTorch: `x.masked_fill(mask, value)`.
     pub fn masked_fill(&self, mask: &ArrayD<bool>, value: f32) -> Result<Tensor> {
         let shape = self.shape();
-        let m = mask
-            .broadcast(IxDyn(&shape))
-            .ok_or_else(|| crate::Error::shape("masked_fill", format!("mask {:?} does not broadcast to {shape:?}", mask.shape())))?
-            .to_owned();
+        if mask.broadcast(IxDyn(&shape)).is_none() {
+            return Err(crate::Error::shape("masked_fill", format!("mask {:?} does not broadcast to {shape:?}", mask.shape())));
+        }
+        let m = mask.clone();
         let mut out = self.data().to_owned();
-        Zip::from(&mut out).and(&m).for_each(|o, &mk| {
-            if mk {
-                *o = value
-            }
-        });
+        fill_where(&mut out, &m, value);
         Ok(Tensor::from_op(out, "masked_fill", &[self], move |g, _| {
             let mut d = g.clone();
-            Zip::from(&mut d).and(&m).for_each(|o, &mk| {
-                if mk {
-                    *o = 0.0
-                }
-            });
+            fill_where(&mut d, &m, 0.0);
             vec![Some(d)]
         }))
     }
@@ -124,4 +116,40 @@ impl Tensor {
             vec![Some(ga), Some(gb)]
         }))
     }
+}
+
+/// `x[i] = value` where `mask` (broadcast to `x`'s shape, checked by the
+/// caller) is true.
+///
+/// Fast path: an attention mask `(T, S)` against scores `(B, H, T, S)` is a
+/// contiguous suffix of the scores' shape, so the scores are a stack of
+/// `T·S` blocks, each filled against the same flat mask slice, in parallel
+/// (each element is written on its own: the split changes no bit). This
+/// avoids building an owned `(B, H, T, S)` copy of the mask. Any other layout
+/// takes `Zip` over the broadcast view.
+fn fill_where(x: &mut ArrayD<f32>, mask: &ArrayD<bool>, value: f32) {
+    use rayon::prelude::*;
+    let shape = x.shape().to_vec();
+    let suffix: Vec<usize> = mask.shape().iter().copied().skip_while(|&d| d == 1).collect();
+    let is_suffix = !mask.is_empty() && suffix.len() <= shape.len() && suffix[..] == shape[shape.len() - suffix.len()..];
+    if let (true, Some(ms), Some(xs)) = (is_suffix, mask.as_slice(), x.as_slice_mut()) {
+        let p = ms.len();
+        let rows = (8192 / p).max(1) * p; // whole mask blocks, about 8k elements a task
+        xs.par_chunks_mut(rows).for_each(|chunk| {
+            for block in chunk.chunks_mut(p) {
+                for (o, &mk) in block.iter_mut().zip(ms) {
+                    if mk {
+                        *o = value;
+                    }
+                }
+            }
+        });
+        return;
+    }
+    let m = mask.broadcast(IxDyn(&shape)).expect("checked by the caller");
+    Zip::from(x).and(&m).for_each(|o, &mk| {
+        if mk {
+            *o = value
+        }
+    });
 }

@@ -2,12 +2,69 @@
 //! broadcast arrays, in parallel when the array is large enough to pay off.
 
 use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 /// Arrays smaller than this are mapped on one thread: rayon's overhead would dominate.
 pub const PARALLEL_MIN_LEN: usize = 1 << 15;
 
+/// Elements per rayon task in the slice fast paths. Each element is computed
+/// on its own (no sums), so the split never changes a result bit.
+const CHUNK: usize = 1 << 13;
+
+// Fast paths. ndarray's `Zip` over `IxDyn` arrays is fast only when every
+// operand is contiguous in the same order; a broadcast operand (stride 0)
+// sends it to a per-element path with dynamic index arithmetic, and even the
+// contiguous path calls the closure through several layers that can keep a
+// loop like GELU's from vectorising. So the loops below work on plain slices
+// whenever the data allows it (row-major, `as_slice()` is `Some`), and fall
+// back to `Zip` otherwise (permuted views, or broadcasts other than these):
+//   - same shape, all contiguous: one flat loop;
+//   - a scalar operand (one element): a flat loop over the others with the
+//     scalar captured in the closure;
+//   - an operand whose shape is a suffix of the output shape, e.g. a bias
+//     (C) against (B, T, C): the output is a stack of rows of that operand's
+//     length, and each row is a flat loop against the same small slice.
+
+/// Fills `out[i] = f(i-th element)` by calling `kernel(out_chunk, start)` on
+/// chunks of `chunk` elements (on rayon when large), where `start` is the
+/// chunk's offset in the flat output.
+fn fill(len: usize, chunk: usize, kernel: impl Fn(&mut [f32], usize) + Sync + Send) -> Vec<f32> {
+    let mut out = vec![0.0f32; len];
+    if len < PARALLEL_MIN_LEN {
+        kernel(&mut out, 0);
+    } else {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| kernel(o, i * chunk));
+    }
+    out
+}
+
+/// The row length `p` when `small` (a contiguous array) repeats along the
+/// leading dimensions of `shape`: its shape, without leading 1s, is a suffix of
+/// `shape`. `None` otherwise.
+fn suffix_period(small: &ArrayD<f32>, shape: &[usize]) -> Option<usize> {
+    let s: Vec<usize> = small.shape().iter().copied().skip_while(|&d| d == 1).collect();
+    if small.is_empty() || s.len() > shape.len() || s[..] != shape[shape.len() - s.len()..] || small.as_slice().is_none() {
+        return None;
+    }
+    Some(small.len())
+}
+
+/// Chunk size for a periodic operand of row length `p`: whole rows, about
+/// [`CHUNK`] elements each.
+fn row_chunk(p: usize) -> usize {
+    (CHUNK / p).max(1) * p
+}
+
 /// `out[i] = f(x[i])`.
 pub fn map(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    if let Some(xs) = x.as_slice() {
+        let out = fill(xs.len(), CHUNK, |o, s| {
+            for (o, &v) in o.iter_mut().zip(&xs[s..]) {
+                *o = f(v);
+            }
+        });
+        return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
+    }
     if x.len() < PARALLEL_MIN_LEN {
         return x.mapv(f);
     }
@@ -18,6 +75,14 @@ pub fn map(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32>
 
 /// `out[i] = f(x[i], y[i])` for two arrays of the same shape.
 pub fn map2(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    if let (Some(xs), Some(ys)) = (x.as_slice(), y.as_slice()) {
+        let out = fill(xs.len(), CHUNK, |o, s| {
+            for ((o, &a), &b) in o.iter_mut().zip(&xs[s..]).zip(&ys[s..]) {
+                *o = f(a, b);
+            }
+        });
+        return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
+    }
     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
     if x.len() < PARALLEL_MIN_LEN {
         Zip::from(&mut out).and(x).and(y).for_each(|o, &a, &b| *o = f(a, b));
@@ -29,6 +94,14 @@ pub fn map2(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync
 
 /// `out[i] = f(x[i], y[i], z[i])` for three arrays of the same shape.
 pub fn map3(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    if let (Some(xs), Some(ys), Some(zs)) = (x.as_slice(), y.as_slice(), z.as_slice()) {
+        let out = fill(xs.len(), CHUNK, |o, s| {
+            for (((o, &a), &b), &c) in o.iter_mut().zip(&xs[s..]).zip(&ys[s..]).zip(&zs[s..]) {
+                *o = f(a, b, c);
+            }
+        });
+        return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
+    }
     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
     if x.len() < PARALLEL_MIN_LEN {
         Zip::from(&mut out).and(x).and(y).and(z).for_each(|o, &a, &b, &c| *o = f(a, b, c));
@@ -38,13 +111,60 @@ pub fn map3(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f
     out
 }
 
+/// `out[i] = f(full[i], small[i mod p])`: `small` (length `p`) repeated along
+/// the leading dimensions of the output, row by row.
+fn map_rows2(full: &[f32], small: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let p = small.len();
+    fill(full.len(), row_chunk(p), |o, s| {
+        for (o, xr) in o.chunks_mut(p).zip(full[s..].chunks(p)) {
+            for ((o, &a), &b) in o.iter_mut().zip(xr).zip(small) {
+                *o = f(a, b);
+            }
+        }
+    })
+}
+
+/// `out[i] = f(g[i], full[i], small[i mod p])`, as [`map_rows2`].
+fn map_rows3(g: &[f32], full: &[f32], small: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let p = small.len();
+    fill(full.len(), row_chunk(p), |o, s| {
+        for ((o, gr), xr) in o.chunks_mut(p).zip(g[s..].chunks(p)).zip(full[s..].chunks(p)) {
+            for (((o, &g), &a), &b) in o.iter_mut().zip(gr).zip(xr).zip(small) {
+                *o = f(g, a, b);
+            }
+        }
+    })
+}
+
 /// `out = f(a, b)` with `a` and `b` broadcast to `shape`.
 pub fn broadcast_map2(a: &ArrayD<f32>, b: &ArrayD<f32>, shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     let dim = IxDyn(shape);
+    let n: usize = shape.iter().product();
+    // Fast paths (see the comment at the top): scalar, then suffix broadcast.
+    if a.shape() == shape && a.as_slice().is_some() {
+        if b.len() == 1 {
+            let s = b.iter().next().copied().unwrap_or(0.0);
+            return map(a, |x| f(x, s));
+        }
+        if let (Some(_), Some(xs)) = (suffix_period(b, shape), a.as_slice()) {
+            let ys = b.as_slice().expect("checked contiguous");
+            return ArrayD::from_shape_vec(dim, map_rows2(xs, ys, f)).expect("same length");
+        }
+    }
+    if b.shape() == shape && b.as_slice().is_some() {
+        if a.len() == 1 {
+            let s = a.iter().next().copied().unwrap_or(0.0);
+            return map(b, |y| f(s, y));
+        }
+        if let (Some(_), Some(ys)) = (suffix_period(a, shape), b.as_slice()) {
+            let xs = a.as_slice().expect("checked contiguous");
+            return ArrayD::from_shape_vec(dim, map_rows2(ys, xs, |y, x| f(x, y))).expect("same length");
+        }
+    }
     let av = a.broadcast(dim.clone()).expect("shapes were checked to broadcast");
     let bv = b.broadcast(dim.clone()).expect("shapes were checked to broadcast");
     let mut out = ArrayD::<f32>::zeros(dim);
-    if out.len() < PARALLEL_MIN_LEN {
+    if n < PARALLEL_MIN_LEN {
         Zip::from(&mut out).and(&av).and(&bv).for_each(|o, &x, &y| *o = f(x, y));
     } else {
         Zip::from(&mut out).and(&av).and(&bv).par_for_each(|o, &x, &y| *o = f(x, y));
@@ -55,6 +175,33 @@ pub fn broadcast_map2(a: &ArrayD<f32>, b: &ArrayD<f32>, shape: &[usize], f: impl
 /// `f(g, a, b)` with all three broadcast to the shape of `g` (the output gradient).
 pub fn broadcast_map3(g: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     let dim = g.raw_dim();
+    let shape = g.shape();
+    // Fast paths (see the comment at the top), when `g` is contiguous.
+    if let Some(gs) = g.as_slice() {
+        if a.shape() == shape && b.shape() == shape {
+            return map3(g, a, b, f);
+        }
+        if let Some(xs) = a.as_slice().filter(|_| a.shape() == shape) {
+            if b.len() == 1 {
+                let s = b.iter().next().copied().unwrap_or(0.0);
+                return map2(g, a, |g, x| f(g, x, s));
+            }
+            if suffix_period(b, shape).is_some() {
+                let ys = b.as_slice().expect("checked contiguous");
+                return ArrayD::from_shape_vec(dim, map_rows3(gs, xs, ys, f)).expect("same length");
+            }
+        }
+        if let Some(ys) = b.as_slice().filter(|_| b.shape() == shape) {
+            if a.len() == 1 {
+                let s = a.iter().next().copied().unwrap_or(0.0);
+                return map2(g, b, |g, y| f(g, s, y));
+            }
+            if suffix_period(a, shape).is_some() {
+                let xs = a.as_slice().expect("checked contiguous");
+                return ArrayD::from_shape_vec(dim, map_rows3(gs, ys, xs, |g, y, x| f(g, x, y))).expect("same length");
+            }
+        }
+    }
     let av = a.broadcast(dim.clone()).expect("shapes were checked to broadcast");
     let bv = b.broadcast(dim.clone()).expect("shapes were checked to broadcast");
     let mut out = ArrayD::<f32>::zeros(dim);
@@ -71,7 +218,9 @@ pub fn broadcast_map3(g: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl
 /// f32. (Abramowitz & Stegun 7.1.26, at 1.5e-7 before rounding, loses more to
 /// cancellation near 0.) GELU's error is then at most |x|/2 · 3e-7, far inside
 /// the golden tests' 1e-5; f32 keeps `exp` in single precision, which halves
-/// the time GELU takes in a transformer block.
+/// the time GELU takes in a transformer block. Inlined, so that the
+/// elementwise loops calling it vectorise.
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
@@ -92,16 +241,22 @@ pub fn erf(x: f32) -> f32 {
 /// 2e-7 (2 ulp); 0 below -87.3 (where libm gives a denormal or 0) and
 /// e^88.38 ≈ 2.4e38 above 88.38 (libm: up to 3.4e38, then inf); NaN stays NaN.
 /// Softmax and GELU only ever pass arguments <= 0 (softmax) or < 1 (erf).
-#[inline]
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4; // ln 2 split in two, so that n·LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
     let xc = x.clamp(-87.336_55, 88.376_26); // keeps n within -126..=127, a normal 2ⁿ
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND; // n sits in the low mantissa bits
+    let n = shifted - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1) * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ: the biased exponent n + 127 shifted into place. n is read from the
+    // mantissa bits of `shifted` (bits(ROUND + n) = bits(ROUND) + n), integer
+    // arithmetic only: `n as i32` (a saturating float-to-int cast) would
+    // keep the loops calling `exp` from vectorising.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
     if x < -87.336_55 { 0.0 } else { p * two_n }
 }

@@ -30,7 +30,7 @@ mod shape;
 
 pub use graph::{is_grad_enabled, no_grad, NoGradGuard};
 pub use random::Rng;
-pub use shape::{broadcast_shapes, reduce_to_shape};
+pub use shape::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref};
 
 use ndarray::{ArrayD, IxDyn};
 use std::fmt;

@@ -31,6 +31,9 @@ pub fn reduce_to_shape(grad: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
     if grad.shape() == shape {
         return grad;
     }
+    if let Some(r) = reduce_rows(&grad, shape) {
+        return r;
+    }
     let mut g = grad;
     // Leading dimensions that `shape` does not have: sum them away.
     while g.ndim() > shape.len() {
@@ -44,4 +47,38 @@ pub fn reduce_to_shape(grad: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
     }
     // The sums may leave a column-major array (for a permuted gradient): reshape by copy.
     g.to_shape(IxDyn(shape)).expect("reduced gradient has the input's shape").into_owned()
+}
+
+/// As [`reduce_to_shape`], from a borrowed gradient: copies it only when the
+/// shapes already agree (the common `x + bias` backward needs no copy of `g`
+/// for the bias).
+pub fn reduce_to_shape_ref(grad: &ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
+    if grad.shape() == shape {
+        return grad.clone();
+    }
+    reduce_rows(grad, shape).unwrap_or_else(|| reduce_to_shape(grad.clone(), shape))
+}
+
+/// Fast path for a bias-like operand: when `shape` (without leading 1s) is a
+/// suffix of the contiguous gradient's shape, e.g. `(C)` under `(B, T, C)`,
+/// the gradient is a stack of rows of that length and the reduction is their
+/// sum, `out[j] = Σ_i g[i·p + j]`, added row after row in order (one flat
+/// pass, deterministic, no intermediate `(T, C)` array). `None` otherwise,
+/// and for rows shorter than 16 (a long serial sum into one or a few numbers
+/// would lose precision; `sum_axis` handles those).
+fn reduce_rows(grad: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
+    let gs = grad.as_slice()?;
+    let full = grad.shape();
+    let suffix: Vec<usize> = shape.iter().copied().skip_while(|&d| d == 1).collect();
+    let p: usize = suffix.iter().product();
+    if suffix.len() > full.len() || suffix[..] != full[full.len() - suffix.len()..] || p < 16 {
+        return None;
+    }
+    let mut out = vec![0.0f32; p];
+    for row in gs.chunks_exact(p) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), out).ok()
 }
