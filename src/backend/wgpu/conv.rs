@@ -75,6 +75,12 @@ impl Conv2dShape {
         self.out_height() * self.out_width()
     }
 
+    /// Per sample: input length `C H W`, output length `Cout Ho Wo` and im2col
+    /// length `C kh kw · Ho Wo` (the batch must not be empty).
+    fn per_sample(&self) -> (usize, usize, usize) {
+        (self.input_len() / self.batch, self.out_channels * self.out_plane(), self.patch_len() * self.out_plane())
+    }
+
     /// Checks the hyper-parameters and that each tensor has the length the shape needs.
     fn check(&self, tensors: &[(&str, usize, usize)]) -> Result<()> {
         if self.stride == 0 || self.kernel_h == 0 || self.kernel_w == 0 {
@@ -198,11 +204,7 @@ pub fn conv2d_forward<'a>(
         return Ok(Vec::new());
     }
     let chunk = s.chunk(ctx)?;
-    let (x_per, y_per, cols_per) = (
-        s.input_len() / s.batch,
-        s.out_channels * s.out_plane(),
-        s.patch_len() * s.out_plane(),
-    );
+    let (x_per, y_per, cols_per) = s.per_sample();
     let mut job = ctx.job("wgpu conv2d_forward")?;
     let w_buf = job.upload("w", &w)?;
     let bias_buf = bias.as_ref().map(|b| job.upload("bias", b)).transpose()?;
@@ -257,11 +259,7 @@ pub fn conv2d_backward_input<'a>(
         return Ok(Vec::new());
     }
     let chunk = s.chunk(ctx)?;
-    let (x_per, y_per, cols_per) = (
-        s.input_len() / s.batch,
-        s.out_channels * s.out_plane(),
-        s.patch_len() * s.out_plane(),
-    );
+    let (x_per, y_per, cols_per) = s.per_sample();
     let mut job = ctx.job("wgpu conv2d_backward_input")?;
     let w_buf = job.upload("w", &w)?;
     let dy_buf = job.scratch("dy chunk", chunk * y_per)?;
@@ -318,11 +316,7 @@ pub fn conv2d_backward_weight<'a>(
         return Ok(vec![0.0; s.weight_len()]);
     }
     let chunk = s.chunk(ctx)?;
-    let (x_per, y_per, cols_per) = (
-        s.input_len() / s.batch,
-        s.out_channels * s.out_plane(),
-        s.patch_len() * s.out_plane(),
-    );
+    let (x_per, y_per, cols_per) = s.per_sample();
     let mut job = ctx.job("wgpu conv2d_backward_weight")?;
     let x_buf = job.scratch("x chunk", chunk * x_per)?;
     let dy_buf = job.scratch("dy chunk", chunk * y_per)?;
