@@ -24,8 +24,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let c = &args.common;
-    let out = c.create_out_dir("00_autograd")?;
-    println!("device: {}", c.apply_device()?);
+    let out = c.start("00_autograd", true, true)?;
 
     cell(1, "A scalar chain rule");
     // ANCHOR: scalar

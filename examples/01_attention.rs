@@ -76,9 +76,7 @@ fn captions(split: Split, n: usize) -> Result<Vec<String>> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
-    let out = common.create_out_dir("01_attention")?;
-    println!("device: {}", common.apply_device()?);
-    common.refuse_unsupported("01_attention", false, false)?;
+    let out = common.start("01_attention", false, false)?;
 
     cell(1, "Shapes captions and a word-level vocabulary");
     let n_train = if common.smoke { 500 } else { 10_000 };

@@ -65,9 +65,7 @@ fn predict(model: &Vit, images: &Array4<f32>) -> Result<Vec<usize>> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
-    let out = common.create_out_dir("02_vit")?;
-    println!("device: {}", common.apply_device()?);
-    common.refuse_unsupported("02_vit", false, false)?;
+    let out = common.start("02_vit", false, false)?;
 
     cell(1, "Load MNIST");
     let dir = common.data_dir();

@@ -370,10 +370,8 @@ fn main() -> dalle::Result<()> {
         return zero_shot_one(weights, image, labels, template);
     }
     let common = &args.common;
-    println!("device: {}", common.apply_device()?);
-    common.refuse_unsupported("03_clip", false, true)?;
     let dataset = common.dataset_or(DatasetName::Mnist);
-    let out = common.create_out_dir(&format!("03_clip/{}", dataset.as_str()))?;
+    let out = common.start(&format!("03_clip/{}", dataset.as_str()), false, true)?;
     let (model, tokenizer) = match &common.weights {
         // A checkpoint of this chapter (with its .config.json and .tokenizer.json): evaluate only.
         Some(weights) => {

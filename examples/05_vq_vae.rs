@@ -44,9 +44,7 @@ struct Args {
 fn main() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
-    let out = c.create_out_dir("05_vq_vae")?;
-    println!("device: {}", c.apply_device()?);
-    c.refuse_unsupported("05_vq_vae", false, true)?;
+    let out = c.start("05_vq_vae", false, true)?;
     let dataset = c.dataset_or(DatasetName::Mnist);
 
     cell(1, "Load the data");

@@ -39,9 +39,7 @@ struct Args {
 fn main() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
-    let out = c.create_out_dir("06_dvae")?;
-    println!("device: {}", c.apply_device()?);
-    c.refuse_unsupported("06_dvae", false, true)?;
+    let out = c.start("06_dvae", false, true)?;
 
     cell(1, "Load MNIST");
     let train = data::load(DatasetName::Mnist, &c.data_dir(), Split::Train, c.limit_or(512))?;

@@ -142,4 +142,13 @@ impl CommonArgs {
         }
         Ok(())
     }
+
+    /// The first lines of every example: refuse the flags it does not
+    /// implement, apply `--device` (printing which), and create the output
+    /// folder `--out` or `runs/<example>`, which is returned.
+    pub fn start(&self, example: &str, resume: bool, weights: bool) -> Result<PathBuf> {
+        self.refuse_unsupported(example, resume, weights)?;
+        println!("device: {}", self.apply_device()?);
+        self.create_out_dir(example)
+    }
 }
