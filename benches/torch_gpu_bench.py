@@ -1,9 +1,11 @@
 """The PyTorch GPU side of `cargo run --release --example bench_wgpu -- --torch`.
 
-Times fp32 sgemm (TF32 off, as the issue asks) and one training step of chapter 00's
-digit judge CNN (batch 128) on CUDA, and prints one JSON object on the last line:
+Times fp32 sgemm (TF32 off) and one Adam training step of two chapter models on CUDA:
+chapter 00's digit judge CNN and chapter 05's CIFAR-10 VQ-VAE (hidden width --hidden,
+EMA codebook of 256 codes of dimension 32, MSE of the sigmoid reconstruction), both at
+batch 128, and prints one JSON object on the last line:
 
-    {"device": "...", "sgemm": {"1024": ms, ...}, "judge_step_ms": ms}
+    {"device": "...", "sgemm": {"1024": ms, ...}, "judge_step_ms": ms, "vq_vae_step_ms": ms}
 
 or {"error": "..."} when torch or a CUDA device is missing. Pinned: torch==2.5.1.
 """
@@ -30,6 +32,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1024,2048,4096,8192")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=128)
     args = parser.parse_args()
     try:
         import torch
@@ -75,7 +78,68 @@ def main():
         opt.step()
 
     out["judge_step_ms"] = median_ms(step, args.reps * 4, sync)
+    out["vq_vae_step_ms"] = vq_vae_step_ms(torch, nn, F, dev, args.hidden, args.reps * 4, sync)
     print(json.dumps(out))
+
+
+def vq_vae_step_ms(torch, nn, F, dev, hidden, reps, sync):
+    """Chapter 05's VQ-VAE (src/models/vqvae.rs), CIFAR-10 config, one Adam step."""
+
+    class ResBlock(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+            self.conv2 = nn.Conv2d(c, c, 1)
+
+        def forward(self, x):  # x + conv1x1(relu(conv3x3(relu(x))))
+            return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+    class VqVae(nn.Module):
+        def __init__(self, h, codes=256, dim=32, beta=0.25, decay=0.99):
+            super().__init__()
+            self.down1 = nn.Conv2d(3, h, 4, 2, 1)
+            self.down2 = nn.Conv2d(h, h, 4, 2, 1)
+            self.enc_block = ResBlock(h)
+            self.to_code = nn.Conv2d(h, dim, 1)
+            self.from_code = nn.Conv2d(dim, h, 3, padding=1)
+            self.dec_block = ResBlock(h)
+            self.up1 = nn.Conv2d(h, h, 3, padding=1)
+            self.up2 = nn.Conv2d(h, 3, 3, padding=1)
+            self.register_buffer("codebook", torch.randn(codes, dim))
+            self.register_buffer("ema_count", torch.ones(codes))
+            self.register_buffer("ema_sum", self.codebook.clone())
+            self.beta, self.decay = beta, decay
+
+        def forward(self, x):
+            z_e = self.to_code(F.relu(self.enc_block(self.down2(F.relu(self.down1(x))))))
+            b, d, gh, gw = z_e.shape
+            flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)  # (B h w, D)
+            dist = (flat**2).sum(1, keepdim=True) - 2 * flat @ self.codebook.T + (self.codebook**2).sum(1)
+            idx = dist.argmin(1)
+            z_q = self.codebook[idx]
+            with torch.no_grad():  # EMA codebook update (no gradient to the codebook)
+                onehot = F.one_hot(idx, self.codebook.shape[0]).float()
+                self.ema_count.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+                self.ema_sum.mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+                self.codebook.copy_(self.ema_sum / self.ema_count.clamp(min=1e-5)[:, None])
+            commit = self.beta * F.mse_loss(flat, z_q.detach())
+            z_q = flat + (z_q - flat).detach()  # straight-through
+            z_q = z_q.reshape(b, gh, gw, d).permute(0, 3, 1, 2)
+            h = self.dec_block(self.from_code(z_q))
+            h = self.up1(F.interpolate(F.relu(h), scale_factor=2, mode="nearest"))
+            logits = self.up2(F.interpolate(F.relu(h), scale_factor=2, mode="nearest"))
+            return F.mse_loss(torch.sigmoid(logits), x) + commit
+
+    model = VqVae(hidden).to(dev)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.rand(128, 3, 32, 32, device=dev)
+
+    def step():
+        opt.zero_grad()
+        model(x).backward()
+        opt.step()
+
+    return median_ms(step, reps, sync)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
-//! sgemm and one training step of a chapter model (the digit judge CNN of
-//! chapter 00, batch 128) on the CPU and on the wgpu backend, side by side; with
-//! `--torch`, PyTorch's CUDA time for the same cases (`benches/torch_gpu_bench.py`).
+//! sgemm, the matmul kernels alone, the bus, and two chapter models' training steps
+//! (chapter 00's digit judge CNN and chapter 05's CIFAR-10 VQ-VAE, batch 128) on the CPU
+//! and on the wgpu backend, side by side; with `--torch`, PyTorch's CUDA time for the
+//! same cases (`benches/torch_gpu_bench.py`).
 //!
 //! ```text
 //! cargo run --release --example bench_wgpu                      # 1024..8192 on a GPU
 //! cargo run --release --example bench_wgpu -- --sizes 256,512,1024 --torch
+//! cargo run --release --example bench_wgpu -- --kernels-only    # kernels and bus only
 //! cargo run --release --example bench_wgpu -- --smoke
 //! ```
 //!
-//! Each row multiplies two n x n matrices. The wgpu columns time a whole call as the
-//! engine sees it: "upload" sends both operands and reads C back; "resident" keeps A and
-//! B on the GPU (as parameters are) so only the kernel and the read-back remain. The
-//! check column is the largest difference from the CPU result relative to max |C|.
+//! Each sgemm row multiplies two n x n matrices. The wgpu columns time a whole call as
+//! the engine sees it: "upload" sends both operands and reads C back; "resident" keeps A
+//! and B on the GPU (as parameters are) so only the kernel and the read-back remain;
+//! "k64"/"k128" time each kernel alone (many dispatches in one submission, no
+//! transfers). The check column is the largest difference from the CPU result relative
+//! to max |C|. The kernel table compares each kernel with and without wgpu's injected
+//! bounds checks. Training steps run on three set-ups: the CPU, wgpu with every matmul
+//! and conv on the GPU, and wgpu with the default arithmetic-intensity threshold
+//! (`dalle::backend::set_min_gpu_intensity`), with the megabytes each step moves over
+//! the bus. `RAYON_NUM_THREADS` sets the CPU threads (the project's numbers use 2).
 //! On a software adapter (lavapipe, llvmpipe) the numbers are a correctness run, not a
 //! measure of any GPU.
 
@@ -20,7 +28,9 @@ mod bench {
     use std::time::{Duration, Instant};
 
     use clap::Parser;
-    use dalle::backend::wgpu::{global, matmul, MatmulShape, Operand};
+    use dalle::backend::wgpu::{
+        global, matmul, time_matmul_kernel, time_matmul_pipeline, MatmulKernel, MatmulShape, Operand, WgpuContext,
+    };
 
     /// sgemm and a training step: CPU vs wgpu.
     #[derive(Parser)]
@@ -35,6 +45,9 @@ mod bench {
         /// A quick run: sizes 64 and 128, one timed call each.
         #[arg(long)]
         smoke: bool,
+        /// Only the kernel variants and the transfer speeds (no CPU, no training steps).
+        #[arg(long)]
+        kernels_only: bool,
         /// Folder for `bench.md`, the table as Markdown.
         #[arg(long, default_value = "runs/bench_wgpu")]
         out: std::path::PathBuf,
@@ -60,47 +73,165 @@ mod bench {
     fn cpu_sgemm(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
         use dalle::backend::cpu::gemm::{sgemm, MatPtr};
         let mut c = vec![0.0f32; n * n];
-        let row_major = |p: &[f32]| MatPtr { ptr: p.as_ptr(), rs: n as isize, cs: 1 };
+        let row_major = |p: &[f32]| MatPtr {
+            ptr: p.as_ptr(),
+            rs: n as isize,
+            cs: 1,
+        };
         // C = 1 · A B + 0 · C, all row-major: the engine's own CPU GEMM on every thread
-        unsafe { sgemm(n, n, n, 1.0, row_major(a), row_major(b), 0.0, c.as_mut_ptr(), n as isize, 1) };
+        unsafe {
+            sgemm(
+                n,
+                n,
+                n,
+                1.0,
+                row_major(a),
+                row_major(b),
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        };
         c
     }
 
-    /// Median time of one Adam step of the digit judge on the CPU and on wgpu, and
-    /// the difference of the first step's loss between the two.
-    fn judge_step(batch: usize, reps: usize) -> dalle::Result<(f64, f64, f32)> {
-        use dalle::backend::{set_device, Device};
-        use dalle::eval::DigitJudge;
-        use dalle::nn::Module;
+    /// One model's training step, built on each device in turn: its parameters and a
+    /// closure computing the loss of one fixed batch.
+    type Step = (Vec<(String, dalle::Tensor)>, Box<dyn Fn() -> dalle::Result<dalle::Tensor>>);
+
+    /// One training step's timing on one set-up.
+    struct StepTime {
+        /// Median milliseconds per step.
+        ms: f64,
+        /// The first step's loss.
+        loss: f32,
+        /// MB sent to and fetched from the GPU per step.
+        mb_up: f64,
+        mb_down: f64,
+    }
+
+    /// The three set-ups a step is timed on: the CPU; wgpu with every matmul and conv on
+    /// the GPU (threshold 0); wgpu with the default arithmetic-intensity threshold.
+    const SETUPS: [(&str, Option<f32>); 3] = [
+        ("cpu", None),
+        ("wgpu, every op", Some(0.0)),
+        ("wgpu, by intensity", Some(dalle::backend::DEFAULT_MIN_GPU_INTENSITY)),
+    ];
+
+    /// Median time of one Adam step on each of [`SETUPS`].
+    fn train_step(reps: usize, build: impl Fn() -> dalle::Result<Step>) -> dalle::Result<Vec<StepTime>> {
+        use dalle::backend::{set_device, set_min_gpu_intensity, Device, DEFAULT_MIN_GPU_INTENSITY};
         use dalle::optim::{Adam, Optimizer};
-        use dalle::{Rng, Tensor};
-        let mut per_device = Vec::new();
-        for device in [Device::Cpu, Device::Wgpu] {
-            set_device(device)?;
-            let mut rng = Rng::new(1);
-            let judge = DigitJudge::new(&mut rng);
-            let x = Tensor::new(rng.uniform_array(&[batch, 1, 28, 28], 0.0, 1.0));
-            let y: Vec<usize> = (0..batch).map(|i| i % 10).collect();
-            let mut opt = Adam::new(judge.named_parameters(), 1e-3);
+        let ctx = global()?;
+        let mut out = Vec::new();
+        for (_, threshold) in SETUPS {
+            set_device(if threshold.is_some() { Device::Wgpu } else { Device::Cpu })?;
+            set_min_gpu_intensity(threshold.unwrap_or(DEFAULT_MIN_GPU_INTENSITY));
+            let (params, loss_of) = build()?;
+            let mut opt = Adam::new(params, 1e-3);
             let mut first_loss = None;
-            let (t, _) = time(reps, || {
+            let mut step = || -> dalle::Result<()> {
                 opt.zero_grad();
-                let loss = judge.forward(&x).and_then(|l| l.cross_entropy(&y)).expect("shapes are fixed");
+                let loss = loss_of()?;
                 loss.backward();
                 opt.step();
                 first_loss.get_or_insert(loss.item());
+                Ok(())
+            };
+            step()?;
+            let before = ctx.stats();
+            let (t, result) = time(reps, &mut step);
+            result?;
+            let after = ctx.stats();
+            let per_step = |a: u64, b: u64| (a - b) as f64 / 1e6 / (reps + 1) as f64;
+            out.push(StepTime {
+                ms: t.as_secs_f64() * 1e3,
+                loss: first_loss.unwrap_or(0.0),
+                mb_up: per_step(after.bytes_uploaded, before.bytes_uploaded),
+                mb_down: per_step(after.bytes_downloaded, before.bytes_downloaded),
             });
-            per_device.push((t.as_secs_f64() * 1e3, first_loss.unwrap_or(0.0)));
         }
         set_device(Device::Cpu)?;
-        Ok((per_device[0].0, per_device[1].0, (per_device[0].1 - per_device[1].1).abs()))
+        set_min_gpu_intensity(DEFAULT_MIN_GPU_INTENSITY);
+        Ok(out)
+    }
+
+    /// Chapter 00's digit judge on a batch of `batch` 28x28 images.
+    fn judge(batch: usize) -> dalle::Result<Step> {
+        use dalle::eval::DigitJudge;
+        use dalle::nn::Module;
+        use dalle::{Rng, Tensor};
+        let mut rng = Rng::new(1);
+        let judge = DigitJudge::new(&mut rng);
+        let x = Tensor::new(rng.uniform_array(&[batch, 1, 28, 28], 0.0, 1.0));
+        let y: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+        let params = judge.named_parameters();
+        Ok((params, Box::new(move || judge.forward(&x)?.cross_entropy(&y))))
+    }
+
+    /// Chapter 05's CIFAR-10 VQ-VAE with `hidden` channels on `batch` 32x32 images.
+    fn vq_vae(batch: usize, hidden: usize) -> dalle::Result<Step> {
+        use dalle::models::vqvae::{VqVae, VqVaeConfig};
+        use dalle::nn::Module;
+        use dalle::{Rng, Tensor};
+        let mut rng = Rng::new(2);
+        let model = VqVae::new(VqVaeConfig { hidden, ..VqVaeConfig::cifar10() }, &mut rng)?;
+        let x = Tensor::new(rng.uniform_array(&[batch, 3, 32, 32], 0.0, 1.0));
+        let params = model.named_parameters();
+        Ok((params, Box::new(move || model.forward(&x, true)?.loss())))
+    }
+
+    /// GFLOP/s of each matmul kernel alone, with and without wgpu's injected bounds checks.
+    fn kernel_variants(ctx: &WgpuContext, sizes: &[usize], reps: usize, md: &mut String) -> dalle::Result<()> {
+        let sources = [
+            ("tile 64", 64, include_str!("../src/backend/wgpu/matmul.wgsl")),
+            ("tile 128", 128, include_str!("../src/backend/wgpu/matmul128.wgsl")),
+        ];
+        let mut variants = Vec::new();
+        for (name, tile, source) in sources {
+            variants.push((format!("{name} checked"), tile, ctx.compile_pipeline(name, source, "matmul")?));
+            // SAFETY: both kernels guard every index against the matrix sizes
+            let unchecked = unsafe { ctx.compile_pipeline_unchecked(name, source, "matmul")? };
+            variants.push((format!("{name} unchecked"), tile, unchecked));
+        }
+        let names: Vec<&str> = variants.iter().map(|v| v.0.as_str()).collect();
+        println!("\nkernel alone, GFLOP/s ({} dispatches in one submission):\n{:>6} | {}", reps.max(3), "n", names.join(" | "));
+        md.push_str(&format!("\n| n | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len())));
+        for &n in sizes {
+            let shape = MatmulShape::new(n, n, n);
+            let mut rates = Vec::new();
+            for (_, tile, pipeline) in &variants {
+                rates.push(format!("{:.0}", shape.flops() / time_matmul_pipeline(ctx, pipeline, *tile, &shape, reps.max(3))? / 1e9));
+            }
+            println!("{n:>6} | {}", rates.join(" | "));
+            md.push_str(&format!("| {n} | {} |\n", rates.join(" | ")));
+        }
+        Ok(())
+    }
+
+    /// Host -> GPU and GPU -> host speed for `len` f32 values.
+    fn transfers(ctx: &WgpuContext, len: usize, md: &mut String) -> dalle::Result<()> {
+        let (up, down) = ctx.time_transfers(len)?;
+        let mb = len as f64 * 4.0 / 1e6;
+        let line = format!("transfers of {mb:.1} MB: upload {:.2} GB/s, read-back {:.2} GB/s", mb / 1e3 / up, mb / 1e3 / down);
+        println!("\n{line}");
+        md.push_str(&format!("\n{line}\n"));
+        Ok(())
     }
 
     /// PyTorch's CUDA numbers, or None (with the reason printed).
     fn torch_gpu(sizes: &[usize]) -> Option<serde_json::Value> {
         let list: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
-        let out = std::process::Command::new("python3").args(["benches/torch_gpu_bench.py", "--sizes", &list.join(",")]).output();
-        let value = out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()));
+        let out = std::process::Command::new("python3")
+            .args(["benches/torch_gpu_bench.py", "--sizes", &list.join(",")])
+            .output();
+        let value = out.ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .last()
+                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        });
         match value {
             Some(v) if v.get("error").is_none() => Some(v),
             Some(v) => {
@@ -116,7 +247,11 @@ mod bench {
 
     pub fn main() -> dalle::Result<()> {
         let args = Args::parse();
-        let (sizes, reps) = if args.smoke { (vec![64, 128], 1) } else { (args.sizes.clone().unwrap_or_default(), 5) };
+        let (sizes, reps) = if args.smoke {
+            (vec![64, 128], 1)
+        } else {
+            (args.sizes.clone().unwrap_or_default(), 5)
+        };
         let ctx = match global() {
             Ok(ctx) => ctx,
             Err(e) => {
@@ -129,21 +264,28 @@ mod bench {
             println!("note: a software rasterizer (device type Cpu): these wgpu numbers are a correctness run, not a GPU speed");
         }
         let sizes = if sizes.is_empty() {
-            if ctx.is_software() { vec![256, 512, 1024] } else { vec![1024, 2048, 4096, 8192] }
+            if ctx.is_software() {
+                vec![256, 512, 1024]
+            } else {
+                vec![1024, 2048, 4096, 8192]
+            }
         } else {
             sizes
         };
         let torch = if args.torch { torch_gpu(&sizes) } else { None };
-        println!("cpu: the engine's sgemm on {} threads; median of {reps} calls after a warm-up\n", rayon::current_num_threads());
+        println!(
+            "cpu: the engine's sgemm on {} threads; median of {reps} calls after a warm-up\n",
+            rayon::current_num_threads()
+        );
         let mut md = format!(
-            "adapter: {}\n\n| n | cpu ms | GFLOP/s | wgpu upload ms | GFLOP/s | wgpu resident ms | GFLOP/s | max diff |\n|---|---|---|---|---|---|---|---|\n",
+            "adapter: {}\n\n| n | cpu ms | GFLOP/s | wgpu upload ms | GFLOP/s | wgpu resident ms | GFLOP/s | kernel 64 GFLOP/s | kernel 128 GFLOP/s | torch GFLOP/s | max diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
             ctx.describe()
         );
         println!(
-            "{:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9}",
-            "n", "cpu ms", "GFLOP/s", "upload ms", "GFLOP/s", "resid. ms", "GFLOP/s", "max diff"
+            "{:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9} {:>9} | {:>9} | {:>9}",
+            "n", "cpu ms", "GFLOP/s", "upload ms", "GFLOP/s", "resid. ms", "GFLOP/s", "k64 GF/s", "k128 GF/s", "torch GF/s", "max diff"
         );
-        for n in sizes {
+        for &n in sizes.iter().filter(|_| !args.kernels_only) {
             let a: Vec<f32> = (0..n * n)
                 .map(|i| ((i * 7 + 3) % 13) as f32 / 13.0 - 0.5)
                 .collect();
@@ -151,7 +293,8 @@ mod bench {
                 .map(|i| ((i * 5 + 1) % 11) as f32 / 11.0 - 0.5)
                 .collect();
             let shape = MatmulShape::new(n, n, n);
-            let (t_cpu, c_cpu) = time(reps, || cpu_sgemm(&a, &b, n));
+            // two CPU calls at n >= 4096 (seconds each on 2 threads)
+            let (t_cpu, c_cpu) = time(if n >= 4096 { reps.min(2) } else { reps }, || cpu_sgemm(&a, &b, n));
             let (t_up, c_up) = time(reps, || matmul(ctx, &a, &b, &shape));
             let c_up = c_up?;
             let (t_res, c_res) = time(reps, || {
@@ -172,8 +315,18 @@ mod bench {
                     .fold(0f32, f32::max)
             };
             let diff = max_diff(&c_up).max(max_diff(&c_res)) / scale;
+            let kernel_rate = |kernel| -> dalle::Result<f64> {
+                let seconds = time_matmul_kernel(ctx, &shape, kernel, reps.max(3))?;
+                Ok(shape.flops() / seconds / 1e9)
+            };
+            let (k64, k128) = (kernel_rate(MatmulKernel::Tile64)?, kernel_rate(MatmulKernel::Tile128)?);
+            let torch_rate = torch
+                .as_ref()
+                .and_then(|t| t["sgemm"][n.to_string()].as_f64())
+                .map(|ms| shape.flops() / (ms * 1e-3) / 1e9);
+            let torch_text = torch_rate.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
             println!(
-                "{n:>6} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>9.1e}",
+                "{n:>6} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {k64:>9.1} {k128:>9.1} | {torch_text:>9} | {:>9.1e}",
                 t_cpu.as_secs_f64() * 1e3,
                 gflops(n, t_cpu),
                 t_up.as_secs_f64() * 1e3,
@@ -183,7 +336,7 @@ mod bench {
                 diff
             );
             md.push_str(&format!(
-                "| {n} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1e} |\n",
+                "| {n} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {k64:.1} | {k128:.1} | {torch_text} | {:.1e} |\n",
                 t_cpu.as_secs_f64() * 1e3,
                 gflops(n, t_cpu),
                 t_up.as_secs_f64() * 1e3,
@@ -193,15 +346,45 @@ mod bench {
                 diff
             ));
         }
-        let (cpu_ms, gpu_ms, loss_diff) = judge_step(if args.smoke { 8 } else { 128 }, if args.smoke { 1 } else { reps })?;
-        let torch_ms = torch.as_ref().and_then(|t| t["judge_step_ms"].as_f64());
-        println!("\ntraining step, chapter 00 digit judge (batch {}): cpu {cpu_ms:.1} ms, wgpu {gpu_ms:.1} ms ({:.2}x), |loss difference| {loss_diff:.1e}{}",
-            if args.smoke { 8 } else { 128 }, cpu_ms / gpu_ms,
-            torch_ms.map(|t| format!(", torch cuda {t:.2} ms")).unwrap_or_default());
-        md.push_str(&format!("\n| training step (digit judge, batch {}) | cpu ms | wgpu ms | cpu / wgpu | torch cuda ms |\n|---|---|---|---|---|\n| | {cpu_ms:.1} | {gpu_ms:.1} | {:.2} | {} |\n",
-            if args.smoke { 8 } else { 128 }, cpu_ms / gpu_ms, torch_ms.map(|t| format!("{t:.2}")).unwrap_or("-".into())));
+        kernel_variants(ctx, &sizes, reps, &mut md)?;
+        transfers(ctx, if args.smoke { 1 << 16 } else { 1 << 24 }, &mut md)?;
+        let batch = if args.smoke { 8 } else { 128 };
+        let step_reps = if args.smoke { 1 } else { reps };
+        let hidden = if args.smoke { 8 } else { 128 };
+        md.push_str(&format!(
+            "\n| training step (Adam, batch {batch}) | set-up | ms | cpu / this | MB to GPU | MB from GPU | loss difference |\n|---|---|---|---|---|---|---|\n"
+        ));
+        println!("\ntraining steps (Adam, batch {batch}), median of {step_reps} after a warm-up:");
+        let steps: [(&str, String, &dyn Fn() -> dalle::Result<Step>); 2] = [
+            ("judge", "chapter 00 digit judge (CNN, 28x28)".to_string(), &|| judge(batch)),
+            ("vq_vae", format!("chapter 05 VQ-VAE, CIFAR-10 config, hidden {hidden} (32x32)"), &|| vq_vae(batch, hidden)),
+        ];
+        for (key, name, build) in steps.into_iter().filter(|_| !args.kernels_only) {
+            let times = train_step(step_reps, build)?;
+            let cpu = &times[0];
+            println!("  {name}:");
+            for ((setup, _), t) in SETUPS.iter().zip(&times) {
+                let line = format!(
+                    "{:.1} | {:.2} | {:.1} | {:.1} | {:.1e}",
+                    t.ms,
+                    cpu.ms / t.ms,
+                    t.mb_up,
+                    t.mb_down,
+                    (t.loss - cpu.loss).abs()
+                );
+                println!("    {setup:<20} {line}   (ms | cpu/this | MB up | MB down | loss diff)");
+                md.push_str(&format!("| {name} | {setup} | {line} |\n"));
+            }
+            if let Some(ms) = torch.as_ref().and_then(|t| t[format!("{key}_step_ms")].as_f64()) {
+                println!("    {:<20} {ms:.2} ms ({:.0}x faster than our cpu)", "torch cuda", cpu.ms / ms);
+                md.push_str(&format!("| {name} | torch cuda | {ms:.2} | {:.1} | | | |\n", cpu.ms / ms));
+            }
+        }
         if let Some(t) = &torch {
-            md.push_str(&format!("\nPyTorch sgemm on {} (TF32 off), ms: {}\n", t["device"], t["sgemm"]));
+            md.push_str(&format!(
+                "\nPyTorch sgemm on {} (TF32 off), ms: {}\n",
+                t["device"], t["sgemm"]
+            ));
         }
         let path = args.out.join("bench.md");
         dalle::io::write_atomic(&path, md.as_bytes())?;

@@ -5,7 +5,7 @@
 //! Tolerance: 1e-4 relative to the largest magnitude, since the GPU sums in f32
 //! in another order (error grows like √K · ε_f32 ≈ 1e-6 for these sizes).
 
-use dalle::backend::{set_device, Device};
+use dalle::backend::{set_device, set_min_gpu_intensity, Device, DEFAULT_MIN_GPU_INTENSITY};
 use dalle::{Rng, Tensor};
 
 fn close(a: &[f32], b: &[f32], what: &str) {
@@ -73,6 +73,9 @@ fn wgpu_matches_cpu_through_the_engine() {
             eprintln!("skipping: {e}");
         }
         Ok(_) => {
+            intensity_threshold_routes_ops();
+            // every op big enough on the GPU, whatever its arithmetic intensity
+            set_min_gpu_intensity(0.0);
             let before = dalle::backend::wgpu::global().unwrap().stats();
             let gpu = run_all();
             let gpu_losses = judge_training_losses();
@@ -80,6 +83,7 @@ fn wgpu_matches_cpu_through_the_engine() {
             // The GPU really ran: operands were uploaded.
             assert!(after.host_uploads + after.resident_uploads > before.host_uploads + before.resident_uploads);
             set_device(Device::Cpu).unwrap();
+            set_min_gpu_intensity(DEFAULT_MIN_GPU_INTENSITY);
             for ((name, a), (_, b)) in cpu.iter().zip(&gpu) {
                 close(a, b, name);
             }
@@ -91,4 +95,32 @@ fn wgpu_matches_cpu_through_the_engine() {
             println!("judge losses cpu {cpu_losses:?} wgpu {gpu_losses:?}");
         }
     }
+}
+
+/// With the default threshold a matmul of intensity 2 FLOP/byte stays on the CPU and one
+/// of about 85 FLOP/byte goes to the GPU (the device must already be wgpu).
+fn intensity_threshold_routes_ops() {
+    set_min_gpu_intensity(DEFAULT_MIN_GPU_INTENSITY);
+    let ctx = dalle::backend::wgpu::global().unwrap();
+    let mut rng = Rng::new(11);
+    let uploads = || {
+        let s = ctx.stats();
+        s.host_uploads + s.resident_uploads
+    };
+    let (p, q) = (Tensor::new(rng.normal_array(&[1000, 4])), Tensor::new(rng.normal_array(&[4, 1000])));
+    let a = Tensor::new(rng.normal_array(&[512, 512]));
+    let b = Tensor::new(rng.normal_array(&[512, 512]));
+    let before = uploads();
+    // (1000, 4) · (4, 1000): 8e6 FLOP over 4 (4000 + 4000 + 1e6) bytes
+    p.matmul(&q).unwrap();
+    let thin_uploads = uploads() - before;
+    // (512, 512) · (512, 512): 2.7e8 FLOP over 4 (3 · 262144) bytes = 85 FLOP/byte
+    let square = a.matmul(&b).unwrap();
+    let square_uploads = uploads() - before - thin_uploads;
+    assert_eq!(thin_uploads, 0, "a low-intensity matmul went to the GPU");
+    assert!(square_uploads > 0, "a high-intensity matmul stayed on the CPU");
+    // and it is the right product
+    let two_d = |t: &Tensor| t.data().view().into_dimensionality::<ndarray::Ix2>().unwrap().to_owned();
+    let want = two_d(&a).dot(&two_d(&b));
+    close(want.as_slice().unwrap(), &square.to_vec(), "512 matmul");
 }

@@ -1,6 +1,6 @@
 //! Parity tests: every wgpu kernel against a naive CPU loop written here.
 //!
-//! Tolerance: the GPU sums in f32 in its own order (64-wide tiles, 16-deep slabs), the
+//! Tolerance: the GPU sums in f32 in its own order (64- or 128-wide tiles, 16- or 8-deep slabs), the
 //! reference sums in f64. For a sum of k products with random signs the f32 rounding
 //! error grows like sqrt(k) · eps_f32 · Σ|a·b| (eps_f32 = 1.2e-7), so each element must
 //! satisfy |gpu - ref| <= 1e-5 · sqrt(k) · Σ|a·b| + 1e-7: about 100x that rounding, yet
@@ -13,7 +13,7 @@
 
 use dalle::backend::wgpu::{
     bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global, matmul,
-    Conv2dShape, MatmulShape, Operand, WgpuContext,
+    Conv2dShape, MatmulKernel, MatmulShape, Operand, WgpuContext,
 };
 use dalle::Error;
 
@@ -29,6 +29,22 @@ fn ctx() -> Option<&'static WgpuContext> {
             None
         }
     }
+}
+
+/// Both matmul kernels: the shared context (which picks by shape: the small tile for
+/// every shape in this file) and a private one forced to the 128 x 128 tile. Every
+/// matmul and conv parity test runs on each.
+fn kernels() -> Vec<(&'static str, &'static WgpuContext)> {
+    static TILE128: std::sync::OnceLock<WgpuContext> = std::sync::OnceLock::new();
+    let Some(shared) = ctx() else {
+        return Vec::new();
+    };
+    let big = TILE128.get_or_init(|| {
+        let ctx = WgpuContext::new().expect("a second context on the same adapter");
+        ctx.force_matmul_kernel(Some(MatmulKernel::Tile128));
+        ctx
+    });
+    vec![("by shape", shared), ("tile 128", big)]
 }
 
 /// Deterministic values in [-1, 1) (xorshift), different for each `seed`.
@@ -111,8 +127,12 @@ fn check_matmul(ctx: &WgpuContext, s: MatmulShape, seed: u64) {
     };
     let a = values(a_len, seed);
     let b = values(b_len, seed + 1);
-    let got = matmul(ctx, &a, &b, &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-    assert_close(&format!("{s:?}"), &got, &matmul_reference(&a, &b, &s), s.k);
+    let want = matmul_reference(&a, &b, &s);
+    let _ = ctx; // every kernel, not only the one this shape picks
+    for (kernel, ctx) in kernels() {
+        let got = matmul(ctx, &a, &b, &s).unwrap_or_else(|e| panic!("{kernel} {s:?}: {e}"));
+        assert_close(&format!("{kernel} {s:?}"), &got, &want, s.k);
+    }
 }
 
 const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
@@ -168,6 +188,10 @@ fn matmul_batch3_broadcast() {
 fn matmul_multi_tile_and_zero_sizes() {
     let Some(ctx) = ctx() else { return };
     check_matmul(ctx, MatmulShape::new(130, 100, 70), 9);
+    // ragged edges of the 128 x 128 tile in both directions, every transpose
+    for (ta, tb) in TRANSPOSES {
+        check_matmul(ctx, MatmulShape::new(259, 37, 131).transposed(ta, tb), 10);
+    }
     // k = 0: an empty sum is zero; m = 0: an empty result.
     assert_eq!(
         matmul(ctx, &vec![], &vec![], &MatmulShape::new(2, 0, 3)).unwrap(),
@@ -336,46 +360,50 @@ fn conv_shapes() -> Vec<Conv2dShape> {
 
 #[test]
 fn conv2d_forward_matches_naive() {
-    let Some(ctx) = ctx() else { return };
-    for (i, s) in conv_shapes().into_iter().enumerate() {
-        let x = values(s.input_len(), 20 + i as u64);
-        let w = values(s.weight_len(), 40 + i as u64);
-        let bias = values(s.out_channels, 60 + i as u64);
-        let with_bias = i % 2 == 0;
-        let y = conv2d_forward(ctx, &x, &w, with_bias.then(|| Operand::host(&bias)), &s)
-            .unwrap_or_else(|e| panic!("{s:?}: {e}"));
-        let want = conv_forward_reference(&x, &w, with_bias.then_some(&bias[..]), &s);
-        assert_close(
-            &format!("forward {s:?}"),
-            &y,
-            &want,
-            s.in_channels * s.kernel_h * s.kernel_w,
-        );
+    for (kernel, ctx) in kernels() {
+        for (i, s) in conv_shapes().into_iter().enumerate() {
+            let x = values(s.input_len(), 20 + i as u64);
+            let w = values(s.weight_len(), 40 + i as u64);
+            let bias = values(s.out_channels, 60 + i as u64);
+            let with_bias = i % 2 == 0;
+            let y = conv2d_forward(ctx, &x, &w, with_bias.then(|| Operand::host(&bias)), &s)
+                .unwrap_or_else(|e| panic!("{kernel} {s:?}: {e}"));
+            let want = conv_forward_reference(&x, &w, with_bias.then_some(&bias[..]), &s);
+            assert_close(
+                &format!("{kernel} forward {s:?}"),
+                &y,
+                &want,
+                s.in_channels * s.kernel_h * s.kernel_w,
+            );
+        }
     }
 }
 
 #[test]
 fn conv2d_backward_matches_naive() {
-    let Some(ctx) = ctx() else { return };
-    for (i, s) in conv_shapes().into_iter().enumerate() {
-        let x = values(s.input_len(), 80 + i as u64);
-        let w = values(s.weight_len(), 100 + i as u64);
-        let dy = values(s.output_len(), 120 + i as u64);
-        let (want_dx, want_dw) = conv_backward_reference(&x, &w, &dy, &s);
-        let dx = conv2d_backward_input(ctx, &dy, &w, &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-        assert_close(
-            &format!("dx {s:?}"),
-            &dx,
-            &want_dx,
-            s.out_channels * s.kernel_h * s.kernel_w,
-        );
-        let dw = conv2d_backward_weight(ctx, &x, &dy, &s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
-        assert_close(
-            &format!("dw {s:?}"),
-            &dw,
-            &want_dw,
-            s.batch * s.out_height() * s.out_width(),
-        );
+    for (kernel, ctx) in kernels() {
+        for (i, s) in conv_shapes().into_iter().enumerate() {
+            let x = values(s.input_len(), 80 + i as u64);
+            let w = values(s.weight_len(), 100 + i as u64);
+            let dy = values(s.output_len(), 120 + i as u64);
+            let (want_dx, want_dw) = conv_backward_reference(&x, &w, &dy, &s);
+            let dx = conv2d_backward_input(ctx, &dy, &w, &s)
+                .unwrap_or_else(|e| panic!("{kernel} {s:?}: {e}"));
+            assert_close(
+                &format!("{kernel} dx {s:?}"),
+                &dx,
+                &want_dx,
+                s.out_channels * s.kernel_h * s.kernel_w,
+            );
+            let dw = conv2d_backward_weight(ctx, &x, &dy, &s)
+                .unwrap_or_else(|e| panic!("{kernel} {s:?}: {e}"));
+            assert_close(
+                &format!("{kernel} dw {s:?}"),
+                &dw,
+                &want_dw,
+                s.batch * s.out_height() * s.out_width(),
+            );
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod wgpu;
 #[cfg(feature = "wgpu")]
 mod wgpu_dispatch;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 pub use cpu::conv::ConvGeom;
 pub use cpu::gemm::BatchedGemm;
@@ -56,6 +56,30 @@ pub fn set_device(d: Device) -> crate::Result<Device> {
     }
     DEVICE.store(if d == Device::Wgpu { 1 } else { 0 }, Ordering::Relaxed);
     Ok(device())
+}
+
+/// Default of [`set_min_gpu_intensity`]: 64 FLOP per byte moved.
+///
+/// Measured on an H200 behind a virtual machine's PCIe (upload about 7 GB/s, read-back
+/// about 1.2 GB/s) against 2 CPU cores at about 200 GFLOP/s: an op with fewer
+/// floating-point operations per byte it sends and fetches finishes sooner on the CPU.
+pub const DEFAULT_MIN_GPU_INTENSITY: f32 = 64.0;
+
+/// The current threshold, as f32 bits (see [`set_min_gpu_intensity`]).
+static MIN_GPU_INTENSITY: AtomicU32 = AtomicU32::new(DEFAULT_MIN_GPU_INTENSITY.to_bits());
+
+/// On [`Device::Wgpu`], a matmul or convolution runs on the GPU only when its
+/// arithmetic intensity (floating-point operations per byte of operands and results
+/// crossing the bus) reaches `flops_per_byte`; below it the CPU is faster, because the
+/// values must travel to the GPU and back. 0 sends every op large enough to the GPU
+/// (tests use it to exercise the kernels).
+pub fn set_min_gpu_intensity(flops_per_byte: f32) {
+    MIN_GPU_INTENSITY.store(flops_per_byte.max(0.0).to_bits(), Ordering::Relaxed);
+}
+
+/// The threshold set by [`set_min_gpu_intensity`].
+pub fn min_gpu_intensity() -> f32 {
+    f32::from_bits(MIN_GPU_INTENSITY.load(Ordering::Relaxed))
 }
 
 /// `auto`: the wgpu device when an adapter exists, else the CPU (with a message saying why).

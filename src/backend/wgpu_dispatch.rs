@@ -12,6 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Below this many multiply-adds the upload costs more than the GPU saves.
 const GPU_MIN_FLOPS: usize = 1 << 16;
 
+/// Whether `flops` floating-point operations on `values` f32s crossing the bus (sent
+/// and fetched) pay for the trip: intensity = flops / (4 · values) >= the threshold.
+fn worth_it(flops: f64, values: usize) -> bool {
+    flops >= super::min_gpu_intensity() as f64 * 4.0 * values as f64
+}
+
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 fn report(e: crate::Error) {
@@ -70,13 +76,15 @@ unsafe fn pack<'a>(base: *const f32, rs: isize, cs: isize, offsets: &[isize], ro
 
 /// Run a [`BatchedGemm`] on the GPU; `false` when it should run on the CPU.
 pub(super) unsafe fn gemm(g: &BatchedGemm, c: &mut [f32], accumulate: bool, a_key: Key, b_key: Key) -> bool {
-    if g.m * g.n * g.k < GPU_MIN_FLOPS {
+    let batch = g.a_offsets.len();
+    // every operand counts, parameters too: training changes them every step
+    let values = batch * (g.m * g.k + g.k * g.n + g.m * g.n);
+    if g.m * g.n * g.k < GPU_MIN_FLOPS || !worth_it(2.0 * (batch * g.m * g.n * g.k) as f64, values) {
         return false;
     }
     let Ok(ctx) = wgpu::global() else { return false };
     let a = pack(g.a, g.a_strides.0, g.a_strides.1, g.a_offsets, g.m, g.k);
     let b = pack(g.b, g.b_strides.0, g.b_strides.1, g.b_offsets, g.k, g.n);
-    let batch = g.a_offsets.len();
     let shape = MatmulShape::batched(batch, g.m, g.k, g.n).transposed(a.trans, b.trans).strides(a.batch_stride, b.batch_stride);
     let a_op = operand(&a.data, if a.borrowed { a_key } else { None });
     let b_op = operand(&b.data, if b.borrowed { b_key } else { None });
@@ -110,8 +118,17 @@ fn shape(g: &ConvGeom) -> Conv2dShape {
     }
 }
 
+/// `2 · N · OC · OH · OW · C · KH · KW`: the floating-point operations of one conv pass.
+fn conv_flops(s: &Conv2dShape) -> f64 {
+    let outputs = s.batch * s.out_channels * s.out_height() * s.out_width();
+    2.0 * outputs as f64 * (s.in_channels * s.kernel_h * s.kernel_w) as f64
+}
+
 /// Convolution forward on the GPU; `false` when it should run on the CPU.
 pub(super) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: Key) -> bool {
+    if !worth_it(conv_flops(&shape(g)), x.len() + w.len() + y.len()) {
+        return false;
+    }
     let Ok(ctx) = wgpu::global() else { return false };
     match wgpu::conv2d_forward(ctx, Operand::host(x), operand(w, w_key), None, &shape(g)) {
         Ok(out) => {
@@ -136,8 +153,15 @@ pub(super) fn conv_backward<'a>(
     dw: Option<&'a mut [f32]>,
     w_key: Key,
 ) -> Option<(Option<&'a mut [f32]>, Option<&'a mut [f32]>)> {
-    let Ok(ctx) = wgpu::global() else { return Some((dx, dw)) };
     let s = shape(g);
+    // dx reads dy and W and returns dx; dW reads x and dy and returns dW
+    let dx_values = dx.as_ref().map_or(0, |d| dy.len() + w.len() + d.len());
+    let dw_values = dw.as_ref().map_or(0, |d| x.len() + dy.len() + d.len());
+    let passes = dx.is_some() as usize + dw.is_some() as usize;
+    if !worth_it(passes as f64 * conv_flops(&s), dx_values + dw_values) {
+        return Some((dx, dw));
+    }
+    let Ok(ctx) = wgpu::global() else { return Some((dx, dw)) };
     let dx_gpu = dx.as_ref().map(|_| wgpu::conv2d_backward_input(ctx, Operand::host(dy), operand(w, w_key), &s));
     let dw_gpu = dw.as_ref().map(|_| wgpu::conv2d_backward_weight(ctx, Operand::host(x), Operand::host(dy), &s));
     match (dx_gpu.transpose(), dw_gpu.transpose()) {

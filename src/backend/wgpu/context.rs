@@ -1,7 +1,9 @@
 //! The device: adapter, device, queue and compiled pipelines, plus the plumbing that
 //! turns wgpu's errors (which panic by default) into [`Error::Device`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use super::matmul::MatmulKernel;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wgpu::util::DeviceExt;
@@ -13,6 +15,8 @@ use crate::{Error, Result};
 pub(super) struct Pipelines {
     /// `matmul.wgsl`: batched, register-tiled C = op(A) · op(B).
     pub(super) matmul: wgpu::ComputePipeline,
+    /// `matmul128.wgsl`: the same contract with 128 x 128 tiles, for large matrices.
+    pub(super) matmul128: wgpu::ComputePipeline,
     /// `conv.wgsl::im2col`: image patches to columns.
     pub(super) im2col: wgpu::ComputePipeline,
     /// `conv.wgsl::col2im`: columns back to an image, summing overlaps.
@@ -39,6 +43,8 @@ pub struct WgpuContext {
     memory: Mutex<Memory>,
     /// A caller's cap on the bytes of one binding (u64::MAX: the adapter's limit).
     binding_cap: AtomicU64,
+    /// 0: each matmul picks its kernel by shape; 1: always Tile64; 2: always Tile128.
+    forced_kernel: AtomicU8,
 }
 
 /// The backends named by `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`, or a comma
@@ -151,7 +157,11 @@ impl WgpuContext {
         let matmul_src = include_str!("matmul.wgsl");
         let conv_src = include_str!("conv.wgsl");
         let pipelines = Pipelines {
-            matmul: compile(&device, "matmul.wgsl", matmul_src, "matmul")?,
+            // The matmul kernels guard every index themselves (tests/wgpu_kernels.rs runs
+            // ragged shapes on both): wgpu's injected bounds checks cost them a third of
+            // their speed on an H200 (20 vs 30 TFLOP/s at n = 8192), so they go without.
+            matmul: compile_with(&device, "matmul.wgsl", matmul_src, "matmul", false)?,
+            matmul128: compile_with(&device, "matmul128.wgsl", include_str!("matmul128.wgsl"), "matmul", false)?,
             im2col: compile(&device, "conv.wgsl", conv_src, "im2col")?,
             col2im: compile(&device, "conv.wgsl", conv_src, "col2im")?,
             bias_add: compile(&device, "conv.wgsl", conv_src, "bias_add")?,
@@ -166,6 +176,7 @@ impl WgpuContext {
             lost,
             memory: Mutex::new(Memory::default()),
             binding_cap: AtomicU64::new(u64::MAX),
+            forced_kernel: AtomicU8::new(0),
         })
     }
 
@@ -231,6 +242,27 @@ impl WgpuContext {
         }
     }
 
+    /// Makes every matmul on this context (convolutions' included) use `kernel`, or,
+    /// with `None`, the kernel [`MatmulKernel::for_shape`] picks. Both kernels compute
+    /// the same products; tests and benchmarks force one to exercise or time it.
+    pub fn force_matmul_kernel(&self, kernel: Option<MatmulKernel>) {
+        let code = match kernel {
+            None => 0,
+            Some(MatmulKernel::Tile64) => 1,
+            Some(MatmulKernel::Tile128) => 2,
+        };
+        self.forced_kernel.store(code, Ordering::Relaxed);
+    }
+
+    /// The kernel forced by [`WgpuContext::force_matmul_kernel`], if any.
+    pub(super) fn forced_matmul_kernel(&self) -> Option<MatmulKernel> {
+        match self.forced_kernel.load(Ordering::Relaxed) {
+            1 => Some(MatmulKernel::Tile64),
+            2 => Some(MatmulKernel::Tile128),
+            _ => None,
+        }
+    }
+
     /// Compiles WGSL `source` and builds a compute pipeline for `entry`. Compile and
     /// validation errors come back as [`Error::Device`] naming `label` and `entry`. The
     /// built-in kernels are compiled through this at creation.
@@ -242,6 +274,44 @@ impl WgpuContext {
     ) -> Result<wgpu::ComputePipeline> {
         let _guard = self.lock()?;
         compile(&self.device, label, source, entry)
+    }
+
+    /// [`WgpuContext::compile_pipeline`] without the bounds checks wgpu injects into
+    /// every array access (benchmarks use it to measure what the checks cost).
+    ///
+    /// # Safety
+    /// An out-of-range index in such a kernel is undefined behaviour on the GPU: call
+    /// it only with kernels whose every index is guarded, as the built-in ones are.
+    pub unsafe fn compile_pipeline_unchecked(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        let _guard = self.lock()?;
+        compile_with(&self.device, label, source, entry, false)
+    }
+
+    /// Seconds to upload `len` f32 values to a GPU buffer and to read them back, each
+    /// timed from the call to the data being in place (for benchmarks).
+    pub fn time_transfers(&self, len: usize) -> Result<(f64, f64)> {
+        let data = vec![1.0f32; len.max(1)];
+        let mut job = self.job("wgpu transfer timing")?;
+        let buffer = job.scratch("data", data.len())?;
+        job.write(&buffer, &data); // warm-up: the pool's buffer and the staging memory
+        job.read(&buffer, data.len())?;
+        let start = std::time::Instant::now();
+        job.write(&buffer, &data);
+        job.submit()?;
+        let upload = start.elapsed().as_secs_f64();
+        let start = std::time::Instant::now();
+        let back = job.read(&buffer, data.len())?;
+        let download = start.elapsed().as_secs_f64();
+        job.finish()?;
+        if back != data {
+            return Err(device_error("transfer timing: the data read back differs from the data sent"));
+        }
+        Ok((upload, download))
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Memory>> {
@@ -288,11 +358,30 @@ fn compile(
     source: &str,
     entry: &str,
 ) -> Result<wgpu::ComputePipeline> {
+    compile_with(device, label, source, entry, true)
+}
+
+/// [`compile`], with wgpu's injected bounds checks on (`checked`) or off.
+fn compile_with(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entry: &str,
+    checked: bool,
+) -> Result<wgpu::ComputePipeline> {
     push_scopes(device);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let desc = wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
+    };
+    let module = if checked {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: only reached for the built-in matmul kernels and through
+        // `compile_pipeline_unchecked`, whose caller vouches that every index the
+        // kernel computes is in range.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    };
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(entry),
         layout: None,

@@ -158,6 +158,90 @@ pub fn matmul<'a>(
     Ok(c)
 }
 
+/// The two matmul kernels: the same arithmetic, different tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// `matmul.wgsl`: 64 x 64 tile per workgroup, 4 x 4 outputs per invocation.
+    Tile64,
+    /// `matmul128.wgsl`: 128 x 128 tile per workgroup, 8 x 8 outputs per invocation.
+    Tile128,
+}
+
+impl MatmulKernel {
+    /// The kernel [`matmul`] uses for `s` unless one is forced with
+    /// [`WgpuContext::force_matmul_kernel`]: the big tile once it still gives at least
+    /// 128 workgroups (about one per multiprocessor on a large GPU), else the small one.
+    pub fn for_shape(s: &MatmulShape) -> Self {
+        Self::for_grid(s.m, s.n, s.batch)
+    }
+
+    /// The kernel for `batch` products of `(m, n)` outputs each, one workgroup grid.
+    fn for_grid(m: usize, n: usize, batch: usize) -> Self {
+        let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
+        if m >= 128 && n >= 128 && tiles >= 128 {
+            MatmulKernel::Tile128
+        } else {
+            MatmulKernel::Tile64
+        }
+    }
+
+    fn tile(self) -> usize {
+        match self {
+            MatmulKernel::Tile64 => 64,
+            MatmulKernel::Tile128 => 128,
+        }
+    }
+}
+
+/// Seconds per call of the matmul `kernel` alone on `shape`, averaged over `reps`
+/// dispatches recorded in one submission on buffers already on the GPU (no uploads or
+/// read-backs): what the arithmetic costs, for benchmarks. The operands hold ones.
+pub fn time_matmul_kernel(
+    ctx: &WgpuContext,
+    shape: &MatmulShape,
+    kernel: MatmulKernel,
+    reps: usize,
+) -> Result<f64> {
+    let pipeline = match kernel {
+        MatmulKernel::Tile64 => &ctx.pipelines.matmul,
+        MatmulKernel::Tile128 => &ctx.pipelines.matmul128,
+    };
+    time_matmul_pipeline(ctx, pipeline, kernel.tile(), shape, reps)
+}
+
+/// [`time_matmul_kernel`] for any compiled kernel with `matmul.wgsl`'s contract (its
+/// `Params` uniform and bindings) whose workgroups each own a `tile` x `tile` block of
+/// C: benchmarks use it to compare variants of the kernels.
+pub fn time_matmul_pipeline(
+    ctx: &WgpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    tile: usize,
+    shape: &MatmulShape,
+    reps: usize,
+) -> Result<f64> {
+    let len_a = shape.needed(shape.a_batch_stride, shape.m * shape.k);
+    let len_b = shape.needed(shape.b_batch_stride, shape.k * shape.n);
+    let len_c = shape.batch * shape.m * shape.n;
+    let mut job = ctx.job("wgpu matmul timing")?;
+    let a_buf = job.scratch("A", len_a.max(1))?;
+    let b_buf = job.scratch("B", len_b.max(1))?;
+    let c_buf = job.scratch("C", len_c.max(1))?;
+    job.write(&a_buf, &vec![1.0; len_a]);
+    job.write(&b_buf, &vec![1.0; len_b]);
+    // one warm-up dispatch, waited for, so the timed ones find everything ready
+    let buffers = [&a_buf, &b_buf, &c_buf];
+    encode_matmul_on(&mut job, pipeline, tile, buffers, shape, BatchMode::PerEntry)?;
+    job.submit()?;
+    let start = std::time::Instant::now();
+    for _ in 0..reps.max(1) {
+        encode_matmul_on(&mut job, pipeline, tile, buffers, shape, BatchMode::PerEntry)?;
+    }
+    job.submit()?;
+    let seconds = start.elapsed().as_secs_f64() / reps.max(1) as f64;
+    job.finish()?;
+    Ok(seconds)
+}
+
 /// What the kernel does with the batch dimension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BatchMode {
@@ -173,13 +257,48 @@ pub(super) enum BatchMode {
 pub(super) fn encode_matmul(
     job: &mut Job<'_>,
     ctx: &WgpuContext,
+    buffers: [&wgpu::Buffer; 3],
+    s: &MatmulShape,
+    mode: BatchMode,
+) -> Result<()> {
+    let grid_batch = if mode == BatchMode::PerEntry {
+        s.batch
+    } else {
+        1
+    };
+    let kernel = ctx
+        .forced_matmul_kernel()
+        .unwrap_or_else(|| MatmulKernel::for_grid(s.m, s.n, grid_batch));
+    encode_matmul_with(job, ctx, buffers, s, mode, kernel)
+}
+
+/// [`encode_matmul`] with a chosen kernel.
+fn encode_matmul_with(
+    job: &mut Job<'_>,
+    ctx: &WgpuContext,
+    buffers: [&wgpu::Buffer; 3],
+    s: &MatmulShape,
+    mode: BatchMode,
+    kernel: MatmulKernel,
+) -> Result<()> {
+    let pipeline = match kernel {
+        MatmulKernel::Tile64 => &ctx.pipelines.matmul,
+        MatmulKernel::Tile128 => &ctx.pipelines.matmul128,
+    };
+    encode_matmul_on(job, pipeline, kernel.tile(), buffers, s, mode)
+}
+
+/// Records `pipeline` (a kernel with `matmul.wgsl`'s contract and `tile`-square tiles).
+fn encode_matmul_on(
+    job: &mut Job<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    tile: usize,
     [a, b, c]: [&wgpu::Buffer; 3],
     s: &MatmulShape,
     mode: BatchMode,
 ) -> Result<()> {
-    const TILE: usize = 64;
     // A vec4 read of 4 elements along A's contiguous axis is aligned when that axis's
-    // length and the batch stride are multiples of 4 (tiles start at multiples of 16).
+    // length and the batch stride are multiples of 4 (tiles start at multiples of 64).
     let contiguous_a = if s.trans_a { s.m } else { s.k };
     let contiguous_b = if s.trans_b { s.k } else { s.n };
     let vec4_a = contiguous_a.is_multiple_of(4) && s.a_batch_stride.is_multiple_of(4);
@@ -204,9 +323,9 @@ pub(super) fn encode_matmul(
         0,
     ];
     let groups = [
-        s.n.div_ceil(TILE) as u32,
-        s.m.div_ceil(TILE) as u32,
+        s.n.div_ceil(tile) as u32,
+        s.m.div_ceil(tile) as u32,
         if reduce { 1 } else { s.batch as u32 },
     ];
-    job.dispatch(&ctx.pipelines.matmul, &params, &[a, b, c], groups)
+    job.dispatch(pipeline, &params, &[a, b, c], groups)
 }

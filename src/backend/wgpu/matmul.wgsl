@@ -123,8 +123,7 @@ fn matmul(
     let col0 = wid.x * TILE;
 
     // acc[r][e] = C(row0 + 4 lid.y + r, col0 + 4 lid.x + e)
-    var acc: array<vec4<f32>, 4>;
-    for (var r = 0u; r < 4u; r++) { acc[r] = vec4<f32>(0.0); }
+    var acc: array<vec4<f32>, 4>; // WGSL zero-initialises function variables
 
     var b_first = wid.z;
     var b_last = wid.z + 1u;
@@ -154,18 +153,27 @@ fn matmul(
 
     var c_batch = wid.z;
     if (p.reduce_batch == 1u) { c_batch = 0u; }
-    for (var r = 0u; r < 4u; r++) {
-        let row = row0 + lid.y * 4u + r;
-        if (row >= p.m) { break; }
-        for (var e = 0u; e < 4u; e++) {
-            let col = col0 + lid.x * 4u + e;
-            if (col >= p.n) { break; }
-            let i = c_batch * p.stride_c + row * p.n + col;
-            if (p.accumulate == 1u) {
-                c[i] = c[i] + acc[r][e];
-            } else {
-                c[i] = acc[r][e];
-            }
+    let base = c_batch * p.stride_c;
+    let r0 = row0 + lid.y * 4u;
+    let c0 = col0 + lid.x * 4u;
+    // Constant indices into acc only: a dynamic index would make the driver keep the
+    // whole array in (slow) local memory instead of registers.
+    store4(base, r0, c0, acc[0]);
+    store4(base, r0 + 1u, c0, acc[1]);
+    store4(base, r0 + 2u, c0, acc[2]);
+    store4(base, r0 + 3u, c0, acc[3]);
+}
+
+// C(row, col + e) = v[e] (or += with `accumulate`) for the e in 0..4 inside the matrix.
+fn store4(base: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var e = 0u; e < 4u; e++) {
+        if (col + e >= p.n) { return; }
+        let idx = base + row * p.n + col + e;
+        if (p.accumulate == 1u) {
+            c[idx] = c[idx] + v[e];
+        } else {
+            c[idx] = v[e];
         }
     }
 }

@@ -43,7 +43,9 @@ pub use context::WgpuContext;
 pub use conv::{
     bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
 };
-pub use matmul::{matmul, MatmulShape};
+pub use matmul::{
+    matmul, time_matmul_kernel, time_matmul_pipeline, MatmulKernel, MatmulShape,
+};
 pub use memory::{GpuStats, Operand};
 
 use crate::{Error, Result};
