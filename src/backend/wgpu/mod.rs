@@ -7,7 +7,7 @@
 //!
 //! | function | computes | kernels |
 //! |---|---|---|
-//! | [`matmul`] | `C[b] = op(A[b]) · op(B[b])`, transposes and batch broadcast | `matmul.wgsl` |
+//! | [`matmul`] | `C[b] = op(A[b]) · op(B[b])`, transposes and batch broadcast | `matmul.wgsl` (64×64 tiles) or `matmul128.wgsl` (128×128, for large products; [`MatmulKernel::for_shape`]) |
 //! | [`conv2d_forward`] | `y = conv2d(x, W) + bias` | `conv.wgsl::im2col`, matmul, `bias_add` |
 //! | [`conv2d_backward_input`] | `dx = col2im(Wᵀ · dy)` | matmul, `conv.wgsl::col2im` |
 //! | [`conv2d_backward_weight`] | `dW = Σ_b dy[b] · im2col(x[b])ᵀ` | `im2col`, matmul summed over the batch |
@@ -17,6 +17,12 @@
 //! a buffer pool. Every GPU failure (no adapter, shader compile error, validation error,
 //! out of memory, device loss, a failed read-back) comes back as
 //! [`crate::Error::Device`]; nothing here panics on purpose.
+//!
+//! Because every call sends its inputs over the bus and fetches its output, the engine
+//! hands an op to the GPU only when its arithmetic pays for the trip
+//! ([`crate::backend::set_min_gpu_intensity`]). Measured on an H200 (the book's
+//! Performance page): the matmul kernels alone reach 29 to 30 TFLOP/s at n = 4096 to
+//! 8192, 0.56 of cuBLAS's fp32; a training step is bound by the bus and the CPU-side ops.
 //!
 //! ```no_run
 //! use dalle::backend::wgpu::{global, matmul, MatmulShape, Operand};
