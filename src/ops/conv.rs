@@ -83,15 +83,15 @@ impl Tensor {
             return Err(crate::Error::shape("upsample_nearest2d", format!("expected (N, C, H, W) and a factor >= 1, got {s:?}, factor {factor}")));
         }
         let (h, w) = (s[2], s[3]);
-        let x = self.data();
-        let out = ArrayD::from_shape_fn(IxDyn(&[s[0], s[1], h * factor, w * factor]), |p| x[[p[0], p[1], p[2] / factor, p[3] / factor]]);
-        drop(x);
+        let x = self.data().as_standard_layout().into_owned(); // (N, C, H, W) contiguous
+        let mut out = vec![0.0; x.len() * factor * factor];
+        backend::cpu::upsample::upsample_nearest_forward(x.as_slice().expect("standard layout"), h, w, factor, &mut out);
+        let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], h * factor, w * factor]), out).expect("N C fH fW values");
         Ok(Tensor::from_op(out, "upsample_nearest2d", &[self], move |g, _| {
-            let mut dx = ArrayD::<f32>::zeros(IxDyn(&s));
-            for ((n, c, i, j), &v) in g.view().into_dimensionality::<ndarray::Ix4>().expect("4-D").indexed_iter() {
-                dx[[n, c, i / factor, j / factor]] += v;
-            }
-            vec![Some(dx)]
+            let g = g.as_standard_layout(); // (N, C, fH, fW)
+            let mut dx = vec![0.0; g.len() / (factor * factor)];
+            backend::cpu::upsample::upsample_nearest_backward(g.as_slice().expect("standard layout"), h, w, factor, &mut dx);
+            vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]
         }))
     }
 

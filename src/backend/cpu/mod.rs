@@ -7,6 +7,7 @@ pub mod gemm;
 pub mod microkernel;
 #[cfg(target_arch = "x86_64")]
 pub mod packed_gemm;
+pub mod upsample;
 
 /// `dst.copy_from_slice(src)` for the short copies of packing (one panel row
 /// of `N` floats, or fewer at an edge). A copy of a compile-time length is
