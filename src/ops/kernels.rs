@@ -166,6 +166,27 @@ fn map_rows3(g: &[f32], full: &[f32], small: &[f32], f: impl Fn(f32, f32, f32) -
     })
 }
 
+/// A row-wise op over contiguous rows of `d` values: each output row starts as
+/// a copy of `init`'s row and `f(row, other_row)` then updates it in place
+/// (`other` is empty or as long as `init`; an empty `other` gives `f` an empty
+/// row). One pass over memory: the row is copied while it is in cache, and
+/// rows run in parallel blocks under [`simd`]. Pass `f` as an
+/// `#[inline(always)]` closure so that its loops are compiled wide.
+pub fn rows_from(init: &[f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) -> Vec<f32> {
+    assert!(d > 0 && init.len() % d == 0 && (other.is_empty() || other.len() == init.len()), "rows_from: rows of {d} over {} and {} values", init.len(), other.len());
+    fill(init.len(), row_chunk(d), #[inline(always)] |o, s| {
+        for (r, o_row) in o.chunks_mut(d).enumerate() {
+            let start = s + r * d;
+            for (o, &v) in o_row.iter_mut().zip(&init[start..start + d]) {
+                o.write(v);
+            }
+            // SAFETY: every element of the row was written just above.
+            let row = unsafe { &mut *(o_row as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            f(row, if other.is_empty() { &[] } else { &other[start..start + d] });
+        }
+    })
+}
+
 /// `out = f(a, b)` with `a` and `b` broadcast to `shape`.
 pub fn broadcast_map2(a: &ArrayD<f32>, b: &ArrayD<f32>, shape: &[usize], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     let dim = IxDyn(shape);
