@@ -190,7 +190,7 @@ impl Block {
 
     /// `x + attn(ln1(x))`, then `h + mlp(ln2(h))`; `mask` is true above the diagonal.
     fn forward(&self, x: &Tensor, mask: &ArrayD<bool>) -> dalle::Result<Tensor> {
-        let linear = |x: &Tensor, (w, b): &(Tensor, Tensor)| x.matmul_t(w)?.add(b);
+        let linear = |x: &Tensor, (w, b): &(Tensor, Tensor)| x.linear(w, Some(b)); // F.linear
         let (bsz, t, c) = (x.dim(0) as isize, x.dim(1) as isize, x.dim(2) as isize);
         let (nh, d) = (self.heads as isize, c / self.heads as isize);
         let h = x.layer_norm(&self.ln1.0, &self.ln1.1, 1e-5)?; // (B, T, C)

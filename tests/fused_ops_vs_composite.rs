@@ -1,4 +1,4 @@
-//! The fused, vectorised layer_norm, group_norm and softmax against the same
+//! The fused, vectorised layer_norm, group_norm, softmax and linear against the same
 //! formulas written from elementary ops (mean, var, exp, sum), whose values
 //! and gradients come from the generic autograd: values and every gradient
 //! must agree to 1e-5 (f32 rounding of sums over at most a few thousand terms).
@@ -123,4 +123,14 @@ fn arithmetic_exp_is_within_3e_7_relative_of_libm() {
     assert_eq!(dalle::ops::kernels::exp(f32::NEG_INFINITY), 0.0, "masked logits must give exactly 0");
     assert_eq!(dalle::ops::kernels::exp(0.0), 1.0);
     assert!(dalle::ops::kernels::exp(f32::NAN).is_nan());
+}
+
+#[test]
+fn linear_matches_matmul_t_plus_bias() {
+    // K = 300 spans two k blocks of the packed GEMM, so the bias is added before the
+    // second block's sum (a different rounding order than `matmul_t` then `add`).
+    let mut rng = Rng::new(4);
+    let (b, t, k, n) = (4, 33, 300, 70);
+    let inputs = [rng.normal_array(&[b, t, k]), rng.normal_array(&[n, k]) * 0.1, rng.normal_array(&[n])];
+    compare(&|t| t[0].linear(&t[1], Some(&t[2])).unwrap(), &|t| t[0].matmul_t(&t[1]).unwrap().add(&t[2]).unwrap(), &inputs, &[b, t, n], "linear");
 }

@@ -189,6 +189,14 @@ fn matmul_t_shapes() {
 }
 
 #[test]
+fn linear_with_bias_shapes() {
+    // The fused `x Wᵀ + b` (bias as the GEMM's starting value), 2-D and with batch dimensions.
+    check("linear (3,4)x(5,4)ᵀ+(5)", |t| t[0].linear(&t[1], Some(&t[2])), &[randn(&[3, 4], 11), randn(&[5, 4], 12), randn(&[5], 13)]);
+    check("linear (2,3,4)x(5,4)ᵀ+(5)", |t| t[0].linear(&t[1], Some(&t[2])), &[randn(&[2, 3, 4], 14), randn(&[5, 4], 15), randn(&[5], 16)]);
+    check("linear permuted x", |t| t[0].permute(&[1, 0, 2])?.linear(&t[1], Some(&t[2])), &[randn(&[3, 2, 4], 17), randn(&[5, 4], 18), randn(&[5], 19)]);
+}
+
+#[test]
 fn shape_ops() {
     let x = randn(&[2, 3, 4], 3);
     check("reshape", |t| t[0].reshape(&[4, -1]), &[x.clone()]);

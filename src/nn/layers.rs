@@ -52,13 +52,8 @@ impl Module for Linear {
 impl Forward for Linear {
     /// `(..., in) -> (..., out)`
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul_t(&self.weight).map_err(|_| {
-            Error::shape("linear", format!("input {:?} does not end in in_features = {}", x.shape(), self.in_features()))
-        })?;
-        match &self.bias {
-            Some(b) => y.add(b),
-            None => Ok(y),
-        }
+        x.linear(&self.weight, self.bias.as_ref())
+            .map_err(|_| Error::shape("linear", format!("input {:?} does not end in in_features = {}", x.shape(), self.in_features())))
     }
 }
 

@@ -36,8 +36,8 @@ fn binary(
 }
 // ANCHOR_END: binary
 
-/// GELU's value `x Φ(x)`. Named functions with `#[inline(always)]` (not
-/// closures) so that the elementwise loops inline them and vectorise.
+/// GELU's value `x Φ(x)`, `#[inline(always)]` so that the elementwise loops
+/// inline it and vectorise.
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
@@ -202,7 +202,9 @@ impl Tensor {
     /// GELU, exact: `x Φ(x) = x (1 + erf(x/√2)) / 2`. d/dx = Φ(x) + x φ(x).
     /// PyTorch: `F.gelu(x)`.
     pub fn gelu(&self) -> Tensor {
-        unary("gelu", self, gelu, gelu_grad)
+        // Closures marked `#[inline(always)]` so that the vectorised loops of
+        // `kernels::simd` inline them (a plain fn item reaches them through a shim that is not inlined).
+        unary("gelu", self, #[inline(always)] |x| gelu(x), #[inline(always)] |g, x, y| gelu_grad(g, x, y))
     }
 
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.

@@ -3,6 +3,7 @@
 
 use ndarray::{ArrayD, IxDyn, Zip};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Arrays smaller than this are mapped on one thread: rayon's overhead would dominate.
 pub const PARALLEL_MIN_LEN: usize = 1 << 15;
@@ -25,16 +26,45 @@ const CHUNK: usize = 1 << 13;
 //     (C) against (B, T, C): the output is a stack of rows of that operand's
 //     length, and each row is a flat loop against the same small slice.
 
-/// Fills `out[i] = f(i-th element)` by calling `kernel(out_chunk, start)` on
-/// chunks of `chunk` elements (on rayon when large), where `start` is the
-/// chunk's offset in the flat output.
-fn fill(len: usize, chunk: usize, kernel: impl Fn(&mut [f32], usize) + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
-    if len < PARALLEL_MIN_LEN {
-        kernel(&mut out, 0);
-    } else {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| kernel(o, i * chunk));
+/// Runs `f` compiled for AVX-512 (16 floats per instruction) when this CPU
+/// has it, else as the portable build compiled it (SSE2 on x86-64: 4 floats).
+///
+/// Rust builds for a baseline CPU unless told otherwise; a function marked
+/// `#[target_feature]` may use more, and the generic `f` is inlined into it,
+/// so the loops inside `f` vectorise at the wider width. Only the instruction
+/// width changes: without fast-math the compiler keeps every operation and its
+/// order (no fused multiply-add is formed), so both paths give the same bits.
+#[inline(always)]
+pub fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has the features `avx512` is compiled for (checked just above).
+        return unsafe { avx512(f) };
     }
+    f()
+}
+
+/// `f()`, compiled with AVX-512 enabled (see [`simd`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Fills `out[i] = f(i-th element)` by calling `kernel(out_chunk, start)` on
+/// chunks of `chunk` elements (on rayon when large, each chunk under
+/// [`simd`]), where `start` is the chunk's offset in the flat output. The
+/// kernel must write every element of its chunk: the buffer is not zeroed first.
+fn fill(len: usize, chunk: usize, kernel: impl Fn(&mut [MaybeUninit<f32>], usize) + Sync + Send) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len < PARALLEL_MIN_LEN {
+        simd(#[inline(always)] || kernel(spare, 0));
+    } else {
+        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| simd(#[inline(always)] || kernel(o, i * chunk)));
+    }
+    // SAFETY: every kernel writes each element of its chunk, and the chunks cover 0..len.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -58,9 +88,9 @@ fn row_chunk(p: usize) -> usize {
 /// `out[i] = f(x[i])`.
 pub fn map(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     if let Some(xs) = x.as_slice() {
-        let out = fill(xs.len(), CHUNK, |o, s| {
+        let out = fill(xs.len(), CHUNK, #[inline(always)] |o, s| {
             for (o, &v) in o.iter_mut().zip(&xs[s..]) {
-                *o = f(v);
+                o.write(f(v));
             }
         });
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
@@ -76,9 +106,9 @@ pub fn map(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32>
 /// `out[i] = f(x[i], y[i])` for two arrays of the same shape.
 pub fn map2(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     if let (Some(xs), Some(ys)) = (x.as_slice(), y.as_slice()) {
-        let out = fill(xs.len(), CHUNK, |o, s| {
+        let out = fill(xs.len(), CHUNK, #[inline(always)] |o, s| {
             for ((o, &a), &b) in o.iter_mut().zip(&xs[s..]).zip(&ys[s..]) {
-                *o = f(a, b);
+                o.write(f(a, b));
             }
         });
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
@@ -95,9 +125,9 @@ pub fn map2(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync
 /// `out[i] = f(x[i], y[i], z[i])` for three arrays of the same shape.
 pub fn map3(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     if let (Some(xs), Some(ys), Some(zs)) = (x.as_slice(), y.as_slice(), z.as_slice()) {
-        let out = fill(xs.len(), CHUNK, |o, s| {
+        let out = fill(xs.len(), CHUNK, #[inline(always)] |o, s| {
             for (((o, &a), &b), &c) in o.iter_mut().zip(&xs[s..]).zip(&ys[s..]).zip(&zs[s..]) {
-                *o = f(a, b, c);
+                o.write(f(a, b, c));
             }
         });
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
@@ -115,10 +145,10 @@ pub fn map3(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f
 /// the leading dimensions of the output, row by row.
 fn map_rows2(full: &[f32], small: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let p = small.len();
-    fill(full.len(), row_chunk(p), |o, s| {
+    fill(full.len(), row_chunk(p), #[inline(always)] |o, s| {
         for (o, xr) in o.chunks_mut(p).zip(full[s..].chunks(p)) {
             for ((o, &a), &b) in o.iter_mut().zip(xr).zip(small) {
-                *o = f(a, b);
+                o.write(f(a, b));
             }
         }
     })
@@ -127,11 +157,32 @@ fn map_rows2(full: &[f32], small: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + S
 /// `out[i] = f(g[i], full[i], small[i mod p])`, as [`map_rows2`].
 fn map_rows3(g: &[f32], full: &[f32], small: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let p = small.len();
-    fill(full.len(), row_chunk(p), |o, s| {
+    fill(full.len(), row_chunk(p), #[inline(always)] |o, s| {
         for ((o, gr), xr) in o.chunks_mut(p).zip(g[s..].chunks(p)).zip(full[s..].chunks(p)) {
             for (((o, &g), &a), &b) in o.iter_mut().zip(gr).zip(xr).zip(small) {
-                *o = f(g, a, b);
+                o.write(f(g, a, b));
             }
+        }
+    })
+}
+
+/// A row-wise op over contiguous rows of `d` values: each output row starts as
+/// a copy of `init`'s row and `f(row, other_row)` then updates it in place
+/// (`other` is empty or as long as `init`; an empty `other` gives `f` an empty
+/// row). One pass over memory: the row is copied while it is in cache, and
+/// rows run in parallel blocks under [`simd`]. Pass `f` as an
+/// `#[inline(always)]` closure so that its loops are compiled wide.
+pub fn rows_from(init: &[f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) -> Vec<f32> {
+    assert!(d > 0 && init.len() % d == 0 && (other.is_empty() || other.len() == init.len()), "rows_from: rows of {d} over {} and {} values", init.len(), other.len());
+    fill(init.len(), row_chunk(d), #[inline(always)] |o, s| {
+        for (r, o_row) in o.chunks_mut(d).enumerate() {
+            let start = s + r * d;
+            for (o, &v) in o_row.iter_mut().zip(&init[start..start + d]) {
+                o.write(v);
+            }
+            // SAFETY: every element of the row was written just above.
+            let row = unsafe { &mut *(o_row as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            f(row, if other.is_empty() { &[] } else { &other[start..start + d] });
         }
     })
 }

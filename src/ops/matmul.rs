@@ -12,7 +12,7 @@
 //! with swapped strides, so `Bᵀ` and `Aᵀ` are never copied.
 
 use crate::backend::{self, BatchedGemm};
-use crate::tensor::{broadcast_shapes, reduce_to_shape, Tensor};
+use crate::tensor::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
@@ -23,6 +23,13 @@ pub fn matmul_arrays(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>) -> Result<ArrayD<
 
 /// [`matmul_arrays`] with residency keys for operands that are parameters.
 pub fn matmul_arrays_keyed(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, a_key: backend::Key, b_key: backend::Key) -> Result<ArrayD<f32>> {
+    matmul_arrays_init(a, b, None, a_key, b_key)
+}
+
+/// [`matmul_arrays_keyed`], optionally starting every output row from `bias`
+/// (length N) and accumulating the product onto it: `C = bias + A B` in one
+/// pass over C, as PyTorch's `addmm` does for `F.linear`.
+fn matmul_arrays_init(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, bias: Option<&[f32]>, a_key: backend::Key, b_key: backend::Key) -> Result<ArrayD<f32>> {
     let (sa, sb) = (a.shape(), b.shape());
     if sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
         return Err(crate::Error::shape("matmul", format!("{sa:?} x {sb:?}")));
@@ -33,7 +40,11 @@ pub fn matmul_arrays_keyed(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, a_key: back
     let count: usize = batch.iter().product();
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
-    let mut out = ArrayD::<f32>::zeros(IxDyn(&out_shape));
+    let mut out = match bias {
+        Some(row) => ArrayD::from_shape_vec(IxDyn(&out_shape), row.repeat(count * m)).expect("count·m rows of n"),
+        None => ArrayD::<f32>::zeros(IxDyn(&out_shape)),
+    };
+    let accumulate = bias.is_some();
 
     // (B..., M, K) · (K, N) with A's rows contiguous in memory: one tall GEMM.
     if sb.len() == 2 && sa.len() > 2 && rows_fold(a) {
@@ -49,7 +60,7 @@ pub fn matmul_arrays_keyed(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, a_key: back
             b_strides: (b.strides()[0], b.strides()[1]),
             b_offsets: &[0],
         };
-        unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false, a_key, b_key) };
+        unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), accumulate, a_key, b_key) };
         return Ok(out);
     }
 
@@ -74,7 +85,7 @@ pub fn matmul_arrays_keyed(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, a_key: back
         b_strides: (stb[nd - 2], stb[nd - 1]),
         b_offsets: &b_offsets,
     };
-    unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), false, a_key, b_key) };
+    unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), accumulate, a_key, b_key) };
     Ok(out)
 }
 
@@ -161,6 +172,43 @@ impl Tensor {
 }
 
 impl Tensor {
+    /// A linear layer in one op: `y = x Wᵀ + b`, `x (..., K)`, `W (N, K)`
+    /// (PyTorch's `(out, in)` layout), `b (N)`; the bias is the GEMM's starting
+    /// value, not a second pass. Backward: `dx = dy · W`, `dW = dyᵀ · x` (over
+    /// all leading dimensions), `db = Σ dy` over all rows. Without a bias this
+    /// is [`Tensor::matmul_t`]. PyTorch: `F.linear(x, w, b)`.
+    ///
+    /// Errors name the shapes: `linear: [4, 3] x [5, 2]ᵀ + [5]`.
+    pub fn linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let Some(b) = b else { return self.matmul_t(w) };
+        let (sx, sw, sb) = (self.shape(), w.shape(), b.shape());
+        let err = || crate::Error::shape("linear", format!("{sx:?} x {sw:?}ᵀ + {sb:?}"));
+        if sx.len() < 2 || sw.len() != 2 || sx[sx.len() - 1] != sw[1] || sb != [sw[0]] {
+            return Err(err());
+        }
+        let out = {
+            let (x, wd, bd) = (self.data(), w.data(), b.data());
+            let bias = bd.as_standard_layout();
+            matmul_arrays_init(&x.view(), &t(wd.view()), Some(bias.as_slice().expect("standard")), self.param_key(), w.param_key()).map_err(|_| err())?
+        };
+        let (xc, wc, rb) = (self.clone(), w.clone(), b.requires_grad());
+        Ok(Tensor::from_op(out, "linear", &[self, w, b], move |g, _| {
+            let (x, w) = (xc.data(), wc.data());
+            let (k, n) = (w.shape()[1], w.shape()[0]);
+            // dx (..., K) = dy (..., N) · W (N, K)
+            let gx = xc.requires_grad().then(|| matmul_arrays(&g.view(), &w.view()).expect("checked in forward"));
+            let g2 = g.to_shape((g.len() / n.max(1), n)).expect("fold");
+            // dW (N, K) = dy_flatᵀ (N, rows) · x_flat (rows, K)
+            let gw = wc.requires_grad().then(|| {
+                let x2 = x.to_shape((x.len() / k.max(1), k)).expect("fold");
+                matmul_arrays(&t(g2.view().into_dyn()), &x2.view().into_dyn()).expect("checked in forward")
+            });
+            // db (N) = Σ_rows dy
+            let gb = rb.then(|| reduce_to_shape_ref(g, &[n]));
+            vec![gx, gw, gb]
+        }))
+    }
+
     /// `A · Bᵀ` without materialising the transpose: `(..., M, K) · (..., N, K)ᵀ -> (..., M, N)`.
     /// This is how a linear layer with PyTorch's `(out, in)` weight multiplies.
     /// Backward: `dA = dC · B`, `dB = dCᵀ · A` (summed over broadcast batch dimensions).

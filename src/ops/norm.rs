@@ -9,10 +9,12 @@
 //! dγ = Σ dy · x̂,   dβ = Σ dy
 //! ```
 
+use super::kernels::simd;
 use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Normalise each contiguous group of `group` values of `x` (row-major), with
 /// an affine `γ`, `β` either per element of the group (`per_element`, layer
@@ -25,6 +27,7 @@ struct Groups {
 
 /// `Σ_i f(a[i], b[i])` in 8 independent f64 lanes, so that the loop vectorises;
 /// the lanes are added in a fixed order, so the result is deterministic.
+#[inline(always)]
 fn sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -37,78 +40,81 @@ fn sum_f64(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// Per-group statistics saved by the forward pass: `(μ, 1/σ)`, in f64 so that
+/// the backward pass recomputes `x̂` bit for bit instead of storing it.
+type Stats = (f64, f64);
+
+/// Groups per rayon task in the backward pass. Fixed, so that the partial sums
+/// of dγ, dβ (one per block, added in block order) do not depend on how rayon
+/// happened to split the work: the same run gives the same bits.
+const GROUPS_PER_BLOCK: usize = 64;
+
+/// A `Vec` of `len` floats whose elements `kernel` writes through the chunks
+/// it is given (see [`super::kernels::simd`] for the compilation, and
+/// `kernels::fill` for the pattern): no zero-fill first.
+fn uninit_vec(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    write(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the callers' kernels write every element of every chunk.
+    unsafe { v.set_len(len) };
+    v
+}
+
 impl Groups {
-    /// Returns y, x̂ and 1/σ per group.
-    fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let n = self.group;
-        let mut y = vec![0.0f32; x.len()];
-        let mut xhat = vec![0.0f32; x.len()];
-        let mut rstd = vec![0.0f32; x.len() / n.max(1)];
-        y.par_chunks_mut(n)
-            .zip(xhat.par_chunks_mut(n))
-            .zip(rstd.par_iter_mut())
-            .zip(x.par_chunks(n))
-            .for_each(|(((y, xh), r), x)| {
-                // Statistics in f64: the golden tests compare to 1e-5.
-                let mu = sum_f64(x, x, |v, _| v as f64) / n as f64;
-                let var = sum_f64(x, x, |v, _| (v as f64 - mu) * (v as f64 - mu)) / n as f64;
-                let rs = 1.0 / (var + self.eps as f64).sqrt();
-                *r = rs as f32;
-                for (xh, &x) in xh.iter_mut().zip(x.iter()) {
-                    *xh = ((x as f64 - mu) * rs) as f32;
-                }
-                if self.per_element {
-                    for (((y, &xh), &g), &b) in y.iter_mut().zip(xh.iter()).zip(gamma).zip(beta) {
-                        *y = g * xh + b;
-                    }
-                } else {
-                    let (g, b) = (gamma[0], beta[0]);
-                    y.iter_mut().zip(xh.iter()).for_each(|(y, &xh)| *y = g * xh + b);
-                }
-            });
-        (y, xhat, rstd)
+    /// `x̂` for one group: `x̂ = (x - μ) / σ`, the same expression in forward and backward.
+    #[inline(always)]
+    fn xhat(x: f32, (mu, rs): Stats) -> f32 {
+        ((x as f64 - mu) * rs) as f32
     }
 
-    /// Returns dx, dγ and dβ. The groups are cut into blocks of a fixed size,
-    /// each block sums its share of dγ, dβ on one thread, and the block sums
-    /// are added in block order: the result does not depend on how rayon
-    /// happened to split the work, so the same run gives the same bits.
-    fn backward(&self, dy: &[f32], xhat: &[f32], rstd: &[f32], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        const GROUPS_PER_BLOCK: usize = 64;
+    /// Returns y and `(μ, 1/σ)` per group.
+    fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<Stats>) {
+        let n = self.group;
+        let groups_per_task = (8192 / n.max(1)).max(1);
+        let mut stats = vec![(0.0, 0.0); x.len() / n.max(1)];
+        let y = uninit_vec(x.len(), |y| {
+            y.par_chunks_mut(groups_per_task * n).zip(stats.par_chunks_mut(groups_per_task)).zip(x.par_chunks(groups_per_task * n)).for_each(
+                |((y, st), x)| {
+                    simd(#[inline(always)] || {
+                        for ((y, st), x) in y.chunks_mut(n).zip(st.iter_mut()).zip(x.chunks(n)) {
+                            // Statistics in f64: the golden tests compare to 1e-5.
+                            let mu = sum_f64(x, x, |v, _| v as f64) / n as f64;
+                            let var = sum_f64(x, x, |v, _| (v as f64 - mu) * (v as f64 - mu)) / n as f64;
+                            *st = (mu, 1.0 / (var + self.eps as f64).sqrt());
+                            if self.per_element {
+                                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                                    y.write(g * Self::xhat(x, *st) + b);
+                                }
+                            } else {
+                                let (g, b) = (gamma[0], beta[0]);
+                                y.iter_mut().zip(x).for_each(|(y, &x)| {
+                                    y.write(g * Self::xhat(x, *st) + b);
+                                });
+                            }
+                        }
+                    })
+                },
+            );
+        });
+        (y, stats)
+    }
+
+    /// Returns dx, dγ and dβ, recomputing `x̂` from `x` and the saved statistics.
+    /// The groups are cut into blocks of [`GROUPS_PER_BLOCK`], each block sums
+    /// its share of dγ, dβ on one thread, and the block sums are added in block order.
+    fn backward(&self, dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let n = self.group;
         let block = GROUPS_PER_BLOCK * n;
-        let mut dx = vec![0.0f32; dy.len()];
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-            .par_chunks_mut(block)
-            .zip(dy.par_chunks(block))
-            .zip(xhat.par_chunks(block))
-            .zip(rstd.par_chunks(GROUPS_PER_BLOCK))
-            .map(|(((dx, dy), xh), rs)| {
-                let (mut dg, mut db) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
-                // ĝ = γ · dy, one group at a time (a shared γ is a group of one parameter).
-                let mut gh = vec![0.0f32; n];
-                for (((dx, dy), xh), &r) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(xh.chunks(n)).zip(rs) {
-                    if self.per_element {
-                        gh.iter_mut().zip(dy).zip(gamma).for_each(|((h, &d), &g)| *h = g * d);
-                        for (((dg, db), &d), &x) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(xh) {
-                            *dg += d * x;
-                            *db += d;
-                        }
-                    } else {
-                        gh.iter_mut().zip(dy).for_each(|(h, &d)| *h = gamma[0] * d);
-                        dg[0] += sum_f64(dy, xh, |d, x| d as f64 * x as f64) as f32;
-                        db[0] += sum_f64(dy, dy, |d, _| d as f64) as f32;
-                    }
-                    let mean_g = (sum_f64(&gh, &gh, |h, _| h as f64) / n as f64) as f32;
-                    let mean_gx = (sum_f64(&gh, xh, |h, x| h as f64 * x as f64) / n as f64) as f32;
-                    // dx = (ĝ - mean(ĝ) - x̂ · mean(ĝ x̂)) / σ
-                    for ((dx, &h), &x) in dx.iter_mut().zip(gh.iter()).zip(xh) {
-                        *dx = (h - mean_g - x * mean_gx) * r;
-                    }
-                }
-                (dg, db)
-            })
-            .collect();
+        let mut partials: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+        let dx = uninit_vec(dy.len(), |dx| {
+            partials = dx
+                .par_chunks_mut(block)
+                .zip(dy.par_chunks(block))
+                .zip(x.par_chunks(block))
+                .zip(stats.par_chunks(GROUPS_PER_BLOCK))
+                .map(|(((dx, dy), x), st)| simd(#[inline(always)] || self.backward_block(dx, dy, x, st, gamma, nparams)))
+                .collect();
+        });
         let (mut dgamma, mut dbeta) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
         for (dg, db) in &partials {
             dgamma.iter_mut().zip(dg).for_each(|(a, b)| *a += b);
@@ -116,23 +122,56 @@ impl Groups {
         }
         (dx, dgamma, dbeta)
     }
+
+    /// One block of groups of [`Self::backward`]: writes its dx, returns its share of dγ, dβ.
+    #[inline(always)]
+    fn backward_block(&self, dx: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>) {
+        let n = self.group;
+        let (mut dg, mut db) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
+        // x̂ and ĝ = γ · dy, one group at a time (a shared γ is a group of one parameter).
+        let (mut xh, mut gh) = (vec![0.0f32; n], vec![0.0f32; n]);
+        for (((dx, dy), x), &st) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(x.chunks(n)).zip(stats) {
+            xh.iter_mut().zip(x).for_each(|(h, &x)| *h = Self::xhat(x, st));
+            if self.per_element {
+                gh.iter_mut().zip(dy).zip(gamma).for_each(|((h, &d), &g)| *h = g * d);
+                for (((dg, db), &d), &x) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xh) {
+                    *dg += d * x;
+                    *db += d;
+                }
+            } else {
+                gh.iter_mut().zip(dy).for_each(|(h, &d)| *h = gamma[0] * d);
+                dg[0] += sum_f64(dy, &xh, |d, x| d as f64 * x as f64) as f32;
+                db[0] += sum_f64(dy, dy, |d, _| d as f64) as f32;
+            }
+            let mean_g = (sum_f64(&gh, &gh, |h, _| h as f64) / n as f64) as f32;
+            let mean_gx = (sum_f64(&gh, &xh, |h, x| h as f64 * x as f64) / n as f64) as f32;
+            // dx = (ĝ - mean(ĝ) - x̂ · mean(ĝ x̂)) / σ
+            let r = st.1 as f32;
+            for ((dx, &h), &x) in dx.iter_mut().zip(&gh).zip(&xh) {
+                dx.write((h - mean_g - x * mean_gx) * r);
+            }
+        }
+        (dg, db)
+    }
 }
 
 fn norm_op(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups) -> Tensor {
     let shape = x.shape();
     let (g, b) = (gamma.to_vec(), beta.to_vec());
-    let (y, xhat, rstd) = {
+    let (y, stats) = {
         let data = x.data();
         let xs = data.as_standard_layout(); // a copy only when x is strided
         groups.forward(xs.as_slice().expect("standard"), &g, &b)
     };
     let out = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("same size");
     let nparams = g.len();
-    let gamma_c = gamma.clone();
+    let (x_c, gamma_c) = (x.clone(), gamma.clone());
     Tensor::from_op(out, op, &[x, gamma, beta], move |dy, _| {
         let dy = dy.as_standard_layout();
+        let data = x_c.data();
+        let xs = data.as_standard_layout();
         let g = gamma_c.to_vec();
-        let (dx, dg, db) = groups.backward(dy.as_slice().expect("standard"), &xhat, &rstd, &g, nparams);
+        let (dx, dg, db) = groups.backward(dy.as_slice().expect("standard"), xs.as_slice().expect("standard"), &stats, &g, nparams);
         vec![
             Some(ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("same size")),
             Some(ArrayD::from_shape_vec(IxDyn(&[nparams]), dg).expect("same size")),

@@ -1,6 +1,6 @@
 //! Reductions over axes: sum, mean, max, variance; softmax and log-softmax.
 
-use super::kernels::{map2, PARALLEL_MIN_LEN};
+use super::kernels::{map2, rows_from, PARALLEL_MIN_LEN};
 use crate::tensor::{normalize_axis, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
@@ -120,25 +120,24 @@ impl Tensor {
         if a + 1 == x.ndim() && x.is_standard_layout() && x.len() > 0 {
             // The usual case (attention rows): contiguous rows, one pass each, in parallel.
             let d = x.shape()[a];
-            let mut out = x.to_owned();
-            drop(x);
-            rows_mut(out.as_slice_mut().expect("standard layout"), d, |row| {
+            let y = rows_from(x.as_slice().expect("standard layout"), &[], d, #[inline(always)] |row, _| {
                 let m = row.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
                 // Separate passes so that each vectorises: exp, then the sum, then the scaling.
                 row.iter_mut().for_each(|v| *v = super::kernels::exp(*v - m));
                 let inv = 1.0 / lane_sum(row);
                 row.iter_mut().for_each(|v| *v *= inv);
             });
+            let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
+            drop(x);
             return Tensor::from_op(out, "softmax", &[self], move |g, y| {
                 let g = g.as_standard_layout();
-                let mut dx = y.to_owned();
                 let gs = g.as_slice().expect("standard layout");
-                rows_mut_with(dx.as_slice_mut().expect("standard layout"), gs, d, |dx, g| {
-                    // dx = y ⊙ (g - Σ_j g_j y_j)
+                // dx = y ⊙ (g - Σ_j g_j y_j), each row starting from y's
+                let dx = rows_from(y.as_slice().expect("softmax output is standard"), gs, d, #[inline(always)] |dx, g| {
                     let s = lane_dot(dx, g);
                     dx.iter_mut().zip(g).for_each(|(y, &g)| *y *= g - s);
                 });
-                vec![Some(dx)]
+                vec![Some(ArrayD::from_shape_vec(y.raw_dim(), dx).expect("same length"))]
             });
         }
         let mut out = x.to_owned();
@@ -180,11 +179,13 @@ impl Tensor {
 }
 
 /// `Σ x` in 16 independent lanes (so that it vectorises), added in a fixed order.
+#[inline(always)]
 fn lane_sum(x: &[f32]) -> f32 {
     lane_dot(x, &[])
 }
 
 /// `Σ x·y` in 16 independent lanes; with `y` empty, `Σ x`.
+#[inline(always)]
 fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let chunks = x.chunks_exact(16);
@@ -196,30 +197,6 @@ fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
     } else {
         chunks.zip(y.chunks_exact(16)).for_each(|(c, w)| acc.iter_mut().zip(c.iter().zip(w)).for_each(|(a, (&v, &u))| *a += v * u));
         acc.iter().sum::<f32>() + tail.iter().zip(&y[full..]).map(|(&v, &u)| v * u).sum::<f32>()
-    }
-}
-
-/// Apply `f` to every contiguous row of `d` values of `x`, in parallel (blocks of rows) when large.
-fn rows_mut(x: &mut [f32], d: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
-    let rows_per_task = (PARALLEL_MIN_LEN / d.max(1)).max(1);
-    if x.len() < PARALLEL_MIN_LEN {
-        x.chunks_mut(d).for_each(f);
-    } else {
-        use rayon::prelude::*;
-        x.par_chunks_mut(rows_per_task * d).for_each(|block| block.chunks_mut(d).for_each(&f));
-    }
-}
-
-/// As [`rows_mut`], with the matching row of `other` (same length as `x`).
-fn rows_mut_with(x: &mut [f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
-    let rows_per_task = (PARALLEL_MIN_LEN / d.max(1)).max(1);
-    if x.len() < PARALLEL_MIN_LEN {
-        x.chunks_mut(d).zip(other.chunks(d)).for_each(|(a, b)| f(a, b));
-    } else {
-        use rayon::prelude::*;
-        x.par_chunks_mut(rows_per_task * d)
-            .zip(other.par_chunks(rows_per_task * d))
-            .for_each(|(xb, ob)| xb.chunks_mut(d).zip(ob.chunks(d)).for_each(|(a, b)| f(a, b)));
     }
 }
 

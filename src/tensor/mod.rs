@@ -72,6 +72,7 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Tensor {
     fn make(data: ArrayD<f32>, requires_grad: bool, grad_fn: Option<GradFn>) -> Tensor {
+        crate::backend::cpu::memory::keep_freed_memory();
         Tensor {
             inner: Arc::new(TensorInner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

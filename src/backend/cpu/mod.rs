@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod gemm;
+pub mod memory;
 #[cfg(target_arch = "x86_64")]
 pub mod microkernel;
 #[cfg(target_arch = "x86_64")]

@@ -98,13 +98,32 @@ fn balanced(len: usize, max: usize, unit: usize) -> usize {
     len.div_ceil(len.div_ceil(max)).div_ceil(unit) * unit
 }
 
+/// `dst[p][i] = src[i][p]` for `i < W`, `p < kc`, where `src` row `i` starts at
+/// `src + i * stride` and is contiguous: packing a sliver of a row-major A or a
+/// panel of a transposed B. The loop runs along `p` outside and `i` inside, so
+/// that each step writes one contiguous row of `W` floats (vector stores) from
+/// `W` streams that each advance one float (their cache lines are reused for 16
+/// steps); the other order would write one float at a time, `W` floats apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_pack<const W: usize>(kc: usize, src: *const f32, stride: isize, dst: &mut [f32]) {
+    let rows: [*const f32; W] = std::array::from_fn(|i| src.offset(i as isize * stride));
+    for (p, out) in dst[..kc * W].chunks_exact_mut(W).enumerate() {
+        for (o, row) in out.iter_mut().zip(&rows) {
+            *o = *row.add(p);
+        }
+    }
+}
+
 /// Copy A's `mc x kc` block into slivers: `dst[s][p][i] = A[row0(s) + i, p]`, zero-padded to MR.
 unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
     for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(sliver_count(mc)).enumerate() {
         let (row0, rows) = self::sliver(mc, s);
         let a0 = a.ptr.offset(row0 as isize * a.rs);
-        if a.cs == 1 {
-            // Rows of A are contiguous: read each row once, write it down a column of the sliver.
+        if a.cs == 1 && rows == MR {
+            // Rows of A are contiguous: a transpose, see `transpose_pack`.
+            transpose_pack::<MR>(kc, a0, a.rs, sliver);
+        } else if a.cs == 1 {
+            // A short edge sliver: read each row once, write it down a column of the sliver.
             for i in 0..rows {
                 let src = std::slice::from_raw_parts(a0.offset(i as isize * a.rs), kc);
                 for (p, &v) in src.iter().enumerate() {
@@ -143,8 +162,12 @@ unsafe fn pack_b(kc: usize, nc: usize, b: MatPtr, dst: &mut [f32]) {
                 super::copy_short::<NR>(&mut panel[p * NR..p * NR + cols], src);
                 panel[p * NR + cols..(p + 1) * NR].fill(0.0);
             }
+        } else if cols == NR {
+            // Columns of B are contiguous (B is a transposed row-major matrix, as the
+            // weight of a linear layer `x Wᵀ`): a transpose, see `transpose_pack`.
+            transpose_pack::<NR>(kc, b0, b.cs, panel);
         } else {
-            // Columns of B are contiguous (B is a transposed row-major matrix).
+            // A narrow edge panel of a transposed B.
             for j in 0..cols {
                 let col = b0.offset(j as isize * b.cs);
                 for p in 0..kc {
