@@ -4,6 +4,7 @@
 //! (cross-correlation, as PyTorch). The loops live in the backend (im2col + GEMM);
 //! here is the bookkeeping and the bias, whose gradient is `Σ_{n,i,j} dy`.
 
+use crate::backend::cpu::pool::{self, PoolGeom};
 use crate::backend::{self, ConvGeom};
 use crate::tensor::Tensor;
 use crate::Result;
@@ -112,47 +113,20 @@ impl Tensor {
         if s.len() != 4 || k == 0 || stride == 0 || s[2] < k || s[3] < k {
             return Err(crate::Error::shape(op, format!("input {s:?} with window {k} and stride {stride}")));
         }
-        let (oh, ow) = ((s[2] - k) / stride + 1, (s[3] - k) / stride + 1);
-        let x = self.data().as_standard_layout().into_owned().into_dimensionality::<ndarray::Ix4>().expect("4-D");
-        let mut out = ndarray::Array4::<f32>::zeros((s[0], s[1], oh, ow));
-        // For max pooling, remember where each maximum came from.
-        let mut argmax = vec![(0usize, 0usize); if is_max { out.len() } else { 0 }];
-        for (idx, ((n, c, i, j), o)) in out.indexed_iter_mut().enumerate() {
-            let (mut best, mut at, mut sum) = (f32::NEG_INFINITY, (0, 0), 0.0);
-            for u in 0..k {
-                for v in 0..k {
-                    let val = x[[n, c, i * stride + u, j * stride + v]];
-                    sum += val;
-                    if val > best {
-                        best = val;
-                        at = (i * stride + u, j * stride + v);
-                    }
-                }
-            }
-            if is_max {
-                *o = best;
-                argmax[idx] = at;
-            } else {
-                *o = sum / (k * k) as f32;
-            }
-        }
+        let geom = PoolGeom { h: s[2], w: s[3], k, stride };
+        let (oh, ow) = geom.out();
+        let x = self.data().as_standard_layout().into_owned(); // (N, C, H, W) contiguous
+        let mut out = vec![0.0; s[0] * s[1] * oh * ow];
+        // For max pooling, where each maximum came from (its index in the input plane).
+        let mut argmax = vec![0u32; if is_max { out.len() } else { 0 }];
+        pool::pool2d_forward(x.as_slice().expect("standard layout"), geom, is_max, &mut out, &mut argmax);
         drop(x);
-        Ok(Tensor::from_op(out.into_dyn(), op, &[self], move |g, _| {
-            let mut dx = ndarray::Array4::<f32>::zeros((s[0], s[1], s[2], s[3]));
-            let g4 = g.view().into_dimensionality::<ndarray::Ix4>().expect("4-D");
-            for (idx, ((n, c, i, j), &gv)) in g4.indexed_iter().enumerate() {
-                if is_max {
-                    let (y, x) = argmax[idx];
-                    dx[[n, c, y, x]] += gv;
-                } else {
-                    for u in 0..k {
-                        for v in 0..k {
-                            dx[[n, c, i * stride + u, j * stride + v]] += gv / (k * k) as f32;
-                        }
-                    }
-                }
-            }
-            vec![Some(dx.into_dyn())]
+        let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], oh, ow]), out).expect("N C OH OW values");
+        Ok(Tensor::from_op(out, op, &[self], move |g, _| {
+            let g = g.as_standard_layout(); // (N, C, OH, OW)
+            let mut dx = vec![0.0; s.iter().product()];
+            pool::pool2d_backward(g.as_slice().expect("standard layout"), geom, is_max, &argmax, &mut dx);
+            vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]
         }))
     }
 }

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod microkernel;
 #[cfg(target_arch = "x86_64")]
 pub mod packed_gemm;
+pub mod pool;
 pub mod upsample;
 
 /// `dst.copy_from_slice(src)` for the short copies of packing (one panel row
