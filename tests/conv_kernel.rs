@@ -65,6 +65,12 @@ fn conv_forward_and_backward_match_direct_loops() {
         // "Same" width but not height, and a 5x5 same conv: the shifted-plane path of im2col/col2im.
         ConvGeom { n: 2, c: 3, h: 6, w: 7, oc: 4, kh: 1, kw: 3, stride: 1, pad: 1 },
         ConvGeom { n: 3, c: 2, h: 9, w: 6, oc: 5, kh: 5, kw: 5, stride: 1, pad: 2 },
+        // Channels a multiple of 32: dW reads the channels-last image in place
+        // (same, valid with a non-square kernel, 1x1, and a padding of 2).
+        ConvGeom { n: 3, c: 32, h: 6, w: 7, oc: 13, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 64, h: 5, w: 6, oc: 5, kh: 3, kw: 2, stride: 1, pad: 0 },
+        ConvGeom { n: 2, c: 32, h: 4, w: 9, oc: 3, kh: 1, kw: 1, stride: 1, pad: 0 },
+        ConvGeom { n: 2, c: 32, h: 5, w: 5, oc: 7, kh: 3, kw: 3, stride: 1, pad: 2 },
     ];
     for g in geoms {
         let (oh, ow) = (g.oh(), g.ow());

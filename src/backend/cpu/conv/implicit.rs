@@ -15,8 +15,8 @@
 //! `src(i, j, q)` is the input pixel under output pixel `q` for tap `(i, j)`
 //! ([`Taps`]). For a stride-1 convolution whose output is as wide as its input
 //! (a "same" convolution), `src(i, j, q) = q + (i - p) W + (j - p)`: a panel row
-//! is 32 consecutive floats of one input plane, read by two masked vector loads
-//! whose masks zero the padding.
+//! is 32 consecutive floats of one input plane, read by two vector loads
+//! whose lane masks zero the padding.
 //!
 //! The gradients are GEMMs of the same kind:
 //!
@@ -41,6 +41,7 @@ use crate::backend::cpu::microkernel::{tile_rows, MR, NR};
 use crate::backend::cpu::packed_gemm::{pack_a, sliver, sliver_count};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Depth of a k block: the block of a B panel (KC x 32 floats) stays in L1
 /// while every sliver of A passes over it. Depths are balanced: 576 gives two
@@ -96,48 +97,52 @@ impl Taps {
     }
 }
 
-/// Pack panel `t` of `col_n (CKK, OHW)` from one image `x (C, H*W)`:
-/// `panel[r][l] = col_n[r, t*NR + l]`, zero past the last pixel.
+/// Pack rows `rows` of panel `t` of `col_n (CKK, OHW)` from one image `x (C, H*W)`:
+/// `panel[r - rows.start][l] = col_n[r, t*NR + l]`, zero past the last pixel.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_pixels(g: &ConvGeom, taps: &Taps, x: &[f32], t: usize, panel: &mut [f32]) {
+unsafe fn pack_pixels(g: &ConvGeom, taps: &Taps, x: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
     let (hw, kk) = (g.h * g.w, g.kh * g.kw);
-    match &taps.shifted {
-        Some(shifted) => {
-            let panels = taps.ohw.div_ceil(NR);
-            let out = panel.as_mut_ptr();
-            for c in 0..g.c {
-                let plane = x.as_ptr().add(c * hw);
-                for tap in 0..kk {
-                    let (start, mask) = shifted[tap * panels + t];
-                    // A masked load never touches its masked-off lanes, so the
-                    // lanes that would fall before or after the plane are not read.
-                    let p = plane.wrapping_offset(start);
-                    let row = out.add((c * kk + tap) * NR);
-                    _mm512_storeu_ps(row, _mm512_maskz_loadu_ps(mask as __mmask16, p));
-                    _mm512_storeu_ps(row.add(16), _mm512_maskz_loadu_ps((mask >> 16) as __mmask16, p.wrapping_add(16)));
+    let panels = taps.ohw.div_ceil(NR);
+    let cols = NR.min(taps.ohw - t * NR);
+    // row r of col_n is (c, tap) = (r / KK, r % KK), stepped without a division per row
+    let (mut c, mut tap) = (rows.start / kk, rows.start % kk);
+    for row in panel.chunks_exact_mut(NR).take(rows.len()) {
+        let plane = &x[c * hw..(c + 1) * hw];
+        match &taps.shifted {
+            Some(shifted) => {
+                let (start, mask) = shifted[tap * panels + t];
+                // Inside the plane: plain loads, then zero the padding lanes (faster
+                // than masked loads). At its ends a masked load, which never
+                // touches its masked-off lanes, so nothing outside `x` is read.
+                let p = plane.as_ptr().wrapping_offset(start);
+                let (m0, m1) = (mask as __mmask16, (mask >> 16) as __mmask16);
+                let (v0, v1) = if start >= 0 && start as usize + NR <= hw {
+                    (_mm512_maskz_mov_ps(m0, _mm512_loadu_ps(p)), _mm512_maskz_mov_ps(m1, _mm512_loadu_ps(p.add(16))))
+                } else {
+                    (_mm512_maskz_loadu_ps(m0, p), _mm512_maskz_loadu_ps(m1, p.wrapping_add(16)))
+                };
+                _mm512_storeu_ps(row.as_mut_ptr(), v0);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), v1);
+            }
+            None => {
+                let src = &taps.src[tap * taps.ohw + t * NR..][..cols];
+                for (d, &s) in row.iter_mut().zip(src) {
+                    *d = if s >= 0 { plane[s as usize] } else { 0.0 };
                 }
+                row[cols..].fill(0.0);
             }
         }
-        None => {
-            let cols = NR.min(taps.ohw - t * NR);
-            for c in 0..g.c {
-                let plane = &x[c * hw..(c + 1) * hw];
-                for tap in 0..kk {
-                    let src = &taps.src[tap * taps.ohw + t * NR..][..cols];
-                    let row = &mut panel[(c * kk + tap) * NR..][..NR];
-                    for (d, &s) in row.iter_mut().zip(src) {
-                        *d = if s >= 0 { plane[s as usize] } else { 0.0 };
-                    }
-                    row[cols..].fill(0.0);
-                }
-            }
+        tap += 1;
+        if tap == kk {
+            (c, tap) = (c + 1, 0);
         }
     }
 }
 
-/// Pack panel `t` of `colᵀ_n (OHW, KK*C)`, columns in `(tap, channel)` order,
-/// from the channels-last image `xt (H*W, C)`: `panel[q][l] = colᵀ_n[q, t*NR + l]`.
-fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, panel: &mut [f32]) {
+/// Pack rows `rows` (output pixels) of panel `t` of `colᵀ_n (OHW, KK*C)`, columns in
+/// `(tap, channel)` order, from the channels-last image `xt (H*W, C)`:
+/// `panel[q - rows.start][l] = colᵀ_n[q, t*NR + l]`.
+fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
     let c = g.c;
     let cols = NR.min(g.kh * g.kw * c - t * NR);
     // The panel's columns as runs of channels of one tap: (tap, first channel, first lane, length).
@@ -150,7 +155,7 @@ fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, panel: &mut [f32])
         count += 1;
         l += len;
     }
-    for (q, row) in panel.chunks_exact_mut(NR).take(taps.ohw).enumerate() {
+    for (q, row) in rows.zip(panel.chunks_exact_mut(NR)) {
         for &(tap, ch, l, len) in &runs[..count] {
             let s = taps.src[tap * taps.ohw + q];
             let dst = &mut row[l..l + len];
@@ -164,23 +169,31 @@ fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, panel: &mut [f32])
     }
 }
 
-/// `C (m, n) = A · B`, or `C += A · B` when `accumulate`, on this thread:
-/// A packed into slivers (`m` rows, `k` deep, as by [`pack_a`]), B's panels
-/// of NR columns packed on demand by `pack_panel(t, panel)`; C row-major with row stride `rsc`.
+/// `C (m, n) = A · B`, or `C += A · B` when `accumulate`, on this thread.
+///
+/// A is packed into slivers (`m` rows, `k` deep, as by [`pack_a`]). B comes in
+/// panels of NR columns, one k block at a time: `panel_block(t, rows of B, scratch)`
+/// returns the address of rows `rows` of panel `t` in the packed layout
+/// (`[p][l]`, NR floats a row), packed into `scratch` or found in place.
+/// C is row-major with row stride `rsc`.
+///
+/// Each k block of a panel (at most KC x NR floats) is made just before every
+/// sliver of A passes over it, so it is read from L1.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `c` must address an `m x n` matrix with row stride `rsc`.
-unsafe fn gemm_panels(m: usize, k: usize, n: usize, apack: &[f32], mut pack_panel: impl FnMut(usize, &mut [f32]), panel: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
+/// The CPU must support AVX-512F; `c` must address an `m x n` matrix with row
+/// stride `rsc`; the blocks `panel_block` returns must hold `rows.len() * NR` floats.
+unsafe fn gemm_panels(m: usize, k: usize, n: usize, apack: &[f32], mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
     let kc_step = k.div_ceil(k.div_ceil(KC));
     for t in 0..n.div_ceil(NR) {
         let nr = NR.min(n - t * NR);
-        pack_panel(t, panel);
         for pc in (0..k).step_by(kc_step) {
             let kc = kc_step.min(k - pc);
+            let b = panel_block(t, pc..pc + kc, scratch);
             let beta = if pc == 0 && !accumulate { 0.0 } else { 1.0 };
             for s in 0..sliver_count(m) {
                 let (row0, mr) = sliver(m, s);
-                tile_rows(mr, kc, apack.as_ptr().add(s * MR * k + pc * MR), panel.as_ptr().add(pc * NR), c.add(row0 * rsc + t * NR), rsc, nr, 1.0, beta);
+                tile_rows(mr, kc, apack.as_ptr().add(s * MR * k + pc * MR), b, c.add(row0 * rsc + t * NR), rsc, nr, 1.0, beta);
             }
         }
     }
@@ -201,11 +214,14 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     pack_rows(g.oc, ckk, w, &mut wpack);
     let per_task = images_per_task(g.n);
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
-        with_scratch([ckk * NR], |[panel]| {
+        with_scratch([KC * NR], |[panel]| {
             for (i, yn) in ys.chunks_mut(g.oc * ohw).enumerate() {
                 let xn = &x[(task * per_task + i) * chw..][..chw];
                 // y_n (OC, OHW) = W (OC, CKK) · col_n (CKK, OHW)
-                unsafe { gemm_panels(g.oc, ckk, ohw, &wpack, |t, p| pack_pixels(g, &taps, xn, t, p), panel, yn.as_mut_ptr(), ohw, false) };
+                unsafe { gemm_panels(g.oc, ckk, ohw, &wpack, |t, rows, p| {
+                        pack_pixels(g, &taps, xn, t, rows, p);
+                        p.as_ptr()
+                    }, panel, yn.as_mut_ptr(), ohw, false) };
             }
         })
     });
@@ -247,28 +263,132 @@ fn flipped(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
     Some((gt, wt))
 }
 
+/// The image as dW's right operand reads it (`colᵀ_n[q, (tap, c)] = x_n[c, src(tap, q)]`).
+enum TapSource {
+    /// `xᵀ_n (H*W, C)`, channels-last; panels are packed by [`pack_taps`].
+    ChannelsLast,
+    /// Stride 1 and C a multiple of NR: read in place, no packing. The image is
+    /// zero-padded to `(HP, WP)` and stored channels-last in blocks of NR
+    /// channels, `xb[cb][(y, x)][l] = x_pad[cb*NR + l, y, x]`, each block
+    /// `HP*WP + KW` rows (zero past the plane). Over the padded-width grid of
+    /// output pixels `q' = y*WP + x`, tap `(i, j)` reads row `q' + i*WP + j` of
+    /// a block: a run of rows of NR floats, which is the packed panel layout.
+    /// The grid's columns `x >= OW` are junk; the packed dY is zero there.
+    Blocked { wp: usize, block_rows: usize },
+}
+
+impl TapSource {
+    fn new(g: &ConvGeom) -> TapSource {
+        if g.stride == 1 && g.c % NR == 0 {
+            let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+            TapSource::Blocked { wp, block_rows: hp * wp + g.kw }
+        } else {
+            TapSource::ChannelsLast
+        }
+    }
+
+    /// Width of the grid of output pixels that the dW GEMM runs along.
+    fn grid_width(&self, g: &ConvGeom) -> usize {
+        match self {
+            TapSource::ChannelsLast => g.ow(),
+            TapSource::Blocked { wp, .. } => *wp,
+        }
+    }
+
+    /// Floats of the rearranged image.
+    fn len(&self, g: &ConvGeom) -> usize {
+        match self {
+            TapSource::ChannelsLast => g.c * g.h * g.w,
+            TapSource::Blocked { block_rows, .. } => g.c * block_rows,
+        }
+    }
+
+    /// Rearrange one image `x (C, H, W)` into `dst`; the padding of
+    /// `Blocked` is never written, so `dst` starts zeroed and is reused for every image.
+    /// Both loops write `dst` in order and read one pixel of each channel of a block at a time.
+    fn fill(&self, g: &ConvGeom, x: &[f32], dst: &mut [f32]) {
+        let hw = g.h * g.w;
+        match *self {
+            // xt[p, c] = x[c, p]
+            TapSource::ChannelsLast => {
+                for (p, out) in dst.chunks_exact_mut(g.c).take(hw).enumerate() {
+                    out.iter_mut().enumerate().for_each(|(c, v)| *v = x[c * hw + p]);
+                }
+            }
+            // xb[cb][(y + p, x + p)][l] = x[cb*NR + l, y, x]
+            TapSource::Blocked { wp, block_rows } => {
+                for (cb, block) in dst.chunks_exact_mut(block_rows * NR).enumerate() {
+                    let planes = &x[cb * NR * hw..(cb + 1) * NR * hw];
+                    for y in 0..g.h {
+                        let first = (y + g.pad) * wp + g.pad;
+                        for (xx, out) in block[first * NR..(first + g.w) * NR].chunks_exact_mut(NR).enumerate() {
+                            let p = y * g.w + xx;
+                            out.iter_mut().enumerate().for_each(|(l, v)| *v = planes[l * hw + p]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `rows` of panel `t` of `colᵀ_n`, from the image as [`Self::fill`] left it.
+    fn panel_block(&self, g: &ConvGeom, taps: &Taps, xs: &[f32], t: usize, rows: Range<usize>, scratch: &mut [f32]) -> *const f32 {
+        match *self {
+            TapSource::ChannelsLast => {
+                pack_taps(g, taps, xs, t, rows, scratch);
+                scratch.as_ptr()
+            }
+            TapSource::Blocked { wp, block_rows } => {
+                // columns t*NR.. are channel block cb of tap (i, j)
+                let (tap, cb) = (t * NR / g.c, (t * NR % g.c) / NR);
+                let (i, j) = (tap / g.kw, tap % g.kw);
+                xs[(cb * block_rows + i * wp + j + rows.start) * NR..][..rows.len() * NR].as_ptr()
+            }
+        }
+    }
+}
+
+/// `dY_n (OC, OH*OW)` packed into MR-row slivers along a grid of output pixels
+/// `width` wide: column `y*width + x` holds `dY_n[o, y, x]` for `x < OW`, 0 past it.
+fn pack_dy(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let k = oh * width;
+    for (s, out) in dst.chunks_exact_mut(MR * k).take(sliver_count(g.oc)).enumerate() {
+        let (row0, rows) = sliver(g.oc, s);
+        if rows < MR || width > ow {
+            out.fill(0.0);
+        }
+        let planes = &dy[row0 * oh * ow..(row0 + rows) * oh * ow];
+        for y in 0..oh {
+            for (x, step) in out[y * width * MR..(y * width + ow) * MR].chunks_exact_mut(MR).enumerate() {
+                // one output pixel of each of the sliver's rows (written in order, read across planes)
+                step[..rows].iter_mut().enumerate().for_each(|(i, v)| *v = planes[i * oh * ow + y * ow + x]);
+            }
+        }
+    }
+}
+
 /// `dW (OC, C, KH, KW) = Σ_n dY_n · col_nᵀ`: each task sums its run of images
 /// into its own dW' (tap-major columns); the partial sums are added in run order.
 fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (ohw, chw, hw) = (g.oh() * g.ow(), g.c * g.h * g.w, g.h * g.w);
+    let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let (kk, ckk) = (g.kh * g.kw, g.ckk());
     let taps = Taps::new(g);
+    let source = TapSource::new(g);
+    let width = source.grid_width(g);
+    let k = g.oh() * width;
     let per_task = images_per_task(g.n);
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per_task))
         .into_par_iter()
         .map(|task| {
             let mut dwt = vec![0.0f32; g.oc * ckk];
-            with_scratch([ohw * NR, sliver_count(g.oc) * MR * ohw, chw], |[panel, dypack, xt]| {
+            with_scratch([KC * NR, sliver_count(g.oc) * MR * k, source.len(g)], |[panel, dypack, xs]| {
+                xs.fill(0.0);
                 for n in task * per_task..g.n.min((task + 1) * per_task) {
-                    // xᵀ_n (H*W, C): the image channels-last
-                    for (c, plane) in x[n * chw..(n + 1) * chw].chunks_exact(hw).enumerate() {
-                        for (p, &v) in plane.iter().enumerate() {
-                            xt[p * g.c + c] = v;
-                        }
-                    }
-                    pack_rows(g.oc, ohw, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
-                    // dW' (OC, KK*C) += dY_n (OC, OHW) · colᵀ_n (OHW, KK*C)
-                    unsafe { gemm_panels(g.oc, ohw, ckk, dypack, |t, p| pack_taps(g, &taps, xt, t, p), panel, dwt.as_mut_ptr(), ckk, true) };
+                    source.fill(g, &x[n * chw..(n + 1) * chw], xs);
+                    pack_dy(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
+                    // dW' (OC, KK*C) += dY_n (OC, K) · colᵀ_n (K, KK*C)
+                    unsafe { gemm_panels(g.oc, k, ckk, dypack, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, dwt.as_mut_ptr(), ckk, true) };
                 }
             });
             dwt
