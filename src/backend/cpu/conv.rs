@@ -106,7 +106,7 @@ pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 
 /// Backward: given `dy (N, OC, OH, OW)`, write `dX (N, C, H, W)` into `dx` and
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The dW sum over the
-/// batch is deterministic (see [`IMAGE_BLOCKS`]).
+/// batch is deterministic: it is added in a fixed order of runs of images.
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::microkernel::available() {

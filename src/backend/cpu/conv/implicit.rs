@@ -13,7 +13,7 @@
 //! ```
 //!
 //! `src(i, j, q)` is the input pixel under output pixel `q` for tap `(i, j)`
-//! ([`Taps`]). For a stride-1 convolution whose output is as wide as its input
+//! (`Taps`). For a stride-1 convolution whose output is as wide as its input
 //! (a "same" convolution), `src(i, j, q) = q + (i - p) W + (j - p)`: a panel row
 //! is 32 consecutive floats of one input plane, read by two vector loads
 //! whose lane masks zero the padding.
@@ -184,6 +184,7 @@ fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, rows: Range<usize>
 /// # Safety
 /// The CPU must support AVX-512F; `c` must address an `m x n` matrix with row
 /// stride `rsc`; the blocks `panel_block` returns must hold `rows.len() * NR` floats.
+#[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output, as `sgemm`
 unsafe fn gemm_panels(m: usize, k: usize, n: usize, apack: &[f32], mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
     let kc_step = k.div_ceil(k.div_ceil(KC));
     for t in 0..n.div_ceil(NR) {
@@ -280,7 +281,7 @@ enum TapSource {
 
 impl TapSource {
     fn new(g: &ConvGeom) -> TapSource {
-        if g.stride == 1 && g.c % NR == 0 {
+        if g.stride == 1 && g.c.is_multiple_of(NR) {
             let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
             TapSource::Blocked { wp, block_rows: hp * wp + g.kw }
         } else {
