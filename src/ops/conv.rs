@@ -1,7 +1,7 @@
 //! Convolution and pooling on NCHW images.
 //!
 //! `conv2d`: `y[n, o, i, j] = b[o] + Σ_{c,u,v} w[o, c, u, v] · x_pad[n, c, i·s + u, j·s + v]`
-//! (cross-correlation, as PyTorch). The loops live in the backend (im2col + GEMM);
+//! (cross-correlation, as PyTorch). The loops live in the backend (a GEMM over image patches);
 //! here is the bookkeeping and the bias, whose gradient is `Σ_{n,i,j} dy`.
 
 use crate::backend::{self, ConvGeom};
