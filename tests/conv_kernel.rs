@@ -1,12 +1,13 @@
-//! The CPU convolution kernels (im2col + GEMM, col2im) against a direct
-//! six-deep loop, forward and both gradients, for strides 1 and 2, paddings
-//! 0 to 2, 1x1 and 3x3 and non-square kernels, and images narrower than a
-//! micro-tile.
+//! The CPU convolution kernels against a direct six-deep loop, forward and
+//! both gradients, for strides 1 and 2, paddings 0 to 2, 1x1 and 3x3 and
+//! non-square kernels, and images narrower than a micro-tile: the dispatching
+//! entry points (the implicit GEMM on an AVX-512 CPU) and the portable
+//! im2col path, each run explicitly.
 //!
 //! Tolerance: sums of at most C·KH·KW·N·OH·OW ≈ 5000 products of values
 //! in [-1, 1) in f32 against f64: 1e-4 · (1 + |want|).
 
-use dalle::backend::cpu::conv::{conv2d_backward, conv2d_forward};
+use dalle::backend::cpu::conv::{conv2d_backward, conv2d_forward, im2col};
 use dalle::backend::ConvGeom;
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -53,8 +54,20 @@ fn close(got: &[f32], want: &[f64], what: &str, g: &ConvGeom) {
     }
 }
 
+type Forward = fn(&ConvGeom, &[f32], &[f32], &mut [f32]);
+type Backward = fn(&ConvGeom, &[f32], &[f32], &[f32], Option<&mut [f32]>, Option<&mut [f32]>);
+
 #[test]
 fn conv_forward_and_backward_match_direct_loops() {
+    check_against_direct_loops(conv2d_forward, conv2d_backward);
+}
+
+#[test]
+fn portable_im2col_path_matches_direct_loops() {
+    check_against_direct_loops(im2col::forward, im2col::backward);
+}
+
+fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward) {
     let geoms = [
         ConvGeom { n: 2, c: 3, h: 7, w: 9, oc: 5, kh: 3, kw: 3, stride: 1, pad: 1 },
         ConvGeom { n: 3, c: 2, h: 8, w: 8, oc: 13, kh: 3, kw: 3, stride: 2, pad: 1 },
@@ -65,6 +78,12 @@ fn conv_forward_and_backward_match_direct_loops() {
         // "Same" width but not height, and a 5x5 same conv: the shifted-plane path of im2col/col2im.
         ConvGeom { n: 2, c: 3, h: 6, w: 7, oc: 4, kh: 1, kw: 3, stride: 1, pad: 1 },
         ConvGeom { n: 3, c: 2, h: 9, w: 6, oc: 5, kh: 5, kw: 5, stride: 1, pad: 2 },
+        // Channels a multiple of 32: dW reads the channels-last image in place
+        // (same, valid with a non-square kernel, 1x1, and a padding of 2).
+        ConvGeom { n: 3, c: 32, h: 6, w: 7, oc: 13, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 64, h: 5, w: 6, oc: 5, kh: 3, kw: 2, stride: 1, pad: 0 },
+        ConvGeom { n: 2, c: 32, h: 4, w: 9, oc: 3, kh: 1, kw: 1, stride: 1, pad: 0 },
+        ConvGeom { n: 2, c: 32, h: 5, w: 5, oc: 7, kh: 3, kw: 3, stride: 1, pad: 2 },
     ];
     for g in geoms {
         let (oh, ow) = (g.oh(), g.ow());

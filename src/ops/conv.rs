@@ -1,14 +1,15 @@
 //! Convolution and pooling on NCHW images.
 //!
 //! `conv2d`: `y[n, o, i, j] = b[o] + Σ_{c,u,v} w[o, c, u, v] · x_pad[n, c, i·s + u, j·s + v]`
-//! (cross-correlation, as PyTorch). The loops live in the backend (im2col + GEMM);
+//! (cross-correlation, as PyTorch). The loops live in the backend (a GEMM over image patches);
 //! here is the bookkeeping and the bias, whose gradient is `Σ_{n,i,j} dy`.
 
 use crate::backend::cpu::pool::{self, PoolGeom};
 use crate::backend::{self, ConvGeom};
 use crate::tensor::Tensor;
 use crate::Result;
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 impl Tensor {
     /// 2-D convolution: `x (N, C, H, W)`, `weight (OC, C, KH, KW)`, optional
@@ -34,17 +35,17 @@ impl Tensor {
         let g = ConvGeom { n: xs[0], c: xs[1], h: xs[2], w: xs[3], oc: ws[0], kh: ws[2], kw: ws[3], stride, pad: padding };
         let mut y = ArrayD::<f32>::zeros(IxDyn(&[g.n, g.oc, g.oh(), g.ow()]));
         {
-            let x = self.data().as_standard_layout().into_owned();
-            let w = weight.data().as_standard_layout().into_owned();
+            // Borrowed as they are when already contiguous (the usual case): no copy.
+            let (x, w) = (self.data(), weight.data());
+            let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
             backend::conv2d_forward(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), y.as_slice_mut().expect("fresh"), weight.param_key());
         }
-        let y = match bias {
-            Some(b) => {
-                let b = b.data().view().into_shape_with_order(IxDyn(&[1, g.oc, 1, 1])).expect("checked").to_owned();
-                y + &b
-            }
-            None => y,
-        };
+        if let Some(b) = bias {
+            // y[n, o, :, :] += b[o], one output plane at a time
+            let b = b.data().iter().copied().collect::<Vec<f32>>();
+            let plane = g.oh() * g.ow();
+            y.as_slice_mut().expect("fresh").par_chunks_mut(plane).enumerate().for_each(|(no, ys)| ys.iter_mut().for_each(|v| *v += b[no % g.oc]));
+        }
         let (xc, wc) = (self.clone(), weight.clone());
         let parents: Vec<&Tensor> = match bias {
             Some(b) => vec![self, weight, b],
@@ -53,8 +54,8 @@ impl Tensor {
         let has_bias = bias.is_some();
         Ok(Tensor::from_op(y, "conv2d", &parents, move |dy, _| {
             let dy = dy.as_standard_layout();
-            let x = xc.data().as_standard_layout().into_owned();
-            let w = wc.data().as_standard_layout().into_owned();
+            let (x, w) = (xc.data(), wc.data());
+            let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
             let mut dx = xc.requires_grad().then(|| ArrayD::<f32>::zeros(x.raw_dim()));
             let mut dw = wc.requires_grad().then(|| ArrayD::<f32>::zeros(w.raw_dim()));
             backend::conv2d_backward(
@@ -68,8 +69,12 @@ impl Tensor {
             );
             let mut grads = vec![dx, dw];
             if has_bias {
-                // db[o] = Σ_{n, i, j} dy[n, o, i, j]
-                grads.push(Some(dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0))));
+                // db[o] = Σ_{n, i, j} dy[n, o, i, j], one output plane at a time
+                let mut db = vec![0.0f32; g.oc];
+                for (no, plane) in dy.as_slice().expect("standard").chunks_exact(g.oh() * g.ow()).enumerate() {
+                    db[no % g.oc] += ndarray::aview1(plane).sum();
+                }
+                grads.push(Some(ArrayD::from_shape_vec(IxDyn(&[g.oc]), db).expect("oc values")));
             }
             grads
         }))

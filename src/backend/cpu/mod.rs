@@ -22,3 +22,12 @@ pub(crate) fn copy_short<const N: usize>(dst: &mut [f32], src: &[f32]) {
         _ => dst.copy_from_slice(src),
     }
 }
+
+/// A 64-byte aligned window of `len` floats inside `buf` (grown when needed).
+pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len + 16 {
+        buf.resize(len + 16, 0.0);
+    }
+    let skip = buf.as_ptr().align_offset(64).min(15);
+    &mut buf[skip..skip + len]
+}

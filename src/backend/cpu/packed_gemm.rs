@@ -43,6 +43,7 @@
 //! 384 x 384 and 256 x 256 were within noise of each other; re-tune on another CPU.
 
 use super::gemm::MatPtr;
+use super::aligned;
 use super::microkernel::{tile_rows, MR, NR};
 use std::cell::RefCell;
 
@@ -58,25 +59,16 @@ thread_local! {
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// A 64-byte aligned window of `len` floats inside `buf` (grown when needed).
-fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len + 16 {
-        buf.resize(len + 16, 0.0);
-    }
-    let skip = buf.as_ptr().align_offset(64).min(15);
-    &mut buf[skip..skip + len]
-}
-
 /// How `mc` rows split into slivers: full slivers of MR rows, and a short
 /// remainder of at most 6 rows merged with the last full one and halved
 /// (64 = 4 x 12 + 8 + 8, not 5 x 12 + 4): a 4-row tile does a third of the
 /// FMAs per load of a 12-row one, an 8-row tile two thirds.
-fn sliver_count(mc: usize) -> usize {
+pub(crate) fn sliver_count(mc: usize) -> usize {
     mc.div_ceil(MR)
 }
 
 /// (first row, rows) of sliver `s` of an `mc`-row block.
-fn sliver(mc: usize, s: usize) -> (usize, usize) {
+pub(crate) fn sliver(mc: usize, s: usize) -> (usize, usize) {
     let (q, r) = (mc / MR, mc % MR);
     if r == 0 || s + 1 < q {
         return (s * MR, MR);
@@ -115,7 +107,7 @@ unsafe fn transpose_pack<const W: usize>(kc: usize, src: *const f32, stride: isi
 }
 
 /// Copy A's `mc x kc` block into slivers: `dst[s][p][i] = A[row0(s) + i, p]`, zero-padded to MR.
-unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
+pub(crate) unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
     for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(sliver_count(mc)).enumerate() {
         let (row0, rows) = self::sliver(mc, s);
         let a0 = a.ptr.offset(row0 as isize * a.rs);
