@@ -15,8 +15,8 @@
 //! for ic in 0..m step MC                      rows of C
 //!   for pc in 0..k step KC                    k block: kc <= KC
 //!     pack A[ic.., pc..] (mc x kc)            into MR-row slivers: sliver s = [p][i] = A[ic + s*MR + i, pc + p]
-//!     for jc in 0..n step NC                  B block (kc x nc), packed into NR-column panels:
-//!       pack B[pc.., jc..]                      panel t = [p][j] = B[pc + p, jc + t*NR + j]
+//!     for jc in 0..n step NC                  B block (kc x nc), packed into NR-column panels
+//!       if ic == 0: pack B[pc.., jc..]          (kept for later ic) panel t = [p][j] = B[pc + p, jc + t*NR + j]
 //!       for each A sliver (MR rows)           stays in L1 (12 x 384 floats = 18 KiB)
 //!         for each B panel (NR columns)       streams from L2 (the B block: 384 x 384 floats = 576 KiB)
 //!           micro-kernel: C tile (MR x NR) = alpha * sliver · panel + beta' * C tile
@@ -185,6 +185,14 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPt
         let mut bufs = bufs.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
         let (mc_step, kc_step, nc_step) = (balanced(m, MC, MR), balanced(k, KC, 1), balanced(n, NC, NR));
+        // B is packed once, block by block while the first row block of C uses it (so
+        // each block is fresh in cache for that first use), and kept for the others:
+        // block (pc, jc) (kc x nc, NR-column panels) sits at pc * n_pad + jc * kc (nc_step
+        // is a multiple of NR, so only a row's last block is padded). Packing it again
+        // for every row block made the linear layers of a transformer re-pack their
+        // weight m / MC times.
+        let n_pad = n.div_ceil(NR) * NR;
+        let ball = aligned(bbuf, k * n_pad);
         for ic in (0..m).step_by(mc_step) {
             let mc = mc_step.min(m - ic);
             for pc in (0..k).step_by(kc_step) {
@@ -194,8 +202,11 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPt
                 pack_a(mc, kc, MatPtr { ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs), ..a }, apack);
                 for jc in (0..n).step_by(nc_step) {
                     let nc = nc_step.min(n - jc);
-                    let bpack = aligned(bbuf, nc.div_ceil(NR) * NR * kc);
-                    pack_b(kc, nc, MatPtr { ptr: b.ptr.offset(pc as isize * b.rs + jc as isize * b.cs), ..b }, bpack);
+                    let bpack = &mut ball[pc * n_pad + jc * kc..pc * n_pad + jc * kc + nc.div_ceil(NR) * NR * kc];
+                    if ic == 0 {
+                        pack_b(kc, nc, MatPtr { ptr: b.ptr.offset(pc as isize * b.rs + jc as isize * b.cs), ..b }, bpack);
+                    }
+                    let bpack = &*bpack;
                     // Each A sliver stays in L1 while every B panel of the block streams past it.
                     for (s, sliver_buf) in apack.chunks_exact(MR * kc).enumerate() {
                         let (row0, mr) = sliver(mc, s);
