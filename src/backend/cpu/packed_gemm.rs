@@ -16,7 +16,7 @@
 //!   for pc in 0..k step KC                    k block: kc <= KC
 //!     pack A[ic.., pc..] (mc x kc)            into MR-row slivers: sliver s = [p][i] = A[ic + s*MR + i, pc + p]
 //!     for jc in 0..n step NC                  B block (kc x nc), packed into NR-column panels
-//!       if ic == 0: pack B[pc.., jc..]          (kept for later ic) panel t = [p][j] = B[pc + p, jc + t*NR + j]
+//!       if ic == 0: pack B[pc.., jc..]          (kept for later ic when B is small) panel t = [p][j] = B[pc + p, jc + t*NR + j]
 //!       for each A sliver (MR rows)           stays in L1 (12 x 384 floats = 18 KiB)
 //!         for each B panel (NR columns)       streams from L2 (the B block: 384 x 384 floats = 576 KiB)
 //!           micro-kernel: C tile (MR x NR) = alpha * sliver · panel + beta' * C tile
@@ -53,6 +53,8 @@ const KC: usize = 384;
 const MC: usize = 384;
 /// Columns of a B block (a multiple of NR).
 const NC: usize = 384;
+/// The largest packed B (floats: 4 MiB) kept whole across row blocks of C.
+const KEEP_B: usize = 1 << 20;
 
 thread_local! {
     /// Per-thread packing buffers, reused across calls (no allocation per GEMM).
@@ -185,14 +187,16 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPt
         let mut bufs = bufs.borrow_mut();
         let (abuf, bbuf) = &mut *bufs;
         let (mc_step, kc_step, nc_step) = (balanced(m, MC, MR), balanced(k, KC, 1), balanced(n, NC, NR));
-        // B is packed once, block by block while the first row block of C uses it (so
-        // each block is fresh in cache for that first use), and kept for the others:
-        // block (pc, jc) (kc x nc, NR-column panels) sits at pc * n_pad + jc * kc (nc_step
-        // is a multiple of NR, so only a row's last block is padded). Packing it again
-        // for every row block made the linear layers of a transformer re-pack their
-        // weight m / MC times.
+        // A B of at most KEEP_B floats is packed once, block by block while the first
+        // row block of C uses it (so each block is fresh in cache for that use), and
+        // kept for the others: block (pc, jc) (kc x nc, NR-column panels) sits at
+        // pc * n_pad + jc * kc (nc_step is a multiple of NR, so only a row's last block
+        // is padded). Packing it again for every row block made the linear layers of a
+        // transformer re-pack their weight m / MC times. A larger B is packed per row
+        // block into one block-sized buffer, which then stays in L2.
         let n_pad = n.div_ceil(NR) * NR;
-        let ball = aligned(bbuf, k * n_pad);
+        let keep = k * n_pad <= KEEP_B;
+        let ball = aligned(bbuf, if keep { k * n_pad } else { kc_step * nc_step });
         for ic in (0..m).step_by(mc_step) {
             let mc = mc_step.min(m - ic);
             for pc in (0..k).step_by(kc_step) {
@@ -202,8 +206,9 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPt
                 pack_a(mc, kc, MatPtr { ptr: a.ptr.offset(ic as isize * a.rs + pc as isize * a.cs), ..a }, apack);
                 for jc in (0..n).step_by(nc_step) {
                     let nc = nc_step.min(n - jc);
-                    let bpack = &mut ball[pc * n_pad + jc * kc..pc * n_pad + jc * kc + nc.div_ceil(NR) * NR * kc];
-                    if ic == 0 {
+                    let start = if keep { pc * n_pad + jc * kc } else { 0 };
+                    let bpack = &mut ball[start..start + nc.div_ceil(NR) * NR * kc];
+                    if ic == 0 || !keep {
                         pack_b(kc, nc, MatPtr { ptr: b.ptr.offset(pc as isize * b.rs + jc as isize * b.cs), ..b }, bpack);
                     }
                     let bpack = &*bpack;
