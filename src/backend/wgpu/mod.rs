@@ -22,7 +22,7 @@
 //! hands an op to the GPU only when its arithmetic pays for the trip
 //! ([`crate::backend::set_min_gpu_intensity`]). Measured on an H200 (the book's
 //! Performance page): the matmul kernels alone reach 29 to 30 TFLOP/s at n = 4096 to
-//! 8192, 0.56 of cuBLAS's fp32; a training step is bound by the bus and the CPU-side ops.
+//! 8192, 0.57 of cuBLAS's fp32; a training step is bound by the bus and the CPU-side ops.
 //!
 //! ```no_run
 //! use dalle::backend::wgpu::{global, matmul, MatmulShape, Operand};
