@@ -29,7 +29,7 @@ mod bench {
 
     use clap::Parser;
     use dalle::backend::wgpu::{
-        global, matmul, time_matmul_kernel, time_matmul_pipeline, MatmulKernel, MatmulShape, Operand, WgpuContext,
+        global, matmul, time_matmul_kernel, time_matmul_pipeline, MatmulKernel, MatmulShape, Operand, WgpuContext, MATMUL128_WGSL, MATMUL_WGSL,
     };
 
     /// sgemm and a training step: CPU vs wgpu.
@@ -185,8 +185,8 @@ mod bench {
     /// GFLOP/s of each matmul kernel alone, with and without wgpu's injected bounds checks.
     fn kernel_variants(ctx: &WgpuContext, sizes: &[usize], reps: usize, md: &mut String) -> dalle::Result<()> {
         let sources = [
-            ("tile 64", 64, include_str!("../src/backend/wgpu/matmul.wgsl")),
-            ("tile 128", 128, include_str!("../src/backend/wgpu/matmul128.wgsl")),
+            ("tile 64", 64, MATMUL_WGSL),
+            ("tile 128", 128, MATMUL128_WGSL),
         ];
         let mut variants = Vec::new();
         for (name, tile, source) in sources {

@@ -154,14 +154,13 @@ impl WgpuContext {
             }
         });
 
-        let matmul_src = include_str!("matmul.wgsl");
         let conv_src = include_str!("conv.wgsl");
         let pipelines = Pipelines {
             // The matmul kernels guard every index themselves (tests/wgpu_kernels.rs runs
             // ragged shapes on both): wgpu's injected bounds checks cost them a third of
             // their speed on an H200 (20 vs 30 TFLOP/s at n = 8192), so they go without.
-            matmul: compile_with(&device, "matmul.wgsl", matmul_src, "matmul", false)?,
-            matmul128: compile_with(&device, "matmul128.wgsl", include_str!("matmul128.wgsl"), "matmul", false)?,
+            matmul: compile_with(&device, "matmul.wgsl", super::matmul::MATMUL_WGSL, "matmul", false)?,
+            matmul128: compile_with(&device, "matmul128.wgsl", super::matmul::MATMUL128_WGSL, "matmul", false)?,
             im2col: compile(&device, "conv.wgsl", conv_src, "im2col")?,
             col2im: compile(&device, "conv.wgsl", conv_src, "col2im")?,
             bias_add: compile(&device, "conv.wgsl", conv_src, "bias_add")?,

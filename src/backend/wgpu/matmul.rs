@@ -158,6 +158,13 @@ pub fn matmul<'a>(
     Ok(c)
 }
 
+/// The WGSL source of the 64 x 64 matmul kernel as compiled: the shared contract
+/// (`matmul_common.wgsl`: parameters, bindings, edge-safe loads, write-back) and the kernel.
+pub const MATMUL_WGSL: &str = concat!(include_str!("matmul_common.wgsl"), include_str!("matmul.wgsl"));
+
+/// The WGSL source of the 128 x 128 matmul kernel as compiled (see [`MATMUL_WGSL`]).
+pub const MATMUL128_WGSL: &str = concat!(include_str!("matmul_common.wgsl"), include_str!("matmul128.wgsl"));
+
 /// The two matmul kernels: the same arithmetic, different tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {

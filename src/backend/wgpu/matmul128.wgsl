@@ -1,8 +1,5 @@
-// Batched matrix multiply for large matrices: the same contract as `matmul.wgsl`
-//
-//   C[b] = op(A[b]) · op(B[b])        op(X) = X or Xᵀ (the trans_a / trans_b flags)
-//
-// (same Params, same bindings, same batch-sum and accumulate modes), with a bigger tile.
+// Batched matrix multiply for large matrices: the contract of `matmul_common.wgsl`
+// (put in front; the same as `matmul.wgsl`'s), with a bigger tile.
 //
 // Tiling: a workgroup of 16 x 16 invocations owns a 128 x 128 tile of C; each invocation
 // owns an 8 x 8 block of it in registers: rows {4 ly + r, 64 + 4 ly + r} and columns
@@ -12,30 +9,6 @@
 // op(B) (one vec4 each per invocation). The next slab's global reads are issued before
 // the current slab's arithmetic, so their latency hides behind 512 multiply-adds.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    trans_a: u32,
-    trans_b: u32,
-    stride_a: u32,
-    stride_b: u32,
-    stride_c: u32,
-    reduce_batch: u32,
-    accumulate: u32,
-    vec4_a: u32,
-    vec4_b: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-
 const TILE: u32 = 128u;  // rows and columns of C per workgroup
 const TK: u32 = 8u;      // depth of one shared-memory slab
 const LANES: u32 = 32u;  // TILE / 4: vec4s across one slab row
@@ -44,34 +17,6 @@ const LANES: u32 = 32u;  // TILE / 4: vec4s across one slab row
 var<workgroup> a_slab: array<vec4<f32>, 256>;
 // b_slab[kk * 32 + c4][e] = op(B)(k0 + kk, col0 + 4 c4 + e)
 var<workgroup> b_slab: array<vec4<f32>, 256>;
-
-fn a_scalar(i: u32) -> f32 { return a[i >> 2u][i & 3u]; }
-fn b_scalar(i: u32) -> f32 { return b[i >> 2u][i & 3u]; }
-
-// Four elements of A from flat index `start`, those at offsets >= `count` read as 0.
-fn a_run(start: u32, count: u32) -> vec4<f32> {
-    if (count >= 4u && p.vec4_a == 1u) {
-        return a[start >> 2u];
-    }
-    var v = vec4<f32>(0.0);
-    for (var e = 0u; e < min(count, 4u); e++) { v[e] = a_scalar(start + e); }
-    return v;
-}
-
-fn b_run(start: u32, count: u32) -> vec4<f32> {
-    if (count >= 4u && p.vec4_b == 1u) {
-        return b[start >> 2u];
-    }
-    var v = vec4<f32>(0.0);
-    for (var e = 0u; e < min(count, 4u); e++) { v[e] = b_scalar(start + e); }
-    return v;
-}
-
-// Elements left on a row of length `len` from `pos`, or 0 if `valid` is false.
-fn remaining(pos: u32, len: u32, valid: bool) -> u32 {
-    if (!valid || pos >= len) { return 0u; }
-    return len - pos;
-}
 
 // Invocation t's vec4 of the op(A) slab at depth k0 (see store_a for where it goes).
 fn load_a(t: u32, base: u32, row0: u32, k0: u32) -> vec4<f32> {
@@ -205,18 +150,4 @@ fn matmul(
     store4(base, r_hi + 2u, c_hi, acc[13]);
     store4(base, r_hi + 3u, c_lo, acc[14]);
     store4(base, r_hi + 3u, c_hi, acc[15]);
-}
-
-// C(row, col + e) = v[e] (or += with `accumulate`) for the e in 0..4 inside the matrix.
-fn store4(base: u32, row: u32, col: u32, v: vec4<f32>) {
-    if (row >= p.m) { return; }
-    for (var e = 0u; e < 4u; e++) {
-        if (col + e >= p.n) { return; }
-        let idx = base + row * p.n + col + e;
-        if (p.accumulate == 1u) {
-            c[idx] = c[idx] + v[e];
-        } else {
-            c[idx] = v[e];
-        }
-    }
 }
