@@ -62,13 +62,7 @@ fn matmul(
     // acc[r][e] = C(row0 + 4 lid.y + r, col0 + 4 lid.x + e)
     var acc: array<vec4<f32>, 4>; // WGSL zero-initialises function variables
 
-    var b_first = wid.z;
-    var b_last = wid.z + 1u;
-    if (p.reduce_batch == 1u) {
-        b_first = 0u;
-        b_last = p.batch;
-    }
-    for (var bi = b_first; bi < b_last; bi++) {
+    for (var bi = batch_first(wid.z); bi < batch_end(wid.z); bi++) {
         let a_base = bi * p.stride_a;
         let b_base = bi * p.stride_b;
         for (var k0 = 0u; k0 < p.k; k0 += TK) {
@@ -88,9 +82,7 @@ fn matmul(
         }
     }
 
-    var c_batch = wid.z;
-    if (p.reduce_batch == 1u) { c_batch = 0u; }
-    let base = c_batch * p.stride_c;
+    let base = c_offset(wid.z);
     let r0 = row0 + lid.y * 4u;
     let c0 = col0 + lid.x * 4u;
     // Constant indices into acc only: a dynamic index would make the driver keep the

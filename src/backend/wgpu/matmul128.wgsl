@@ -78,13 +78,7 @@ fn matmul(
     // i < 4 is C row row0 + 4 ly + i and i >= 4 is row0 + 64 + 4 ly + (i - 4)
     var acc: array<vec4<f32>, 16>; // WGSL zero-initialises function variables
 
-    var b_first = wid.z;
-    var b_last = wid.z + 1u;
-    if (p.reduce_batch == 1u) {
-        b_first = 0u;
-        b_last = p.batch;
-    }
-    for (var bi = b_first; bi < b_last; bi++) {
+    for (var bi = batch_first(wid.z); bi < batch_end(wid.z); bi++) {
         let a_base = bi * p.stride_a;
         let b_base = bi * p.stride_b;
         var next_a = load_a(t, a_base, row0, 0u);
@@ -125,9 +119,7 @@ fn matmul(
         }
     }
 
-    var c_batch = wid.z;
-    if (p.reduce_batch == 1u) { c_batch = 0u; }
-    let base = c_batch * p.stride_c;
+    let base = c_offset(wid.z);
     let r_lo = row0 + lid.y * 4u;
     let r_hi = row0 + 64u + lid.y * 4u;
     let c_lo = col0 + lid.x * 4u;

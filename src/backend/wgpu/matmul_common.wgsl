@@ -61,6 +61,24 @@ fn b_run(start: u32, count: u32) -> vec4<f32> {
     return v;
 }
 
+// The batch entries workgroup layer `z` sums over: entry z alone, or all of them
+// with `reduce_batch` (the grid then has one layer).
+fn batch_first(z: u32) -> u32 {
+    if (p.reduce_batch == 1u) { return 0u; }
+    return z;
+}
+
+fn batch_end(z: u32) -> u32 {
+    if (p.reduce_batch == 1u) { return p.batch; }
+    return z + 1u;
+}
+
+// Where layer `z`'s C starts in `c`.
+fn c_offset(z: u32) -> u32 {
+    if (p.reduce_batch == 1u) { return 0u; }
+    return z * p.stride_c;
+}
+
 // Elements left on a row of length `len` from `pos`, or 0 if `valid` is false.
 fn remaining(pos: u32, len: u32, valid: bool) -> u32 {
     if (!valid || pos >= len) { return 0u; }
