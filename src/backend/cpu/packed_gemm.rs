@@ -94,16 +94,87 @@ fn balanced(len: usize, max: usize, unit: usize) -> usize {
 
 /// `dst[p][i] = src[i][p]` for `i < W`, `p < kc`, where `src` row `i` starts at
 /// `src + i * stride` and is contiguous: packing a sliver of a row-major A or a
-/// panel of a transposed B. The loop runs along `p` outside and `i` inside, so
-/// that each step writes one contiguous row of `W` floats (vector stores) from
-/// `W` streams that each advance one float (their cache lines are reused for 16
-/// steps); the other order would write one float at a time, `W` floats apart.
+/// panel of a transposed B. Blocks of 16 x 16 are loaded as 16 row vectors,
+/// transposed in registers ([`transpose16`]) and stored as 16 rows of `dst`; the
+/// last `kc % 16` columns go one float at a time.
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_pack<const W: usize>(kc: usize, src: *const f32, stride: isize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
     let rows: [*const f32; W] = std::array::from_fn(|i| src.offset(i as isize * stride));
-    for (p, out) in dst[..kc * W].chunks_exact_mut(W).enumerate() {
-        for (o, row) in out.iter_mut().zip(&rows) {
+    let dst = &mut dst[..kc * W];
+    let full = kc / 16 * 16;
+    for p0 in (0..full).step_by(16) {
+        for g in (0..W).step_by(16) {
+            let n = 16.min(W - g); // rows in this group of up to 16
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (v, row) in r.iter_mut().zip(&rows[g..g + n]) {
+                *v = _mm512_loadu_ps(row.add(p0)); // src[g + i][p0 .. p0 + 16]
+            }
+            for (j, v) in transpose16(r).into_iter().enumerate() {
+                // dst[p0 + j][g .. g + n] = src[g .. g + n][p0 + j]
+                let at = dst.as_mut_ptr().add((p0 + j) * W + g);
+                _mm512_mask_storeu_ps(at, ((1u32 << n) - 1) as u16, v);
+            }
+        }
+    }
+    for p in full..kc {
+        for (o, row) in dst[p * W..(p + 1) * W].iter_mut().zip(&rows) {
             *o = *row.add(p);
+        }
+    }
+}
+
+/// The transpose of a 16 x 16 block held as 16 row vectors: output vector `j` holds
+/// element `j` of every input vector. Three rounds of shuffles: pairs of rows
+/// (32-bit interleave), pairs of pairs (64-bit), then 128-bit lanes twice.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved element by element (per 128-bit lane)
+    let t: [__m512; 16] = std::array::from_fn(|x| {
+        let (a, b) = (r[x / 2 * 2], r[x / 2 * 2 + 1]);
+        if x % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    // u: 4 x 4 blocks transposed inside each 128-bit lane (rows 4q .. 4q + 3)
+    let u: [__m512; 16] = std::array::from_fn(|x| {
+        let (q, k) = (x / 4 * 4, x % 4);
+        let (a, b) = (_mm512_castps_pd(t[q + k / 2]), _mm512_castps_pd(t[q + k / 2 + 2]));
+        _mm512_castpd_ps(if k % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+    });
+    // v: 128-bit lanes exchanged between row groups q and q + 1 (q = 0, 2)
+    let v: [__m512; 16] = std::array::from_fn(|x| {
+        let (half, k) = (x / 8 * 8, x % 8);
+        let (a, b) = (u[half + k % 4], u[half + k % 4 + 4]);
+        if k < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    });
+    // w: 128-bit lanes exchanged between the two halves
+    std::array::from_fn(|x| {
+        let (a, b) = (v[x % 8], v[x % 8 + 8]);
+        if x < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    })
+}
+
+#[cfg(test)]
+mod transpose_tests {
+    /// transpose16 against the definition on distinct values.
+    #[test]
+    fn transpose16_is_a_transpose() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        let mut out = vec![0.0f32; 256];
+        unsafe {
+            use std::arch::x86_64::*;
+            let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+            for (j, v) in super::transpose16(r).into_iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), v);
+            }
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[16 * j + i], m[16 * i + j], "element ({i}, {j})");
+            }
         }
     }
 }
