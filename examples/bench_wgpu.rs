@@ -12,11 +12,11 @@
 //!
 //! Each sgemm row multiplies two n x n matrices. The wgpu columns time a whole call as
 //! the engine sees it: "upload" sends both operands and reads C back; "resident" keeps A
-//! and B on the GPU (as parameters are) so only the kernel and the read-back remain;
-//! "k64"/"k128" time each kernel alone (many dispatches in one submission, no
-//! transfers). The check column is the largest difference from the CPU result relative
-//! to max |C|. The kernel table compares each kernel with and without wgpu's injected
-//! bounds checks. Training steps run on three set-ups: the CPU, wgpu with every matmul
+//! and B on the GPU (as parameters are) so only the kernel and the read-back remain.
+//! The check column is the largest difference from the CPU result relative to max |C|.
+//! The kernel table times each kernel alone (many dispatches in one submission, no
+//! transfers), with and without wgpu's injected bounds checks (the engine uses them
+//! without), beside PyTorch's sgemm. Training steps run on three set-ups: the CPU, wgpu with every matmul
 //! and conv on the GPU, and wgpu with the default arithmetic-intensity threshold
 //! (`dalle::backend::set_min_gpu_intensity`), with the megabytes each step moves over
 //! the bus. `RAYON_NUM_THREADS` sets the CPU threads (the project's numbers use 2).
@@ -29,7 +29,7 @@ mod bench {
 
     use clap::Parser;
     use dalle::backend::wgpu::{
-        global, matmul, time_matmul_kernel, time_matmul_pipeline, MatmulKernel, MatmulShape, Operand, WgpuContext, MATMUL128_WGSL, MATMUL_WGSL,
+        global, matmul, time_matmul_pipeline, MatmulShape, Operand, WgpuContext, MATMUL128_WGSL, MATMUL_WGSL,
     };
 
     /// sgemm and a training step: CPU vs wgpu.
@@ -182,8 +182,15 @@ mod bench {
         Ok((params, Box::new(move || model.forward(&x, true)?.loss())))
     }
 
-    /// GFLOP/s of each matmul kernel alone, with and without wgpu's injected bounds checks.
-    fn kernel_variants(ctx: &WgpuContext, sizes: &[usize], reps: usize, md: &mut String) -> dalle::Result<()> {
+    /// GFLOP/s of each matmul kernel alone, with and without wgpu's injected bounds checks,
+    /// and PyTorch's sgemm when `torch` holds its times.
+    fn kernel_variants(
+        ctx: &WgpuContext,
+        sizes: &[usize],
+        reps: usize,
+        torch: Option<&serde_json::Value>,
+        md: &mut String,
+    ) -> dalle::Result<()> {
         let sources = [
             ("tile 64", 64, MATMUL_WGSL),
             ("tile 128", 128, MATMUL128_WGSL),
@@ -195,7 +202,8 @@ mod bench {
             let unchecked = unsafe { ctx.compile_pipeline_unchecked(name, source, "matmul")? };
             variants.push((format!("{name} unchecked"), tile, unchecked));
         }
-        let names: Vec<&str> = variants.iter().map(|v| v.0.as_str()).collect();
+        let mut names: Vec<&str> = variants.iter().map(|v| v.0.as_str()).collect();
+        names.push("torch");
         println!("\nkernel alone, GFLOP/s ({} dispatches in one submission):\n{:>6} | {}", reps.max(3), "n", names.join(" | "));
         md.push_str(&format!("\n| n | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len())));
         for &n in sizes {
@@ -204,6 +212,8 @@ mod bench {
             for (_, tile, pipeline) in &variants {
                 rates.push(format!("{:.0}", shape.flops() / time_matmul_pipeline(ctx, pipeline, *tile, &shape, reps.max(3))? / 1e9));
             }
+            let torch_ms = torch.and_then(|t| t["sgemm"][n.to_string()].as_f64());
+            rates.push(torch_ms.map(|ms| format!("{:.0}", shape.flops() / (ms * 1e-3) / 1e9)).unwrap_or_else(|| "-".into()));
             println!("{n:>6} | {}", rates.join(" | "));
             md.push_str(&format!("| {n} | {} |\n", rates.join(" | ")));
         }
@@ -278,12 +288,12 @@ mod bench {
             rayon::current_num_threads()
         );
         let mut md = format!(
-            "adapter: {}\n\n| n | cpu ms | GFLOP/s | wgpu upload ms | GFLOP/s | wgpu resident ms | GFLOP/s | kernel 64 GFLOP/s | kernel 128 GFLOP/s | torch GFLOP/s | max diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "adapter: {}\n\n| n | cpu ms | GFLOP/s | wgpu upload ms | GFLOP/s | wgpu resident ms | GFLOP/s | max diff |\n|---|---|---|---|---|---|---|---|\n",
             ctx.describe()
         );
         println!(
-            "{:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9} {:>9} | {:>9} | {:>9}",
-            "n", "cpu ms", "GFLOP/s", "upload ms", "GFLOP/s", "resid. ms", "GFLOP/s", "k64 GF/s", "k128 GF/s", "torch GF/s", "max diff"
+            "{:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9}",
+            "n", "cpu ms", "GFLOP/s", "upload ms", "GFLOP/s", "resid. ms", "GFLOP/s", "max diff"
         );
         for &n in sizes.iter().filter(|_| !args.kernels_only) {
             let a: Vec<f32> = (0..n * n)
@@ -315,18 +325,8 @@ mod bench {
                     .fold(0f32, f32::max)
             };
             let diff = max_diff(&c_up).max(max_diff(&c_res)) / scale;
-            let kernel_rate = |kernel| -> dalle::Result<f64> {
-                let seconds = time_matmul_kernel(ctx, &shape, kernel, reps.max(3))?;
-                Ok(shape.flops() / seconds / 1e9)
-            };
-            let (k64, k128) = (kernel_rate(MatmulKernel::Tile64)?, kernel_rate(MatmulKernel::Tile128)?);
-            let torch_rate = torch
-                .as_ref()
-                .and_then(|t| t["sgemm"][n.to_string()].as_f64())
-                .map(|ms| shape.flops() / (ms * 1e-3) / 1e9);
-            let torch_text = torch_rate.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
             println!(
-                "{n:>6} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {k64:>9.1} {k128:>9.1} | {torch_text:>9} | {:>9.1e}",
+                "{n:>6} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>10.2} {:>8.1} | {:>9.1e}",
                 t_cpu.as_secs_f64() * 1e3,
                 gflops(n, t_cpu),
                 t_up.as_secs_f64() * 1e3,
@@ -336,7 +336,7 @@ mod bench {
                 diff
             );
             md.push_str(&format!(
-                "| {n} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {k64:.1} | {k128:.1} | {torch_text} | {:.1e} |\n",
+                "| {n} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.1e} |\n",
                 t_cpu.as_secs_f64() * 1e3,
                 gflops(n, t_cpu),
                 t_up.as_secs_f64() * 1e3,
@@ -346,7 +346,7 @@ mod bench {
                 diff
             ));
         }
-        kernel_variants(ctx, &sizes, reps, &mut md)?;
+        kernel_variants(ctx, &sizes, reps, torch.as_ref(), &mut md)?;
         transfers(ctx, if args.smoke { 1 << 16 } else { 1 << 24 }, &mut md)?;
         let batch = if args.smoke { 8 } else { 128 };
         let step_reps = if args.smoke { 1 } else { reps };

@@ -114,7 +114,8 @@ fn matmul_reference(a: &[f32], b: &[f32], s: &MatmulShape) -> Vec<Exact> {
     c
 }
 
-fn check_matmul(ctx: &WgpuContext, s: MatmulShape, seed: u64) {
+/// `C = op(A) · op(B)` for `s` on every kernel ([`kernels`]) against the reference.
+fn check_matmul(s: MatmulShape, seed: u64) {
     let a_len = if s.batch == 0 {
         0
     } else {
@@ -128,7 +129,6 @@ fn check_matmul(ctx: &WgpuContext, s: MatmulShape, seed: u64) {
     let a = values(a_len, seed);
     let b = values(b_len, seed + 1);
     let want = matmul_reference(&a, &b, &s);
-    let _ = ctx; // every kernel, not only the one this shape picks
     for (kernel, ctx) in kernels() {
         let got = matmul(ctx, &a, &b, &s).unwrap_or_else(|e| panic!("{kernel} {s:?}: {e}"));
         assert_close(&format!("{kernel} {s:?}"), &got, &want, s.k);
@@ -141,7 +141,7 @@ const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, tr
 fn matmul_one_by_one() {
     let Some(ctx) = ctx() else { return };
     for (ta, tb) in TRANSPOSES {
-        check_matmul(ctx, MatmulShape::new(1, 1, 1).transposed(ta, tb), 1);
+        check_matmul(MatmulShape::new(1, 1, 1).transposed(ta, tb), 1);
     }
     // 2 x 3 = 6 exactly: catches a kernel that writes nothing or the wrong cell.
     assert_eq!(
@@ -153,9 +153,8 @@ fn matmul_one_by_one() {
 #[test]
 fn matmul_odd_67x45x33_all_transposes() {
     // Odd sizes: ragged tiles on every edge and scalar (unaligned) loads.
-    let Some(ctx) = ctx() else { return };
     for (ta, tb) in TRANSPOSES {
-        check_matmul(ctx, MatmulShape::new(67, 45, 33).transposed(ta, tb), 2);
+        check_matmul(MatmulShape::new(67, 45, 33).transposed(ta, tb), 2);
     }
 }
 
@@ -163,23 +162,21 @@ fn matmul_odd_67x45x33_all_transposes() {
 fn matmul_aligned_vec4_loads_all_transposes() {
     // Multiples of 4 but not of the 64 tile: the vec4 path with edge checks; k = 36
     // is not a multiple of the 16-deep slab.
-    let Some(ctx) = ctx() else { return };
     for (ta, tb) in TRANSPOSES {
-        check_matmul(ctx, MatmulShape::new(68, 36, 72).transposed(ta, tb), 3);
-        check_matmul(ctx, MatmulShape::new(4, 4, 4).transposed(ta, tb), 4);
+        check_matmul(MatmulShape::new(68, 36, 72).transposed(ta, tb), 3);
+        check_matmul(MatmulShape::new(4, 4, 4).transposed(ta, tb), 4);
     }
 }
 
 #[test]
 fn matmul_batch3_broadcast() {
-    let Some(ctx) = ctx() else { return };
     for (m, k, n) in [(5, 7, 9), (8, 12, 16)] {
         for (ta, tb) in TRANSPOSES {
             let s = MatmulShape::batched(3, m, k, n).transposed(ta, tb);
-            check_matmul(ctx, s, 5); // dense batch
-            check_matmul(ctx, s.strides(0, k * n), 6); // one A for every b
-            check_matmul(ctx, s.strides(m * k, 0), 7); // one B for every b
-            check_matmul(ctx, s.strides(m * k + 4, k * n + 3), 8); // gaps between entries
+            check_matmul(s, 5); // dense batch
+            check_matmul(s.strides(0, k * n), 6); // one A for every b
+            check_matmul(s.strides(m * k, 0), 7); // one B for every b
+            check_matmul(s.strides(m * k + 4, k * n + 3), 8); // gaps between entries
         }
     }
 }
@@ -187,10 +184,10 @@ fn matmul_batch3_broadcast() {
 #[test]
 fn matmul_multi_tile_and_zero_sizes() {
     let Some(ctx) = ctx() else { return };
-    check_matmul(ctx, MatmulShape::new(130, 100, 70), 9);
+    check_matmul(MatmulShape::new(130, 100, 70), 9);
     // ragged edges of the 128 x 128 tile in both directions, every transpose
     for (ta, tb) in TRANSPOSES {
-        check_matmul(ctx, MatmulShape::new(259, 37, 131).transposed(ta, tb), 10);
+        check_matmul(MatmulShape::new(259, 37, 131).transposed(ta, tb), 10);
     }
     // k = 0: an empty sum is zero; m = 0: an empty result.
     assert_eq!(
@@ -567,7 +564,7 @@ fn shader_errors_are_device_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::Device(_)), "{err}");
     // The context still works after the failed compiles.
-    check_matmul(ctx, MatmulShape::new(2, 3, 4), 170);
+    check_matmul(MatmulShape::new(2, 3, 4), 170);
 }
 
 #[test]

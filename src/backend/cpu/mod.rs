@@ -31,3 +31,9 @@ pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     let skip = buf.as_ptr().align_offset(64).min(15);
     &mut buf[skip..skip + len]
 }
+
+/// Image planes per rayon task for a loop that does `work_per_plane` element steps on
+/// each plane: enough planes that a task pays for itself on small images, at least one.
+pub(crate) fn planes_per_task(work_per_plane: usize) -> usize {
+    (crate::ops::kernels::PARALLEL_MIN_LEN / work_per_plane.max(1)).max(1)
+}

@@ -26,10 +26,10 @@ impl PoolGeom {
         ((self.h - self.k) / self.stride + 1, (self.w - self.k) / self.stride + 1)
     }
 
-    /// Output planes per rayon task: enough work to pay for the task.
+    /// Planes per rayon task: each output pixel reads a k² window.
     fn planes_per_task(&self) -> usize {
         let (oh, ow) = self.out();
-        (crate::ops::kernels::PARALLEL_MIN_LEN / (oh * ow * self.k * self.k).max(1)).max(1)
+        super::planes_per_task(oh * ow * self.k * self.k)
     }
 }
 

@@ -5,12 +5,8 @@
 //! `dx[a, b] = Σ_{u, v < f} dy[f a + u, f b + v]`.
 //! Planes (one per sample and channel) run in parallel with rayon.
 
+use super::planes_per_task;
 use rayon::prelude::*;
-
-/// Planes per rayon task: enough work to pay for the task on small images.
-fn planes_per_task(plane_len: usize) -> usize {
-    (crate::ops::kernels::PARALLEL_MIN_LEN / plane_len.max(1)).max(1)
-}
 
 /// `y` (planes, f h, f w) from `x` (planes, h, w), both contiguous.
 pub fn upsample_nearest_forward(x: &[f32], h: usize, w: usize, f: usize, y: &mut [f32]) {

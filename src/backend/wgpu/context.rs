@@ -2,12 +2,11 @@
 //! turns wgpu's errors (which panic by default) into [`Error::Device`].
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-
-use super::matmul::MatmulKernel;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wgpu::util::DeviceExt;
 
+use super::matmul::MatmulKernel;
 use super::memory::{size_class, BufferKind, GpuStats, Memory, Operand};
 use crate::{Error, Result};
 

@@ -198,27 +198,21 @@ impl MatmulKernel {
             MatmulKernel::Tile128 => 128,
         }
     }
+
+    fn pipeline(self, ctx: &WgpuContext) -> &wgpu::ComputePipeline {
+        match self {
+            MatmulKernel::Tile64 => &ctx.pipelines.matmul,
+            MatmulKernel::Tile128 => &ctx.pipelines.matmul128,
+        }
+    }
 }
 
-/// Seconds per call of the matmul `kernel` alone on `shape`, averaged over `reps`
+/// Seconds per call of a compiled matmul kernel alone on `shape`, averaged over `reps`
 /// dispatches recorded in one submission on buffers already on the GPU (no uploads or
-/// read-backs): what the arithmetic costs, for benchmarks. The operands hold ones.
-pub fn time_matmul_kernel(
-    ctx: &WgpuContext,
-    shape: &MatmulShape,
-    kernel: MatmulKernel,
-    reps: usize,
-) -> Result<f64> {
-    let pipeline = match kernel {
-        MatmulKernel::Tile64 => &ctx.pipelines.matmul,
-        MatmulKernel::Tile128 => &ctx.pipelines.matmul128,
-    };
-    time_matmul_pipeline(ctx, pipeline, kernel.tile(), shape, reps)
-}
-
-/// [`time_matmul_kernel`] for any compiled kernel with `matmul.wgsl`'s contract (its
-/// `Params` uniform and bindings) whose workgroups each own a `tile` x `tile` block of
-/// C: benchmarks use it to compare variants of the kernels.
+/// read-backs): what the arithmetic costs, for benchmarks. The kernel has
+/// `matmul_common.wgsl`'s contract (e.g. [`MATMUL_WGSL`] or [`MATMUL128_WGSL`] compiled
+/// with [`WgpuContext::compile_pipeline`]) and each workgroup owns a `tile` x `tile`
+/// block of C. The operands hold ones.
 pub fn time_matmul_pipeline(
     ctx: &WgpuContext,
     pipeline: &wgpu::ComputePipeline,
@@ -276,23 +270,7 @@ pub(super) fn encode_matmul(
     let kernel = ctx
         .forced_matmul_kernel()
         .unwrap_or_else(|| MatmulKernel::for_grid(s.m, s.n, grid_batch));
-    encode_matmul_with(job, ctx, buffers, s, mode, kernel)
-}
-
-/// [`encode_matmul`] with a chosen kernel.
-fn encode_matmul_with(
-    job: &mut Job<'_>,
-    ctx: &WgpuContext,
-    buffers: [&wgpu::Buffer; 3],
-    s: &MatmulShape,
-    mode: BatchMode,
-    kernel: MatmulKernel,
-) -> Result<()> {
-    let pipeline = match kernel {
-        MatmulKernel::Tile64 => &ctx.pipelines.matmul,
-        MatmulKernel::Tile128 => &ctx.pipelines.matmul128,
-    };
-    encode_matmul_on(job, pipeline, kernel.tile(), buffers, s, mode)
+    encode_matmul_on(job, kernel.pipeline(ctx), kernel.tile(), buffers, s, mode)
 }
 
 /// Records `pipeline` (a kernel with `matmul.wgsl`'s contract and `tile`-square tiles).

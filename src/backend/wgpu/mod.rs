@@ -50,7 +50,7 @@ pub use conv::{
     bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
 };
 pub use matmul::{
-    matmul, time_matmul_kernel, time_matmul_pipeline, MatmulKernel, MatmulShape, MATMUL128_WGSL,
+    matmul, time_matmul_pipeline, MatmulKernel, MatmulShape, MATMUL128_WGSL,
     MATMUL_WGSL,
 };
 pub use memory::{GpuStats, Operand};
