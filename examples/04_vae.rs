@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
 use dalle::data::{self, DatasetName, Split};
-use dalle::io::{checkpoint, plot_lines, plot_scatter, save_image_grid, GridOptions};
+use dalle::io::{checkpoint, plot_lines, plot_scatter, save_image_grid, save_reconstructions, GridOptions};
 use dalle::models::vae::{Vae, VaeConfig};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Optimizer};
@@ -71,9 +71,7 @@ fn main() -> dalle::Result<()> {
         loss.backward();
         opt.step();
         let values = [("neg_elbo", loss.item() as f64), ("reconstruction", output.reconstruction.item() as f64), ("kl", output.kl.item() as f64)];
-        log.log(step, &values)?;
-        progress.update(step, &values.map(|(k, v)| (k, v as f32)));
-        if budget.spent(step, &progress) {
+        if budget.record_step(step, &values, &mut log, &progress)? {
             break;
         }
     }
@@ -91,10 +89,9 @@ fn main() -> dalle::Result<()> {
     let x = Tensor::new(originals.clone().into_dyn());
     let recon = no_grad(|| -> dalle::Result<_> { Ok(model.decode(&model.encode(&x)?.0)?.sigmoid().to_array()) })?;
     let recon = recon.into_dimensionality::<ndarray::Ix4>().expect("(B, C, H, W)");
-    let both = ndarray::concatenate(ndarray::Axis(0), &[originals.view(), recon.view()]).expect("same shape");
-    let grid = |n| GridOptions { scale: 3, ..GridOptions::with_nrow(n) };
     let path = out.join("reconstructions.png");
-    save_image_grid(&path, &both, &grid(shown.len()))?;
+    save_reconstructions(&path, &originals, &recon, 3)?;
+    let grid = |n| GridOptions { scale: 3, ..GridOptions::with_nrow(n) };
     wrote(&path);
     let samples = model.sample_prior(64, &mut rng)?; // (64, 1, 28, 28) decodes of z ~ N(0, I)
     let path = out.join("samples.png");

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
 use dalle::data::{self, DatasetName, Split};
-use dalle::io::{checkpoint, plot_lines, save_image_grid, GridOptions};
+use dalle::io::{checkpoint, plot_lines, save_image_grid, save_reconstructions, GridOptions};
 use dalle::models::image_tokenizer::{colour_tokens, ImageTokenizer};
 use dalle::models::vqvae::{to_array4, VqVae, VqVaeConfig};
 use dalle::nn::Module;
@@ -94,9 +94,7 @@ fn main() -> dalle::Result<()> {
             ("usage", q.usage as f64),
             ("perplexity", q.perplexity as f64),
         ];
-        log.log(step, &values)?;
-        progress.update(step, &values.map(|(k, v)| (k, v as f32)));
-        if budget.spent(step, &progress) {
+        if budget.record_step(step, &values, &mut log, &progress)? {
             break;
         }
     }
@@ -113,9 +111,8 @@ fn main() -> dalle::Result<()> {
     let (originals, _) = test.batch(&shown);
     let tokens = model.encode(&originals)?; // (16, h, w)
     let recon = model.decode(&tokens)?;
-    let both = ndarray::concatenate(ndarray::Axis(0), &[originals.view(), recon.view()]).expect("same image shape");
     let path = out.join("reconstructions.png");
-    save_image_grid(&path, &both, &GridOptions { scale: 3, ..GridOptions::with_nrow(shown.len()) })?;
+    save_reconstructions(&path, &originals, &recon, 3)?;
     wrote(&path);
 
     cell(6, "The code grids: one colour per code");

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
 use dalle::data::{self, DatasetName, Split};
-use dalle::io::{checkpoint, plot_lines, save_image_grid, GridOptions};
+use dalle::io::{checkpoint, plot_lines, save_image_grid, save_reconstructions, GridOptions};
 use dalle::models::dvae::{Dvae, DvaeConfig, DvaeSchedule};
 use dalle::models::image_tokenizer::{colour_tokens, ImageTokenizer};
 use dalle::nn::Module;
@@ -85,9 +85,7 @@ fn main() -> dalle::Result<()> {
             ("perplexity", perplexity as f64),
             ("usage", usage as f64),
         ];
-        log.log(step, &values)?;
-        progress.update(step, &values.map(|(k, v)| (k, v as f32)));
-        if budget.spent(step, &progress) {
+        if budget.record_step(step, &values, &mut log, &progress)? {
             break;
         }
     }
@@ -104,9 +102,8 @@ fn main() -> dalle::Result<()> {
     let (originals, _) = test.batch(&shown);
     let tokens = model.encode(&originals)?;
     let recon = model.decode(&tokens)?;
-    let both = ndarray::concatenate(ndarray::Axis(0), &[originals.view(), recon.view()]).expect("same image shape");
     let path = out.join("reconstructions.png");
-    save_image_grid(&path, &both, &GridOptions { scale: 3, ..GridOptions::with_nrow(shown.len()) })?;
+    save_reconstructions(&path, &originals, &recon, 3)?;
     wrote(&path);
     let path = out.join("codes.png");
     save_image_grid(&path, &colour_tokens(&tokens), &GridOptions { scale: 12, ..GridOptions::with_nrow(shown.len()) })?;

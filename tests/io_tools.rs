@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use dalle::data::DatasetName;
-use dalle::io::image_grid::{make_grid, save_image_grid, GridOptions};
+use dalle::io::image_grid::{make_grid, save_image_grid, save_reconstructions, GridOptions};
 use dalle::io::npy::{npy_bytes, read_npy, write_npy};
 use dalle::io::plot::{plot_heatmap, plot_lines, plot_scatter, Series};
 use dalle::io::{read_samples, write_atomic, write_samples};
@@ -99,6 +99,24 @@ fn image_grid_has_the_promised_size_and_pixels() {
     let bad = Array4::<f32>::zeros((2, 2, 4, 4));
     let msg = make_grid(&bad, &GridOptions::default()).unwrap_err().to_string();
     assert!(msg.contains("C = 1 or 3") && msg.contains("[2, 2, 4, 4]"), "{msg}");
+}
+
+#[test]
+fn reconstructions_sit_below_their_originals() {
+    let dir = temp_dir("io-recon");
+    // 3 black originals, 3 white reconstructions of 4x4: one row each, padding 2, scale 1.
+    let originals = Array4::<f32>::zeros((3, 1, 4, 4));
+    let reconstructions = Array4::<f32>::ones((3, 1, 4, 4));
+    let path = dir.join("recon.png");
+    save_reconstructions(&path, &originals, &reconstructions, 1).unwrap();
+    let png = image::open(&path).unwrap().to_rgb8();
+    // W = 3 (4 + 2) + 2 = 20, H = 2 (4 + 2) + 2 = 14
+    assert_eq!(png.dimensions(), (20, 14));
+    assert_eq!(png.get_pixel(9, 3).0, [0, 0, 0], "row 0, image 1: an original");
+    assert_eq!(png.get_pixel(9, 9).0, [255, 255, 255], "row 1, image 1: its reconstruction");
+    let other = Array4::<f32>::zeros((2, 1, 4, 4));
+    let msg = save_reconstructions(&path, &originals, &other, 1).unwrap_err().to_string();
+    assert!(msg.contains("[3, 1, 4, 4]") && msg.contains("[2, 1, 4, 4]"), "{msg}");
 }
 
 #[test]

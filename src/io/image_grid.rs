@@ -67,6 +67,17 @@ pub fn save_image_grid(path: impl AsRef<std::path::Path>, images: &ArrayRef4<f32
     save_png(path, &make_grid(images, opts)?)
 }
 
+/// Saves `originals` `(B, C, H, W)` as one row of a grid and their `reconstructions`
+/// (same shape) as the row below, each image scaled `scale` times: an autoencoder's
+/// reconstruction figure.
+pub fn save_reconstructions(path: impl AsRef<std::path::Path>, originals: &ArrayRef4<f32>, reconstructions: &ArrayRef4<f32>, scale: usize) -> Result<()> {
+    if originals.shape() != reconstructions.shape() {
+        return Err(crate::Error::shape("save_reconstructions", format!("originals {:?} and reconstructions {:?} differ", originals.shape(), reconstructions.shape())));
+    }
+    let both = ndarray::concatenate(ndarray::Axis(0), &[originals.view(), reconstructions.view()]).expect("shapes checked equal");
+    save_image_grid(path, &both, &GridOptions { scale, ..GridOptions::with_nrow(originals.dim().0) })
+}
+
 /// Saves one image `(C, H, W)` (C = 1 or 3) in `[0, 1]` as an RGB PNG; values
 /// are clamped, NaN becomes black.
 pub fn save_png(path: impl AsRef<std::path::Path>, image: &ArrayRef3<f32>) -> Result<()> {

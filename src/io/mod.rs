@@ -11,7 +11,7 @@ pub mod plot;
 pub mod samples;
 
 pub use atomic::write_atomic;
-pub use image_grid::{make_grid, save_image_grid, GridOptions};
+pub use image_grid::{make_grid, save_image_grid, save_reconstructions, GridOptions};
 pub use npy::{read_npy, write_npy};
 pub use plot::{plot_heatmap, plot_lines, plot_scatter, Series};
 pub use samples::{read_samples, write_samples, SamplesFolder};

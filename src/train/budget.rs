@@ -1,7 +1,8 @@
 //! A wall-clock budget for a training loop, so a full run stays within minutes
 //! whatever the machine: the examples' `--time-limit` seconds.
 
-use super::Progress;
+use super::{MetricsLog, Progress};
+use crate::Result;
 use std::time::Instant;
 
 /// Started when created; `limit_secs = 0` means no limit.
@@ -23,6 +24,15 @@ impl TimeBudget {
             progress.println(&format!("time limit of {} s reached at step {step}", self.limit_secs));
         }
         spent
+    }
+
+    /// The end of one training step: `values` go to the metrics log and the progress
+    /// line; true when the budget is spent and the loop should stop.
+    pub fn record_step(&self, step: usize, values: &[(&str, f64)], log: &mut MetricsLog, progress: &Progress) -> Result<bool> {
+        log.log(step, values)?;
+        let shown: Vec<(&str, f32)> = values.iter().map(|&(name, v)| (name, v as f32)).collect();
+        progress.update(step, &shown);
+        Ok(self.spent(step, progress))
     }
 
     /// Seconds since the budget started.
