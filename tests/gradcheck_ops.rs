@@ -213,6 +213,18 @@ fn shape_ops() {
         let c = t[0].chunk(2, 2)?;
         c[0].mul(&c[1])
     }, &[x.clone()]);
+    // Every chunk used: the later ones are added into their slice of the
+    // parent's gradient (`GradFn::slice_of_parent`), along each axis.
+    for axis in 0..3 {
+        check(&format!("all chunks of axis {axis}, weighted"), |t| {
+            let c = t[0].chunk(2, axis)?;
+            c[0].mul(&c[1])?.add(&c[1].square())
+        }, &[randn(&[4, 4, 6], 30 + axis as u64)]);
+    }
+    check("fused qkv chunks and the parent used directly", |t| {
+        let c = t[0].chunk(3, -1)?;
+        c[0].mul(&c[1])?.add(&c[2])?.sum_axes(&[-1], true)?.mul(&t[0].sum_axes(&[-1], true)?)
+    }, &[randn(&[2, 3, 6], 33)]);
     check("concat axis 1", |t| Tensor::concat(&[&t[0], &t[1], &t[2]], 1), &[randn(&[2, 1, 4], 4), randn(&[2, 3, 4], 5), randn(&[2, 2, 4], 6)]);
     check("concat axis -1", |t| Tensor::concat(&[&t[0], &t[1]], -1), &[randn(&[3, 2], 7), randn(&[3, 5], 8)]);
     check("stack axis 0", |t| Tensor::stack(&[&t[0], &t[1]], 0), &[randn(&[3, 2], 9), randn(&[3, 2], 10)]);

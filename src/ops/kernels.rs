@@ -1,7 +1,7 @@
 //! The small elementwise loops shared by the ops: map one array, or two
 //! broadcast arrays, in parallel when the array is large enough to pay off.
 
-use ndarray::{ArrayD, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -185,6 +185,94 @@ pub fn rows_from(init: &[f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &
             f(row, if other.is_empty() { &[] } else { &other[start..start + d] });
         }
     })
+}
+
+/// A row-major copy of `x`, whatever its strides, in parallel when large.
+///
+/// Reshape, permute, narrow and the gradients that undo them all end in such
+/// a copy. When the last axis has unit stride (a contiguous array, a slice of
+/// one, a permute that keeps the last axis) the copy moves whole rows with
+/// `memcpy`: row `r` of the output starts at the offset of index
+/// `(unravel(r), 0)` in `x`. Other layouts (a transposed last axis) go through
+/// ndarray's element-by-element copy.
+pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
+    let (shape, strides) = (x.shape(), x.strides());
+    let nd = shape.len();
+    if nd == 0 || x.is_empty() || (shape[nd - 1] > 1 && strides[nd - 1] != 1) {
+        return x.as_standard_layout().into_owned();
+    }
+    let d = shape[nd - 1];
+    let base = x.as_ptr() as usize;
+    let out = fill(x.len(), row_chunk(d), #[inline(always)] |o, s| {
+        // The rows of this chunk: unravel the first row's index once, then count up.
+        let mut idx: Vec<usize> = vec![0; nd - 1];
+        let mut r = s / d;
+        for ax in (0..nd - 1).rev() {
+            idx[ax] = r % shape[ax];
+            r /= shape[ax];
+        }
+        for o_row in o.chunks_mut(d) {
+            let off: isize = idx.iter().zip(strides).map(|(&i, &st)| i as isize * st).sum();
+            // SAFETY: `idx` is a valid index of `x`'s leading axes, so the row of `d`
+            // unit-stride elements at `off` lies inside `x`.
+            let row = unsafe { std::slice::from_raw_parts((base as *const f32).offset(off), d) };
+            for (o, &v) in o_row.iter_mut().zip(row) {
+                o.write(v);
+            }
+            for ax in (0..nd - 1).rev() {
+                idx[ax] += 1;
+                if idx[ax] < shape[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+    });
+    ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
+}
+
+/// `acc += g` for two arrays of one shape, in parallel when large (the
+/// gradient sums of a backward pass).
+pub fn add_assign(acc: &mut ArrayD<f32>, g: &ArrayD<f32>) {
+    add_assign_view(&mut acc.view_mut(), g)
+}
+
+/// [`add_assign`] into a view, e.g. the slice of a gradient that one chunk of
+/// a fused projection feeds: flat when both are contiguous, else row by row
+/// along the last axis.
+pub fn add_assign_view(acc: &mut ArrayViewMutD<f32>, g: &ArrayD<f32>) {
+    #[inline(always)]
+    fn add(a: &mut [f32], g: &[f32]) {
+        for (a, &g) in a.iter_mut().zip(g) {
+            *a += g;
+        }
+    }
+    let same = acc.shape() == g.shape();
+    let big = g.len() >= PARALLEL_MIN_LEN;
+    if let (true, Some(gs)) = (same, g.as_slice()) {
+        if let Some(a) = acc.as_slice_mut() {
+            if big {
+                a.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK)).for_each(|(a, g)| simd(#[inline(always)] || add(a, g)));
+            } else {
+                simd(#[inline(always)] || add(a, gs));
+            }
+            return;
+        }
+        let last = Axis(acc.ndim().saturating_sub(1));
+        if acc.ndim() > 0 && acc.strides()[last.0] == 1 {
+            let rows = Zip::from(acc.lanes_mut(last)).and(g.lanes(last));
+            let row = |mut a: ndarray::ArrayViewMut1<f32>, g: ndarray::ArrayView1<f32>| {
+                simd(#[inline(always)] || add(a.as_slice_mut().expect("unit stride"), g.as_slice().expect("contiguous")))
+            };
+            if big {
+                rows.par_for_each(row);
+            } else {
+                rows.for_each(row);
+            }
+            return;
+        }
+    }
+    *acc += g;
 }
 
 /// `out = f(a, b)` with `a` and `b` broadcast to `shape`.

@@ -1,6 +1,7 @@
 //! Operations that move elements without arithmetic: reshape, permute,
 //! narrow, concat, stack. Their backward passes move the gradient back.
 
+use crate::ops::kernels::to_standard;
 use crate::tensor::{normalize_axis, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
@@ -18,9 +19,10 @@ impl Tensor {
             return Err(bad());
         }
         let new: Vec<usize> = shape.iter().map(|&d| if d < 0 { n / known } else { d as usize }).collect();
-        let out = self.data().to_shape(IxDyn(&new)).map_err(|_| bad())?.into_owned();
+        // A row-major copy, then the new shape over the same order of elements.
+        let out = to_standard(&self.data().view()).into_shape_with_order(IxDyn(&new)).map_err(|_| bad())?;
         Ok(Tensor::from_op(out, "reshape", &[self], move |g, _| {
-            vec![Some(g.to_shape(IxDyn(&old)).expect("same element count").into_owned())]
+            vec![Some(to_standard(&g.view()).into_shape_with_order(IxDyn(&old)).expect("same element count"))]
         }))
     }
 
@@ -51,20 +53,26 @@ impl Tensor {
         self.reshape(&s)
     }
 
-    /// Reorder the axes: `out.shape[i] = x.shape[axes[i]]`. A strided view, no copy.
-    /// Backward: permute by the inverse. PyTorch: `x.permute(axes)`.
+    /// Reorder the axes: `out.shape[i] = x.shape[axes[i]]`. Backward: permute by
+    /// the inverse. PyTorch: `x.permute(axes)`.
+    ///
+    /// Storage is not shared between tensors, so the output is a copy: in
+    /// row-major order when the last axis stays last (the heads split of
+    /// attention, `(B, T, H, D) -> (B, H, T, D)`, copied row by row), else
+    /// the input's order under swapped strides (a transpose for matmul, read
+    /// in place by the GEMM's packing).
     pub fn permute(&self, axes: &[usize]) -> Result<Tensor> {
         let nd = self.ndim();
         let mut seen = vec![false; nd];
         if axes.len() != nd || axes.iter().any(|&a| a >= nd || std::mem::replace(&mut seen[a], true)) {
             return Err(crate::Error::shape("permute", format!("{axes:?} is not a permutation of the {nd} axes of {:?}", self.shape())));
         }
-        let out = self.data().clone().permuted_axes(IxDyn(axes));
+        let out = permuted_copy(&self.data(), axes);
         let mut inverse = vec![0; nd];
         for (i, &a) in axes.iter().enumerate() {
             inverse[a] = i;
         }
-        Ok(Tensor::from_op(out, "permute", &[self], move |g, _| vec![Some(g.clone().permuted_axes(IxDyn(&inverse)))]))
+        Ok(Tensor::from_op(out, "permute", &[self], move |g, _| vec![Some(permuted_copy(g, &inverse))]))
     }
 
     /// Swap two axes (a strided view). PyTorch: `x.transpose(a, b)`.
@@ -81,8 +89,8 @@ impl Tensor {
         if self.data().is_standard_layout() {
             return self.clone();
         }
-        let out = self.data().as_standard_layout().into_owned();
-        Tensor::from_op(out, "contiguous", &[self], |g, _| vec![Some(g.clone())])
+        let out = to_standard(&self.data().view());
+        Tensor::from_op(out, "contiguous", &[self], |g, _| vec![Some(to_standard(&g.view()))])
     }
 
     /// Elements `start..start + len` along `axis`. Backward: the gradient is
@@ -93,8 +101,8 @@ impl Tensor {
         if start + len > shape[a] {
             return Err(crate::Error::shape("narrow", format!("{start}..{} is outside dimension {a} of {shape:?}", start + len)));
         }
-        let out = self.data().slice_axis(Axis(a), Slice::from(start..start + len)).to_owned();
-        Ok(Tensor::from_op(out, "narrow", &[self], move |g, _| {
+        let out = to_standard(&self.data().slice_axis(Axis(a), Slice::from(start..start + len)));
+        Ok(Tensor::from_slice_op(out, "narrow", self, (a, start), move |g, _| {
             let mut full = ArrayD::<f32>::zeros(IxDyn(&shape));
             full.slice_axis_mut(Axis(a), Slice::from(start..start + len)).assign(g);
             vec![Some(full)]
@@ -135,7 +143,7 @@ impl Tensor {
             sizes
                 .iter()
                 .map(|&len| {
-                    let piece = g.slice_axis(Axis(a), Slice::from(start..start + len)).to_owned();
+                    let piece = to_standard(&g.slice_axis(Axis(a), Slice::from(start..start + len)));
                     start += len;
                     Some(piece)
                 })
@@ -164,4 +172,13 @@ impl Tensor {
             .to_owned();
         Ok(Tensor::from_op(out, "broadcast_to", &[self], move |g, _| vec![Some(crate::tensor::reduce_to_shape(g.clone(), &old))]))
     }
+}
+
+/// `x` with its axes reordered, as a new array (see [`Tensor::permute`]).
+fn permuted_copy(x: &ArrayD<f32>, axes: &[usize]) -> ArrayD<f32> {
+    let nd = axes.len();
+    if nd == 0 || axes[nd - 1] == nd - 1 {
+        return to_standard(&x.view().permuted_axes(IxDyn(axes)));
+    }
+    to_standard(&x.view()).permuted_axes(IxDyn(axes))
 }

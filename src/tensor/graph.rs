@@ -5,8 +5,8 @@
 //! let its closure hand gradients to its parents. Gradients of intermediate
 //! tensors live only in a map during the walk; leaves (parameters) keep theirs.
 
-use super::Tensor;
-use ndarray::ArrayD;
+use super::{GradFn, Tensor};
+use ndarray::{ArrayD, Axis, Slice};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
@@ -78,6 +78,12 @@ impl Tensor {
             let Some(grad) = grads.remove(&node.id()) else { continue };
             match node.grad_fn() {
                 None => node.accumulate_grad(grad),
+                // A slice whose parent already has a gradient: add into that slice only.
+                Some(GradFn { slice_of_parent: Some((axis, start)), parents, .. }) if grads.contains_key(&parents[0].id()) => {
+                    let acc = grads.get_mut(&parents[0].id()).expect("checked");
+                    let mut part = acc.slice_axis_mut(Axis(*axis), Slice::from(*start..*start + grad.shape()[*axis]));
+                    crate::ops::kernels::add_assign_view(&mut part, &grad);
+                }
                 Some(grad_fn) => {
                     let parent_grads = {
                         let out = node.data();
@@ -91,7 +97,7 @@ impl Tensor {
                         }
                         debug_assert_eq!(g.shape(), parent.shape().as_slice(), "{}: gradient shape", grad_fn.name);
                         match grads.get_mut(&parent.id()) {
-                            Some(acc) => *acc += &g,
+                            Some(acc) => crate::ops::kernels::add_assign(acc, &g),
                             None => {
                                 grads.insert(parent.id(), g);
                             }

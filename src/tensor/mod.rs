@@ -51,6 +51,13 @@ pub struct GradFn {
     pub parents: Vec<Tensor>,
     /// Maps (output gradient, output value) to one gradient per parent.
     pub backward: BackwardFn,
+    /// `Some((axis, start))` when this output is the slice `start..` along
+    /// `axis` of its one parent ([`Tensor::narrow`]). Once the parent already
+    /// has a gradient, the backward pass adds this output's gradient into that
+    /// slice of it instead of calling `backward`, which would build a
+    /// parent-sized zero tensor to be added in full: the three chunks of a
+    /// fused QKV projection then cost one parent-sized gradient, not three.
+    pub slice_of_parent: Option<(usize, usize)>,
 }
 
 pub(crate) struct TensorInner {
@@ -143,15 +150,28 @@ impl Tensor {
         parents: &[&Tensor],
         backward: impl Fn(&ArrayD<f32>, &ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> + Send + Sync + 'static,
     ) -> Tensor {
+        Tensor::record(data, name, parents, Box::new(backward), None)
+    }
+
+    /// [`Tensor::from_op`] for an output that is the slice `start..` along
+    /// `axis` of `parent` (see [`GradFn::slice_of_parent`]); `backward` places
+    /// the gradient into a parent-sized zero tensor.
+    pub fn from_slice_op(
+        data: ArrayD<f32>,
+        name: &'static str,
+        parent: &Tensor,
+        (axis, start): (usize, usize),
+        backward: impl Fn(&ArrayD<f32>, &ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        Tensor::record(data, name, &[parent], Box::new(backward), Some((axis, start)))
+    }
+
+    fn record(data: ArrayD<f32>, name: &'static str, parents: &[&Tensor], backward: BackwardFn, slice_of_parent: Option<(usize, usize)>) -> Tensor {
         let track = is_grad_enabled() && parents.iter().any(|p| p.requires_grad());
         if !track {
             return Tensor::new(data);
         }
-        let grad_fn = GradFn {
-            name,
-            parents: parents.iter().map(|p| (*p).clone()).collect(),
-            backward: Box::new(backward),
-        };
+        let grad_fn = GradFn { name, parents: parents.iter().map(|p| (*p).clone()).collect(), backward, slice_of_parent };
         Tensor::make(data, true, Some(grad_fn))
     }
     // ANCHOR_END: from_op

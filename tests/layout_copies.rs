@@ -1,0 +1,77 @@
+//! The row-major copies behind reshape, permute, narrow and contiguous
+//! ([`dalle::ops::kernels::to_standard`]) and the gradient sums of the backward
+//! pass ([`dalle::ops::kernels::add_assign_view`]), checked element by element
+//! against ndarray's own copy and `+=` on layouts that reach every path, at
+//! sizes past the parallel threshold (so that rayon chunks start mid-row index).
+
+use dalle::ops::kernels::{add_assign, add_assign_view, to_standard, PARALLEL_MIN_LEN};
+use dalle::{Rng, Tensor};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+
+fn randn(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    Rng::new(seed).normal_array(shape)
+}
+
+/// `to_standard` must give the same logical array as ndarray, in row-major order.
+fn same_copy(name: &str, v: ndarray::ArrayViewD<f32>) {
+    let ours = to_standard(&v);
+    assert!(ours.is_standard_layout(), "{name}: not row-major");
+    assert_eq!(ours.shape(), v.shape(), "{name}: shape");
+    let want = v.as_standard_layout().into_owned();
+    assert_eq!(ours.as_slice().unwrap(), want.as_slice().unwrap(), "{name}: values");
+}
+
+#[test]
+fn to_standard_matches_ndarray_on_every_layout() {
+    // (B, T, H, D) = (5, 67, 3, 45): 45 225 elements, above PARALLEL_MIN_LEN.
+    let x = randn(&[5, 67, 3, 45], 1);
+    assert!(x.len() > PARALLEL_MIN_LEN);
+    same_copy("contiguous", x.view());
+    same_copy("heads split (0, 2, 1, 3)", x.view().permuted_axes(IxDyn(&[0, 2, 1, 3])));
+    same_copy("leading axes reversed, last kept", x.view().permuted_axes(IxDyn(&[2, 1, 0, 3])));
+    same_copy("last-axis slice", x.slice_axis(Axis(3), Slice::from(7..30)));
+    same_copy("middle-axis slice", x.slice_axis(Axis(1), Slice::from(3..64)));
+    same_copy("stepped slice", x.slice_axis(Axis(1), Slice::new(1, None, 3)));
+    same_copy("transposed last two (element path)", x.view().permuted_axes(IxDyn(&[0, 1, 3, 2])));
+    same_copy("size-1 last axis", randn(&[300, 200, 1], 2).view().permuted_axes(IxDyn(&[1, 0, 2])));
+    same_copy("small", randn(&[3, 1, 2], 3).view().permuted_axes(IxDyn(&[2, 1, 0])));
+    same_copy("0-d", ArrayD::from_elem(IxDyn(&[]), 2.5f32).view());
+    same_copy("empty", ArrayD::<f32>::zeros(IxDyn(&[4, 0, 3])).view());
+}
+
+#[test]
+fn add_assign_matches_plus_equals() {
+    let g = randn(&[6, 67, 150], 4);
+    // Whole arrays (flat path).
+    let mut ours = randn(&[6, 67, 150], 5);
+    let mut want = ours.clone();
+    add_assign(&mut ours, &g);
+    want += &g;
+    assert_eq!(ours, want, "whole array");
+    // Into a slice along each axis (row path for the first two, flat for none).
+    for axis in 0..3 {
+        let mut parent_shape = vec![6, 67, 150];
+        parent_shape[axis] *= 3;
+        let mut ours = randn(&parent_shape, 6 + axis as u64);
+        let mut want = ours.clone();
+        let (start, len) = (g.shape()[axis], g.shape()[axis]);
+        add_assign_view(&mut ours.slice_axis_mut(Axis(axis), Slice::from(start..start + len)), &g);
+        let mut part = want.slice_axis_mut(Axis(axis), Slice::from(start..start + len));
+        part += &g;
+        assert_eq!(ours, want, "slice along axis {axis}");
+    }
+}
+
+#[test]
+fn fused_projection_chunks_get_their_slice_of_the_gradient() {
+    // y = 1·q + 2·k + 3·v for (q, k, v) = qkv.chunk(3, -1): dqkv is 1, 2, 3 in its thirds.
+    let qkv = Tensor::param(randn(&[4, 64, 3 * 256], 8));
+    let c = qkv.chunk(3, -1).unwrap();
+    let y = c[0].add(&c[1].scale(2.0)).unwrap().add(&c[2].scale(3.0)).unwrap();
+    y.sum().backward();
+    let g = qkv.grad().unwrap();
+    for (i, want) in [1.0f32, 2.0, 3.0].iter().enumerate() {
+        let part = g.slice_axis(Axis(2), Slice::from(i * 256..(i + 1) * 256));
+        assert!(part.iter().all(|v| v == want), "chunk {i}: expected every gradient to be {want}");
+    }
+}
