@@ -149,3 +149,30 @@ fn batched_gemm_accumulates_per_item() {
         }
     }
 }
+
+#[test]
+fn batched_gemm_into_uninitialised_memory_writes_every_element() {
+    // `run_uninit` is how a matmul fills its fresh output without zeroing it
+    // first: every element must be written, whatever was in memory (NaN here),
+    // for one item (split across threads), many items (one per thread), edge
+    // tiles, and k = 0 (the product is all zeros).
+    for &(m, k, n, batch) in &[(67, 45, 33, 1), (130, 70, 300, 1), (13, 9, 35, 5), (4, 0, 5, 2)] {
+        let (a, b) = (values(batch * m * k, 13), values(batch * k * n, 14));
+        let a_off: Vec<isize> = (0..batch).map(|i| (i * m * k) as isize).collect();
+        let b_off: Vec<isize> = (0..batch).map(|i| (i * k * n) as isize).collect();
+        let g = BatchedGemm { m, k, n, a: a.as_ptr(), a_strides: (k as isize, 1), a_offsets: &a_off, b: b.as_ptr(), b_strides: (n as isize, 1), b_offsets: &b_off };
+        let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); batch * m * n];
+        unsafe { g.run_uninit(&mut c) };
+        // SAFETY: MaybeUninit<f32> has f32's layout, and every element holds a value (NaN or written).
+        let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
+        for t in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| a[t * m * k + i * k + p] as f64 * b[t * k * n + p * n + j] as f64).sum();
+                    let got = c[(t * m + i) * n + j] as f64;
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({m}, {k}, {n}) x {batch}: item {t} C[{i},{j}] = {got}, want {want}");
+                }
+            }
+        }
+    }
+}

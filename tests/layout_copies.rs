@@ -75,3 +75,24 @@ fn fused_projection_chunks_get_their_slice_of_the_gradient() {
         assert!(part.iter().all(|v| v == want), "chunk {i}: expected every gradient to be {want}");
     }
 }
+
+#[test]
+fn bias_gradient_sums_rows_the_same_on_any_thread_count() {
+    // d(x + b)/db = Σ_rows dy: summed in blocks of rows in parallel. The sums must
+    // match an f64 reference and give the same bits on one thread as on several.
+    let dy = randn(&[40, 33, 200], 9);
+    let bias_grad = || {
+        let x = Tensor::new(ArrayD::zeros(IxDyn(&[40, 33, 200])));
+        let b = Tensor::param(ArrayD::zeros(IxDyn(&[200])));
+        x.add(&b).unwrap().backward_with(dy.clone());
+        b.grad().unwrap()
+    };
+    let many = bias_grad();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(bias_grad);
+    assert_eq!(many.as_slice().unwrap(), one.as_slice().unwrap(), "thread count changed the bits");
+    let rows = dy.to_shape((40 * 33, 200)).unwrap();
+    for j in 0..200 {
+        let want: f64 = rows.column(j).iter().map(|&v| v as f64).sum();
+        assert!((many[j] as f64 - want).abs() < 1e-4, "column {j}: {} vs {want}", many[j]);
+    }
+}

@@ -118,6 +118,26 @@ pub unsafe fn gemm_batched(g: &BatchedGemm, c: &mut [f32], accumulate: bool, a_k
     g.run(c, accumulate)
 }
 
+/// [`gemm_batched`] into fresh memory that every element of the product
+/// overwrites (`c` need not be initialised: no zero fill before the GEMM).
+///
+/// # Safety
+/// As [`gemm_batched`].
+pub unsafe fn gemm_batched_uninit(g: &BatchedGemm, c: &mut [std::mem::MaybeUninit<f32>], a_key: Key, b_key: Key) {
+    #[cfg(feature = "wgpu")]
+    if device() == Device::Wgpu {
+        // The GPU path takes an initialised slice: zero it, then overwrite.
+        c.iter_mut().for_each(|v| {
+            v.write(0.0);
+        });
+        // SAFETY: every element was written just above.
+        let c = &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]);
+        return gemm_batched(g, c, false, a_key, b_key);
+    }
+    let _ = (a_key, b_key);
+    g.run_uninit(c)
+}
+
 /// Convolution forward (NCHW, OIHW, no bias): see [`cpu::conv::conv2d_forward`].
 /// `w_key` names the weight when it is a parameter (GPU residency).
 pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: Key) {

@@ -187,6 +187,22 @@ pub fn rows_from(init: &[f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &
     })
 }
 
+/// `rows` copies of `row`, one after another (a bias as the starting value
+/// of every output row of a linear layer), written in parallel when large.
+pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
+    let p = row.len();
+    if p == 0 {
+        return Vec::new();
+    }
+    fill(p * rows, row_chunk(p), #[inline(always)] |o, _| {
+        for o_row in o.chunks_mut(p) {
+            for (o, &v) in o_row.iter_mut().zip(row) {
+                o.write(v);
+            }
+        }
+    })
+}
+
 /// A row-major copy of `x`, whatever its strides, in parallel when large.
 ///
 /// Reshape, permute, narrow and the gradients that undo them all end in such

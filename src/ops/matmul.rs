@@ -12,6 +12,7 @@
 //! with swapped strides, so `Bᵀ` and `Aᵀ` are never copied.
 
 use crate::backend::{self, BatchedGemm};
+use crate::ops::kernels;
 use crate::tensor::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -40,53 +41,46 @@ fn matmul_arrays_init(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, bias: Option<&[f
     let count: usize = batch.iter().product();
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
-    let mut out = match bias {
-        Some(row) => ArrayD::from_shape_vec(IxDyn(&out_shape), row.repeat(count * m)).expect("count·m rows of n"),
-        None => ArrayD::<f32>::zeros(IxDyn(&out_shape)),
-    };
-    let accumulate = bias.is_some();
 
     // (B..., M, K) · (K, N) with A's rows contiguous in memory: one tall GEMM.
-    if sb.len() == 2 && sa.len() > 2 && rows_fold(a) {
-        let st = a.strides();
-        let g = BatchedGemm {
-            m: count * m,
-            k,
-            n,
-            a: a.as_ptr(),
-            a_strides: (st[st.len() - 2], st[st.len() - 1]),
-            a_offsets: &[0],
-            b: b.as_ptr(),
-            b_strides: (b.strides()[0], b.strides()[1]),
-            b_offsets: &[0],
-        };
-        unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), accumulate, a_key, b_key) };
-        return Ok(out);
-    }
-
-    let mut full_a = batch.clone();
+    let st = a.strides();
+    let tall = sb.len() == 2 && sa.len() > 2 && rows_fold(a);
+    let (mut full_a, mut full_b) = (batch.clone(), batch.clone());
     full_a.extend([m, k]);
-    let mut full_b = batch.clone();
     full_b.extend([k, n]);
     let av = a.broadcast(IxDyn(&full_a)).expect("checked");
     let bv = b.broadcast(IxDyn(&full_b)).expect("checked");
-    let a_offsets = batch_offsets(&batch, av.strides());
-    let b_offsets = batch_offsets(&batch, bv.strides());
-    let (sta, stb) = (av.strides(), bv.strides());
-    let nd = full_a.len();
+    let (a_offsets, b_offsets) = if tall { (vec![0], vec![0]) } else { (batch_offsets(&batch, av.strides()), batch_offsets(&batch, bv.strides())) };
+    let (sta, stb, nd) = (av.strides(), bv.strides(), full_a.len());
     let g = BatchedGemm {
-        m,
+        m: if tall { count * m } else { m },
         k,
         n,
         a: av.as_ptr(),
-        a_strides: (sta[nd - 2], sta[nd - 1]),
+        a_strides: if tall { (st[st.len() - 2], st[st.len() - 1]) } else { (sta[nd - 2], sta[nd - 1]) },
         a_offsets: &a_offsets,
         b: bv.as_ptr(),
         b_strides: (stb[nd - 2], stb[nd - 1]),
         b_offsets: &b_offsets,
     };
-    unsafe { backend::gemm_batched(&g, out.as_slice_mut().expect("fresh array"), accumulate, a_key, b_key) };
-    Ok(out)
+    let len = count * m * n;
+    let out = match bias {
+        Some(row) => {
+            let mut c = kernels::repeat_rows(row, count * m); // every row starts as the bias
+            unsafe { backend::gemm_batched(&g, &mut c, true, a_key, b_key) };
+            c
+        }
+        None => {
+            let mut c: Vec<f32> = Vec::with_capacity(len);
+            unsafe {
+                backend::gemm_batched_uninit(&g, &mut c.spare_capacity_mut()[..len], a_key, b_key);
+                // SAFETY: the GEMM wrote every element of the product.
+                c.set_len(len);
+            }
+            c
+        }
+    };
+    Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("batch · m · n values"))
 }
 
 /// Whether the batch and row dimensions of `a` fold into one row dimension

@@ -54,19 +54,26 @@ pub fn reduce_to_shape(grad: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
 /// for the bias).
 pub fn reduce_to_shape_ref(grad: &ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
     if grad.shape() == shape {
-        return grad.clone();
+        return crate::ops::kernels::to_standard(&grad.view());
     }
     reduce_rows(grad, shape).unwrap_or_else(|| reduce_to_shape(grad.clone(), shape))
 }
 
+/// Rows summed per task in [`reduce_rows`]: the blocks, and so the order of
+/// the additions, do not depend on the number of threads.
+const ROWS_PER_TASK: usize = 64;
+
 /// Fast path for a bias-like operand: when `shape` (without leading 1s) is a
 /// suffix of the contiguous gradient's shape, e.g. `(C)` under `(B, T, C)`,
 /// the gradient is a stack of rows of that length and the reduction is their
-/// sum, `out[j] = Σ_i g[i·p + j]`, added row after row in order (one flat
-/// pass, deterministic, no intermediate `(T, C)` array). `None` otherwise,
-/// and for rows shorter than 16 (a long serial sum into one or a few numbers
-/// would lose precision; `sum_axis` handles those).
+/// sum, `out[j] = Σ_i g[i·p + j]`: blocks of [`ROWS_PER_TASK`] rows are summed
+/// in parallel, row after row, then the block sums are added in order (one
+/// pass over the gradient, deterministic whatever the thread count, no
+/// intermediate `(T, C)` array). `None` otherwise, and for rows shorter than
+/// 16 (a long serial sum into one or a few numbers would lose precision;
+/// `sum_axis` handles those).
 fn reduce_rows(grad: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
+    use rayon::prelude::*;
     let gs = grad.as_slice()?;
     let full = grad.shape();
     let suffix: Vec<usize> = shape.iter().copied().skip_while(|&d| d == 1).collect();
@@ -74,9 +81,25 @@ fn reduce_rows(grad: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
     if suffix.len() > full.len() || suffix[..] != full[full.len() - suffix.len()..] || p < 16 {
         return None;
     }
+    let block_sum = |block: &[f32]| {
+        let mut out = vec![0.0f32; p];
+        crate::ops::kernels::simd(#[inline(always)] || {
+            for row in block.chunks_exact(p) {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o += v;
+                }
+            }
+        });
+        out
+    };
+    let blocks: Vec<Vec<f32>> = if gs.len() < crate::ops::kernels::PARALLEL_MIN_LEN {
+        gs.chunks(ROWS_PER_TASK * p).map(block_sum).collect()
+    } else {
+        gs.par_chunks(ROWS_PER_TASK * p).map(block_sum).collect()
+    };
     let mut out = vec![0.0f32; p];
-    for row in gs.chunks_exact(p) {
-        for (o, &v) in out.iter_mut().zip(row) {
+    for b in &blocks {
+        for (o, &v) in out.iter_mut().zip(b) {
             *o += v;
         }
     }

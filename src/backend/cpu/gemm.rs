@@ -9,6 +9,7 @@
 //! its row and column strides swapped: no copy is ever made to transpose.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A raw pointer that may cross rayon's thread boundary. Every use writes to
 /// disjoint rows of C (or only reads), which is what makes the sharing sound.
@@ -126,21 +127,39 @@ impl BatchedGemm<'_> {
     /// # Safety
     /// Every item's A and B, at its offset and strides, must lie in valid memory.
     pub unsafe fn run(&self, c: &mut [f32], accumulate: bool) {
+        assert_eq!(c.len(), self.a_offsets.len() * self.m * self.n);
+        self.run_raw(c.as_mut_ptr(), accumulate)
+    }
+
+    /// Run the batch into fresh memory, overwriting every element: `c` need
+    /// not be initialised (the output of a matmul skips the zero fill).
+    ///
+    /// # Safety
+    /// As [`BatchedGemm::run`]; `c.len() == batch * m * n`.
+    pub unsafe fn run_uninit(&self, c: &mut [MaybeUninit<f32>]) {
+        assert_eq!(c.len(), self.a_offsets.len() * self.m * self.n);
+        // Never read before written: beta = 0 makes the micro-kernel store without loading.
+        self.run_raw(c.as_mut_ptr() as *mut f32, false)
+    }
+
+    /// [`BatchedGemm::run`] on a raw pointer to `batch * m * n` floats.
+    unsafe fn run_raw(&self, c: *mut f32, accumulate: bool) {
         let (m, k, n) = (self.m, self.k, self.n);
         let batch = self.a_offsets.len();
         assert_eq!(batch, self.b_offsets.len());
-        assert_eq!(c.len(), batch * m * n);
         let beta = if accumulate { 1.0 } else { 0.0 };
         let a_base = SendPtr(self.a);
         let b_base = SendPtr(self.b);
-        let item = |i: usize, ci: &mut [f32], parallel: bool| unsafe {
-            let (a_base, b_base) = (a_base, b_base);
+        let c_base = SendPtr(c);
+        let item = |i: usize, parallel: bool| unsafe {
+            let (a_base, b_base, c_base) = (a_base, b_base, c_base);
             let a = MatPtr { ptr: a_base.0.offset(self.a_offsets[i]), rs: self.a_strides.0, cs: self.a_strides.1 };
             let b = MatPtr { ptr: b_base.0.offset(self.b_offsets[i]), rs: self.b_strides.0, cs: self.b_strides.1 };
+            let ci = c_base.0.add(i * m * n);
             if parallel {
-                sgemm(m, k, n, 1.0, a, b, beta, ci.as_mut_ptr(), n as isize, 1);
+                sgemm(m, k, n, 1.0, a, b, beta, ci, n as isize, 1);
             } else {
-                sgemm_serial(m, k, n, 1.0, a, b, beta, ci.as_mut_ptr(), n as isize, 1);
+                sgemm_serial(m, k, n, 1.0, a, b, beta, ci, n as isize, 1);
             }
         };
         if m * n == 0 {
@@ -149,11 +168,9 @@ impl BatchedGemm<'_> {
         let threads = rayon::current_num_threads();
         if batch >= threads && batch > 1 {
             // Many matrices (attention heads, images): one thread per matrix.
-            c.par_chunks_mut(m * n).enumerate().for_each(|(i, ci)| item(i, ci, false));
+            (0..batch).into_par_iter().for_each(|i| item(i, false));
         } else {
-            for (i, ci) in c.chunks_mut(m * n).enumerate() {
-                item(i, ci, true);
-            }
+            (0..batch).for_each(|i| item(i, true));
         }
     }
 }
