@@ -22,6 +22,11 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    dalle::backend::on_worker(notebook)
+}
+
+fn notebook() -> Result<()> {
     let args = Args::parse();
     let c = &args.common;
     let out = c.start("00_autograd", true, true)?;

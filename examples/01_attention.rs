@@ -74,6 +74,11 @@ fn captions(split: Split, n: usize) -> Result<Vec<String>> {
 }
 
 fn main() -> Result<()> {
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    dalle::backend::on_worker(notebook)
+}
+
+fn notebook() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
     let out = common.start("01_attention", false, false)?;

@@ -63,6 +63,11 @@ fn predict(model: &Vit, images: &Array4<f32>) -> Result<Vec<usize>> {
 }
 
 fn main() -> Result<()> {
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    dalle::backend::on_worker(notebook)
+}
+
+fn notebook() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
     let out = common.start("02_vit", false, false)?;

@@ -365,6 +365,11 @@ fn zero_shot_one(weights: &Path, image: &Path, labels: &str, template: &str) -> 
 }
 
 fn main() -> dalle::Result<()> {
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    dalle::backend::on_worker(notebook)
+}
+
+fn notebook() -> dalle::Result<()> {
     let args = Args::parse();
     if let Some(Command::ZeroShot { weights, image, labels, template }) = &args.command {
         return zero_shot_one(weights, image, labels, template);

@@ -42,6 +42,11 @@ struct Args {
 }
 
 fn main() -> dalle::Result<()> {
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    dalle::backend::on_worker(notebook)
+}
+
+fn notebook() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
     let out = c.start("05_vq_vae", false, true)?;

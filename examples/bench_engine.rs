@@ -270,7 +270,8 @@ fn fmt_ratio(ours: f64, theirs: Option<f64>) -> String {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    if let Err(e) = dalle::backend::on_worker(|| run(Args::parse())) {
         eprintln!("bench_engine: {e}");
         std::process::exit(1);
     }

@@ -395,7 +395,8 @@ mod bench {
 
 #[cfg(feature = "wgpu")]
 fn main() -> dalle::Result<()> {
-    bench::main()
+    // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
+    dalle::backend::on_worker(bench::main)
 }
 
 #[cfg(not(feature = "wgpu"))]
