@@ -45,7 +45,7 @@ fn gelu(x: f32) -> f32 {
 
 /// GELU's `g * d/dx = g (Φ(x) + x φ(x))`.
 #[inline(always)]
-fn gelu_grad(g: f32, x: f32, _y: f32) -> f32 {
+fn gelu_grad(g: f32, x: f32) -> f32 {
     let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
     let pdf = exp(-0.5 * x * x) * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
     g * (cdf + x * pdf)
@@ -204,7 +204,10 @@ impl Tensor {
     pub fn gelu(&self) -> Tensor {
         // Closures marked `#[inline(always)]` so that the vectorised loops of
         // `kernels::simd` inline them (a plain fn item reaches them through a shim that is not inlined).
-        unary("gelu", self, #[inline(always)] |x| gelu(x), #[inline(always)] |g, x, y| gelu_grad(g, x, y))
+        // The derivative needs only x: a two-operand loop that does not read the output.
+        let out = map(&self.data(), #[inline(always)] |x| gelu(x));
+        let xc = self.clone();
+        Tensor::from_op(out, "gelu", &[self], move |g, _| vec![Some(map2(g, &xc.data(), #[inline(always)] |g, x| gelu_grad(g, x)))])
     }
 
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
