@@ -40,15 +40,16 @@ fn binary(
 /// inline it and vectorise.
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+    let h = 0.5 * x;
+    h.mul_add(erf(x * std::f32::consts::FRAC_1_SQRT_2), h) // x/2 + x/2 · erf(x/√2)
 }
 
 /// GELU's `g * d/dx = g (Φ(x) + x φ(x))`.
 #[inline(always)]
 fn gelu_grad(g: f32, x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    let cdf = 0.5f32.mul_add(erf(x * std::f32::consts::FRAC_1_SQRT_2), 0.5); // Φ(x) = (1 + erf(x/√2)) / 2
     let pdf = exp(-0.5 * x * x) * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
-    g * (cdf + x * pdf)
+    g * x.mul_add(pdf, cdf)
 }
 
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
