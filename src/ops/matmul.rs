@@ -158,7 +158,8 @@ impl Tensor {
         }))
     }
 
-    /// Swap the last two axes: a transpose view for matmul (no copy).
+    /// Swap the last two axes, for matmul: a copy in the input's own order read
+    /// through swapped strides (no transposing pass; the GEMM's packing reads it as it is).
     pub fn t(&self) -> Tensor {
         let nd = self.ndim();
         self.transpose(nd as isize - 2, nd as isize - 1)
