@@ -85,10 +85,10 @@ fn serial_matches_naive_on_odd_sizes_and_layouts() {
 
 #[test]
 fn several_row_blocks_reuse_or_repack_b() {
-    // m past one row block of C (MC = 384), k and n past one block: B (k x n) of 240 K
+    // m past one row block of C (MC = 1032), k and n past one block: B (k x n) of 240 K
     // floats is packed once and kept for the later row blocks; one of 1.1 M floats
     // (past the 1 M kept whole) is packed again for each row block.
-    for &(m, k, n) in &[(800, 500, 450), (400, 1100, 1000)] {
+    for &(m, k, n) in &[(1100, 500, 450), (1040, 1100, 1000)] {
         for (la, lb) in [(Layout::RowMajor, Layout::RowMajor), (Layout::RowMajor, Layout::Transposed)] {
             check(m, k, n, la, lb, 1.0, 1.0, false);
         }

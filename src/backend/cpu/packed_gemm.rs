@@ -36,11 +36,15 @@
 //!
 //! Sizes for this machine (48 KiB L1d, 2 MiB L2 per core): the A sliver
 //! (`MR x KC`) and one line of B per step fit L1; the packed B block
-//! (`KC x NC`, 576 KiB) fits L2 beside the packed A block (`MC x KC`, 576 KiB),
-//! which streams one sliver at a time. The values were tuned on sgemm 256 to
-//! 2048 (one thread, on a machine shared with other jobs, so to about 10 %):
-//! a B block of 256 x 512 ran at 60 % of this speed for n >= 1024, while
-//! 384 x 384 and 256 x 256 were within noise of each other; re-tune on another CPU.
+//! (`KC x NC`, 576 KiB) fits L2. The packed A block (`MC x KC`) need not: it is
+//! read one sliver (18 KiB) at a time, from L2 or L3, for a whole B block's
+//! worth of arithmetic. So MC is large (1032 rows): a B too large to keep
+//! is packed again for every row block, and with MC = 384 that re-packing
+//! took about a seventh of sgemm 2048's time (1032 made it 5% faster). KC and
+//! NC were tuned on sgemm 256 to 2048 (one thread, on a machine shared with
+//! other jobs, so to about 10 %): a B block of 256 x 512 ran at 60 % of this
+//! speed for n >= 1024, while 384 x 384 and 256 x 256 were within noise of each
+//! other; re-tune on another CPU.
 
 use super::gemm::MatPtr;
 use super::aligned;
@@ -50,7 +54,7 @@ use std::cell::RefCell;
 /// Depth of a k block.
 const KC: usize = 384;
 /// Rows of C per A block (a multiple of MR).
-const MC: usize = 384;
+const MC: usize = 1032;
 /// Columns of a B block (a multiple of NR).
 const NC: usize = 384;
 /// The largest packed B (floats: 4 MiB) kept whole across row blocks of C.
