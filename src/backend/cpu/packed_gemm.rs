@@ -185,6 +185,23 @@ mod transpose_tests {
 
 /// Copy A's `mc x kc` block into slivers: `dst[s][p][i] = A[row0(s) + i, p]`, zero-padded to MR.
 pub(crate) unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
+    if a.rs == 1 && a.cs != 1 {
+        // Columns of A are contiguous (A is a transposed row-major matrix, as dyᵀ in a
+        // weight gradient): read each column once, front to back, and deal its pieces
+        // to the slivers (reading down one sliver at a time instead touches a new
+        // column at every step, which the prefetcher does not follow; see `pack_b`).
+        let slivers = sliver_count(mc);
+        for p in 0..kc {
+            let col = std::slice::from_raw_parts(a.ptr.offset(p as isize * a.cs), mc);
+            for s in 0..slivers {
+                let (row0, rows) = self::sliver(mc, s);
+                let at = s * MR * kc + p * MR;
+                super::copy_short::<MR>(&mut dst[at..at + rows], &col[row0..row0 + rows]);
+                dst[at + rows..at + MR].fill(0.0);
+            }
+        }
+        return;
+    }
     for (s, sliver) in dst.chunks_exact_mut(MR * kc).take(sliver_count(mc)).enumerate() {
         let (row0, rows) = self::sliver(mc, s);
         let a0 = a.ptr.offset(row0 as isize * a.rs);
@@ -198,12 +215,6 @@ pub(crate) unsafe fn pack_a(mc: usize, kc: usize, a: MatPtr, dst: &mut [f32]) {
                 for (p, &v) in src.iter().enumerate() {
                     sliver[p * MR + i] = v;
                 }
-            }
-        } else if a.rs == 1 {
-            // Columns of A are contiguous (A is a transposed row-major matrix): each step p is one copy.
-            for p in 0..kc {
-                let src = std::slice::from_raw_parts(a0.offset(p as isize * a.cs), rows);
-                super::copy_short::<MR>(&mut sliver[p * MR..p * MR + rows], src);
             }
         } else {
             for p in 0..kc {
