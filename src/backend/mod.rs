@@ -165,6 +165,23 @@ pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: 
     cpu::conv::conv2d_forward(g, x, w, y)
 }
 
+/// [`conv2d_forward`] into fresh memory that the convolution overwrites in
+/// full (`y` need not be initialised: no zero fill before the kernel).
+pub fn conv2d_forward_uninit(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [std::mem::MaybeUninit<f32>], w_key: Key) {
+    #[cfg(feature = "wgpu")]
+    if device() == Device::Wgpu {
+        // The GPU path takes an initialised slice: zero it, then overwrite.
+        y.iter_mut().for_each(|v| {
+            v.write(0.0);
+        });
+        // SAFETY: every element was written just above.
+        let y = unsafe { &mut *(y as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        return conv2d_forward(g, x, w, y, w_key);
+    }
+    let _ = w_key;
+    cpu::conv::conv2d_forward_into(g, x, w, y)
+}
+
 /// Convolution backward: see [`cpu::conv::conv2d_backward`].
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>, w_key: Key) {
     #[cfg(feature = "wgpu")]

@@ -33,13 +33,17 @@ impl Tensor {
             }
         }
         let g = ConvGeom { n: xs[0], c: xs[1], h: xs[2], w: xs[3], oc: ws[0], kh: ws[2], kw: ws[3], stride, pad: padding };
-        let mut y = ArrayD::<f32>::zeros(IxDyn(&[g.n, g.oc, g.oh(), g.ow()]));
+        let len = g.n * g.oc * g.oh() * g.ow();
+        let mut y: Vec<f32> = Vec::with_capacity(len);
         {
             // Borrowed as they are when already contiguous (the usual case): no copy.
             let (x, w) = (self.data(), weight.data());
             let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
-            backend::conv2d_forward(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), y.as_slice_mut().expect("fresh"), weight.param_key());
+            backend::conv2d_forward_uninit(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), &mut y.spare_capacity_mut()[..len], weight.param_key());
+            // SAFETY: the convolution wrote every element of y (N, OC, OH, OW).
+            unsafe { y.set_len(len) };
         }
+        let mut y = ArrayD::from_shape_vec(IxDyn(&[g.n, g.oc, g.oh(), g.ow()]), y).expect("n · oc · oh · ow values");
         if let Some(b) = bias {
             // y[n, o, :, :] += b[o], one output plane at a time
             let b = b.data().iter().copied().collect::<Vec<f32>>();

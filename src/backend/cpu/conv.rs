@@ -25,6 +25,7 @@ pub mod im2col;
 pub mod implicit;
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// The sizes of one convolution (NCHW input, OIHW weight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,11 +98,24 @@ fn with_scratch<const B: usize, R>(lens: [usize; B], f: impl FnOnce([&mut [f32];
 
 /// Forward: `y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW))`, no bias.
 pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    conv2d_forward_into(g, x, w, as_uninit(y))
+}
+
+/// [`conv2d_forward`] into fresh memory: every element of `y` is written, so it
+/// need not be zero-filled first (the output of a conv layer skips that pass).
+pub fn conv2d_forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if super::microkernel::available() {
-        return implicit::forward(g, x, w, y);
+        return implicit::forward_into(g, x, w, y);
     }
-    im2col::forward(g, x, w, y)
+    im2col::forward_into(g, x, w, y)
+}
+
+/// An initialised slice seen as possibly-uninitialised memory, for a function
+/// that only writes it (sound: every write stores a valid f32).
+fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the callers only write f32 values.
+    unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// Backward: given `dy (N, OC, OH, OW)`, write `dX (N, C, H, W)` into `dx` and

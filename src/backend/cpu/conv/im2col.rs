@@ -14,6 +14,7 @@
 use super::{images_per_task, with_scratch, ConvGeom};
 use crate::backend::cpu::gemm::{sgemm_serial, MatPtr};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// For output column `xo` in `0..ow`, the input column is `xo*s + j - pad`:
 /// the range of `xo` whose input column lies inside `0..w` (`lo..hi`), so that
@@ -164,6 +165,12 @@ fn mat(ptr: *const f32, rs: usize, cs: usize) -> MatPtr {
 
 /// Forward: `y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW))`, no bias.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward_into(g, x, w, super::as_uninit(y))
+}
+
+/// [`forward`] into memory that need not be initialised: every element of `y`
+/// is written (a GEMM with beta = 0 never reads its output).
+pub fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
     let per_task = images_per_task(g.n);
     let col_len = if g.is_pointwise() { 0 } else { ckk * ohw };
@@ -174,7 +181,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                 let xn = &x[n * chw..(n + 1) * chw];
                 let colp = if g.is_pointwise() { xn.as_ptr() } else { im2col(g, xn, col); col.as_ptr() };
                 // out_n (OC, OHW) = W (OC, CKK) · col (CKK, OHW)
-                unsafe { sgemm_serial(g.oc, ckk, ohw, 1.0, mat(w.as_ptr(), ckk, 1), mat(colp, ohw, 1), 0.0, yn.as_mut_ptr(), ohw as isize, 1) };
+                unsafe { sgemm_serial(g.oc, ckk, ohw, 1.0, mat(w.as_ptr(), ckk, 1), mat(colp, ohw, 1), 0.0, yn.as_mut_ptr() as *mut f32, ohw as isize, 1) };
             }
         })
     });

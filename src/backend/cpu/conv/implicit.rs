@@ -40,6 +40,7 @@ use crate::backend::cpu::gemm::MatPtr;
 use crate::backend::cpu::microkernel::{tile_rows, MR, NR};
 use crate::backend::cpu::packed_gemm::{pack_a, sliver, sliver_count};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -210,6 +211,12 @@ fn pack_rows(rows: usize, cols: usize, a: &[f32], dst: &mut [f32]) {
 /// Forward: `y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW))`, no bias.
 /// The CPU must support AVX-512F.
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward_into(g, x, w, super::as_uninit(y))
+}
+
+/// [`forward`] into memory that need not be initialised: every element of `y` is
+/// written (the first k block of each GEMM stores with beta = 0, never reading y).
+pub fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
     let taps = Taps::new(g);
     let mut wpack = vec![0.0f32; sliver_count(g.oc) * MR * ckk];
@@ -223,7 +230,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                 unsafe { gemm_panels(g.oc, ckk, ohw, &wpack, |t, rows, p| {
                         pack_pixels(g, &taps, xn, t, rows, p);
                         p.as_ptr()
-                    }, panel, yn.as_mut_ptr(), ohw, false) };
+                    }, panel, yn.as_mut_ptr() as *mut f32, ohw, false) };
             }
         })
     });
