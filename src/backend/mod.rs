@@ -142,16 +142,21 @@ pub unsafe fn gemm_batched(g: &BatchedGemm, c: &mut [f32], accumulate: bool, a_k
 pub unsafe fn gemm_batched_uninit(g: &BatchedGemm, c: &mut [std::mem::MaybeUninit<f32>], a_key: Key, b_key: Key) {
     #[cfg(feature = "wgpu")]
     if device() == Device::Wgpu {
-        // The GPU path takes an initialised slice: zero it, then overwrite.
-        c.iter_mut().for_each(|v| {
-            v.write(0.0);
-        });
-        // SAFETY: every element was written just above.
-        let c = &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]);
-        return gemm_batched(g, c, false, a_key, b_key);
+        return gemm_batched(g, zero_filled(c), false, a_key, b_key);
     }
     let _ = (a_key, b_key);
     g.run_uninit(c)
+}
+
+/// Fresh memory zeroed and seen as initialised: the GPU paths of the `_uninit`
+/// entry points take an initialised slice (they copy their result into it).
+#[cfg(feature = "wgpu")]
+fn zero_filled(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    c.iter_mut().for_each(|v| {
+        v.write(0.0);
+    });
+    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Convolution forward (NCHW, OIHW, no bias): see [`cpu::conv::conv2d_forward`].
@@ -170,13 +175,7 @@ pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: 
 pub fn conv2d_forward_uninit(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [std::mem::MaybeUninit<f32>], w_key: Key) {
     #[cfg(feature = "wgpu")]
     if device() == Device::Wgpu {
-        // The GPU path takes an initialised slice: zero it, then overwrite.
-        y.iter_mut().for_each(|v| {
-            v.write(0.0);
-        });
-        // SAFETY: every element was written just above.
-        let y = unsafe { &mut *(y as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-        return conv2d_forward(g, x, w, y, w_key);
+        return conv2d_forward(g, x, w, zero_filled(y), w_key);
     }
     let _ = w_key;
     cpu::conv::conv2d_forward_into(g, x, w, y)

@@ -52,6 +52,14 @@ fn gelu_grad(g: f32, x: f32) -> f32 {
     g * x.mul_add(pdf, cdf)
 }
 
+/// A unary op whose derivative needs the input only: `dfdx(g, x) = g * f'(x)`,
+/// a two-operand loop over the gradient and the input (the output is not read).
+fn unary_x(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
+    let out = map(&a.data(), f);
+    let ac = a.clone();
+    Tensor::from_op(out, op, &[a], move |g, _| vec![Some(map2(g, &ac.data(), dfdx))])
+}
+
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
 /// `dfdx(g, x, y) = g * f'(x)`.
 fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
@@ -151,7 +159,7 @@ impl Tensor {
 
     /// `x²`. d/dx = 2x.
     pub fn square(&self) -> Tensor {
-        unary("square", self, |x| x * x, |g, x, _| 2.0 * g * x)
+        unary_x("square", self, |x| x * x, |g, x| 2.0 * g * x)
     }
 
     /// `√x`. d/dx = 1 / (2√x).
@@ -166,12 +174,12 @@ impl Tensor {
 
     /// `ln x`. d/dx = 1/x.
     pub fn log(&self) -> Tensor {
-        unary("log", self, f32::ln, |g, x, _| g / x)
+        unary_x("log", self, f32::ln, |g, x| g / x)
     }
 
     /// `|x|`. d/dx = sign(x) (0 at 0, as PyTorch).
     pub fn abs(&self) -> Tensor {
-        unary("abs", self, f32::abs, |g, x, _| if x > 0.0 { g } else if x < 0.0 { -g } else { 0.0 })
+        unary_x("abs", self, f32::abs, |g, x| if x > 0.0 { g } else if x < 0.0 { -g } else { 0.0 })
     }
 
     /// `min(max(x, lo), hi)`. d/dx = 1 inside [lo, hi], else 0. PyTorch: `clamp`.
@@ -197,7 +205,7 @@ impl Tensor {
 
     /// `max(x, 0)`. d/dx = 1 for x > 0, else 0.
     pub fn relu(&self) -> Tensor {
-        unary("relu", self, |x| x.max(0.0), |g, x, _| if x > 0.0 { g } else { 0.0 })
+        unary_x("relu", self, |x| x.max(0.0), |g, x| if x > 0.0 { g } else { 0.0 })
     }
 
     /// GELU, exact: `x Φ(x) = x (1 + erf(x/√2)) / 2`. d/dx = Φ(x) + x φ(x).
@@ -205,17 +213,14 @@ impl Tensor {
     pub fn gelu(&self) -> Tensor {
         // Closures marked `#[inline(always)]` so that the vectorised loops of
         // `kernels::simd` inline them (a plain fn item reaches them through a shim that is not inlined).
-        // The derivative needs only x: a two-operand loop that does not read the output.
-        let out = map(&self.data(), #[inline(always)] |x| gelu(x));
-        let xc = self.clone();
-        Tensor::from_op(out, "gelu", &[self], move |g, _| vec![Some(map2(g, &xc.data(), #[inline(always)] |g, x| gelu_grad(g, x)))])
+        unary_x("gelu", self, #[inline(always)] |x| gelu(x), #[inline(always)] |g, x| gelu_grad(g, x))
     }
 
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
     /// PyTorch: `F.gelu(x, approximate="tanh")`.
     pub fn gelu_tanh(&self) -> Tensor {
         const K: f32 = 0.797_884_6; // √(2/π)
-        unary("gelu_tanh", self, |x| 0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh()), |g, x, _| {
+        unary_x("gelu_tanh", self, |x| 0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh()), |g, x| {
             let t = (K * (x + 0.044715 * x * x * x)).tanh();
             // d/dx = ½(1 + t) + ½ x (1 - t²) √(2/π) (1 + 3·0.044715 x²)
             g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K * (1.0 + 0.134145 * x * x))
@@ -224,7 +229,7 @@ impl Tensor {
 
     /// SiLU (swish): `x σ(x)`. d/dx = σ(x)(1 + x(1 - σ(x))). PyTorch: `F.silu`.
     pub fn silu(&self) -> Tensor {
-        unary("silu", self, |x| x * sigmoid(x), |g, x, _| {
+        unary_x("silu", self, |x| x * sigmoid(x), |g, x| {
             let s = sigmoid(x);
             g * s * (1.0 + x * (1.0 - s))
         })
@@ -232,7 +237,7 @@ impl Tensor {
 
     /// CLIP's QuickGELU: `x σ(1.702 x)`. d/dx = σ(1.702x)(1 + 1.702 x (1 - σ(1.702x))).
     pub fn quick_gelu(&self) -> Tensor {
-        unary("quick_gelu", self, |x| x * sigmoid(1.702 * x), |g, x, _| {
+        unary_x("quick_gelu", self, |x| x * sigmoid(1.702 * x), |g, x| {
             let s = sigmoid(1.702 * x);
             g * s * (1.0 + 1.702 * x * (1.0 - s))
         })

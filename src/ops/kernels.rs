@@ -247,6 +247,15 @@ pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
     ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
 }
 
+/// `a[i] += g[i]` over two slices (of one length), one thread; call it under
+/// [`simd`] for the wide loop.
+#[inline(always)]
+pub(crate) fn add_into(a: &mut [f32], g: &[f32]) {
+    for (a, &g) in a.iter_mut().zip(g) {
+        *a += g;
+    }
+}
+
 /// `acc += g` for two arrays of one shape, in parallel when large (the
 /// gradient sums of a backward pass).
 pub fn add_assign(acc: &mut ArrayD<f32>, g: &ArrayD<f32>) {
@@ -257,20 +266,14 @@ pub fn add_assign(acc: &mut ArrayD<f32>, g: &ArrayD<f32>) {
 /// a fused projection feeds: flat when both are contiguous, else row by row
 /// along the last axis.
 pub fn add_assign_view(acc: &mut ArrayViewMutD<f32>, g: &ArrayD<f32>) {
-    #[inline(always)]
-    fn add(a: &mut [f32], g: &[f32]) {
-        for (a, &g) in a.iter_mut().zip(g) {
-            *a += g;
-        }
-    }
     let same = acc.shape() == g.shape();
     let big = g.len() >= PARALLEL_MIN_LEN;
     if let (true, Some(gs)) = (same, g.as_slice()) {
         if let Some(a) = acc.as_slice_mut() {
             if big {
-                a.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK)).for_each(|(a, g)| simd(#[inline(always)] || add(a, g)));
+                a.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK)).for_each(|(a, g)| simd(#[inline(always)] || add_into(a, g)));
             } else {
-                simd(#[inline(always)] || add(a, gs));
+                simd(#[inline(always)] || add_into(a, gs));
             }
             return;
         }
@@ -278,7 +281,7 @@ pub fn add_assign_view(acc: &mut ArrayViewMutD<f32>, g: &ArrayD<f32>) {
         if acc.ndim() > 0 && acc.strides()[last.0] == 1 {
             let rows = Zip::from(acc.lanes_mut(last)).and(g.lanes(last));
             let row = |mut a: ndarray::ArrayViewMut1<f32>, g: ndarray::ArrayView1<f32>| {
-                simd(#[inline(always)] || add(a.as_slice_mut().expect("unit stride"), g.as_slice().expect("contiguous")))
+                simd(#[inline(always)] || add_into(a.as_slice_mut().expect("unit stride"), g.as_slice().expect("contiguous")))
             };
             if big {
                 rows.par_for_each(row);

@@ -43,7 +43,6 @@ fn matmul_arrays_init(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, bias: Option<&[f
     out_shape.extend([m, n]);
 
     // (B..., M, K) · (K, N) with A's rows contiguous in memory: one tall GEMM.
-    let st = a.strides();
     let tall = sb.len() == 2 && sa.len() > 2 && rows_fold(a);
     let (mut full_a, mut full_b) = (batch.clone(), batch.clone());
     full_a.extend([m, k]);
@@ -57,7 +56,7 @@ fn matmul_arrays_init(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, bias: Option<&[f
         k,
         n,
         a: av.as_ptr(),
-        a_strides: if tall { (st[st.len() - 2], st[st.len() - 1]) } else { (sta[nd - 2], sta[nd - 1]) },
+        a_strides: (sta[nd - 2], sta[nd - 1]), // av is a itself when tall (same shape)
         a_offsets: &a_offsets,
         b: bv.as_ptr(),
         b_strides: (stb[nd - 2], stb[nd - 1]),

@@ -73,6 +73,7 @@ const ROWS_PER_TASK: usize = 64;
 /// 16 (a long serial sum into one or a few numbers would lose precision;
 /// `sum_axis` handles those).
 fn reduce_rows(grad: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
+    use crate::ops::kernels::add_into;
     use rayon::prelude::*;
     let gs = grad.as_slice()?;
     let full = grad.shape();
@@ -83,13 +84,7 @@ fn reduce_rows(grad: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
     }
     let block_sum = |block: &[f32]| {
         let mut out = vec![0.0f32; p];
-        crate::ops::kernels::simd(#[inline(always)] || {
-            for row in block.chunks_exact(p) {
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o += v;
-                }
-            }
-        });
+        crate::ops::kernels::simd(#[inline(always)] || block.chunks_exact(p).for_each(|row| add_into(&mut out, row)));
         out
     };
     let blocks: Vec<Vec<f32>> = if gs.len() < crate::ops::kernels::PARALLEL_MIN_LEN {
@@ -98,10 +93,6 @@ fn reduce_rows(grad: &ArrayD<f32>, shape: &[usize]) -> Option<ArrayD<f32>> {
         gs.par_chunks(ROWS_PER_TASK * p).map(block_sum).collect()
     };
     let mut out = vec![0.0f32; p];
-    for b in &blocks {
-        for (o, &v) in out.iter_mut().zip(b) {
-            *o += v;
-        }
-    }
+    blocks.iter().for_each(|b| add_into(&mut out, b));
     ArrayD::from_shape_vec(IxDyn(shape), out).ok()
 }
