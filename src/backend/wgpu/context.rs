@@ -44,6 +44,9 @@ pub struct WgpuContext {
     binding_cap: AtomicU64,
     /// 0: each matmul picks its kernel by shape; 1: always Tile64; 2: always Tile128.
     forced_kernel: AtomicU8,
+    /// Buffers of dropped [`super::GpuArray`]s, handed to the pool by the next job (a
+    /// drop may happen while a job holds the memory lock).
+    returned: Mutex<Vec<wgpu::Buffer>>,
 }
 
 /// The backends named by `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`, or a comma
@@ -175,6 +178,7 @@ impl WgpuContext {
             memory: Mutex::new(Memory::default()),
             binding_cap: AtomicU64::new(u64::MAX),
             forced_kernel: AtomicU8::new(0),
+            returned: Mutex::new(Vec::new()),
         })
     }
 
@@ -318,9 +322,21 @@ impl WgpuContext {
             .map_err(|_| device_error("wgpu context lock poisoned by an earlier panic"))
     }
 
+    /// Takes back the buffer of a dropped [`super::GpuArray`] (pooled by the next job).
+    pub(super) fn release_storage(&self, buffer: wgpu::Buffer) {
+        if let Ok(mut returned) = self.returned.lock() {
+            returned.push(buffer);
+        }
+    }
+
     /// Starts one GPU job: takes the lock, checks the device is alive, opens error scopes.
     pub(super) fn job(&self, label: &'static str) -> Result<Job<'_>> {
-        let memory = self.lock()?;
+        let mut memory = self.lock()?;
+        if let Ok(mut returned) = self.returned.lock() {
+            for buffer in returned.drain(..) {
+                memory.release(BufferKind::Storage, buffer);
+            }
+        }
         if let Some(lost) = self.lost.lock().ok().and_then(|l| l.clone()) {
             return Err(device_error(lost));
         }
@@ -427,6 +443,25 @@ impl Job<'_> {
             .acquire(&self.ctx.device, BufferKind::Storage, size);
         self.scratch.push((BufferKind::Storage, buffer.clone()));
         Ok(buffer)
+    }
+
+    /// A pooled storage buffer for `len` values that outlives the job: the result of a
+    /// kernel on GPU arrays (back to the pool when the array is dropped).
+    pub(super) fn output(&mut self, what: &str, len: usize) -> Result<super::GpuArray> {
+        let bytes = len as u64 * 4;
+        self.check_size(what, bytes)?;
+        let size = size_class(bytes, self.ctx.max_binding_bytes());
+        let buffer = self.memory.acquire(&self.ctx.device, BufferKind::Storage, size);
+        Ok(super::GpuArray::from_buffer(buffer, len))
+    }
+
+    /// Submits what has been recorded without waiting for the GPU: the kernels on GPU
+    /// arrays, whose results stay there. The queue runs submissions in order, so the
+    /// scratch buffers this job returns to the pool are safe to hand out again.
+    pub(super) fn enqueue(&mut self) {
+        if let Some(encoder) = self.encoder.take() {
+            self.ctx.queue.submit([encoder.finish()]);
+        }
     }
 
     /// Writes `data` at the start of `buffer` before the next submission.
@@ -626,7 +661,8 @@ impl Drop for Job<'_> {
             // An early return: close the scopes so they don't leak into the next job.
             let _ = pop_scopes(&self.ctx.device);
         }
-        // Every path that submitted work waited for it, so the buffers are idle.
+        // Every path that submitted work waited for it or enqueued it; the queue runs
+        // submissions in order, so a later user of these buffers runs after this job.
         for (kind, buffer) in self.scratch.drain(..) {
             self.memory.release(kind, buffer);
         }

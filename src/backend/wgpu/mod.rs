@@ -38,6 +38,7 @@
 //! The backend is chosen by `WGPU_BACKEND` (`vulkan`, `metal`, `dx12`, `gl`); unset, the
 //! primary backends are tried (not GL, whose shader compiles take tens of seconds).
 
+mod array;
 mod context;
 mod conv;
 mod matmul;
@@ -45,6 +46,7 @@ mod memory;
 
 use std::sync::OnceLock;
 
+pub use array::GpuArray;
 pub use context::WgpuContext;
 pub use conv::{
     bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
