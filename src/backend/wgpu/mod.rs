@@ -39,6 +39,7 @@
 //! primary backends are tried (not GL, whose shader compiles take tens of seconds).
 
 mod array;
+pub mod array_ops;
 mod context;
 mod conv;
 mod matmul;
