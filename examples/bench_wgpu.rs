@@ -16,10 +16,11 @@
 //! The check column is the largest difference from the CPU result relative to max |C|.
 //! The kernel table times each kernel alone (many dispatches in one submission, no
 //! transfers), with and without wgpu's injected bounds checks (the engine uses them
-//! without), beside PyTorch's sgemm. Training steps run on three set-ups: the CPU, wgpu with every matmul
-//! and conv on the GPU, and wgpu with the default arithmetic-intensity threshold
-//! (`dalle::backend::set_min_gpu_intensity`), with the megabytes each step moves over
-//! the bus. `RAYON_NUM_THREADS` sets the CPU threads (the project's numbers use 2).
+//! without), beside PyTorch's sgemm. Training steps run on four set-ups: the CPU; tensors on
+//! the host with every matmul and conv sent to the GPU; the same with the default
+//! arithmetic-intensity threshold (`dalle::backend::set_min_gpu_intensity`); and tensors
+//! resident on the GPU (`dalle::backend::set_resident`, the default for `--device wgpu`),
+//! each with the megabytes one step moves over the bus. `RAYON_NUM_THREADS` sets the CPU threads (the project's numbers use 2).
 //! On a software adapter (lavapipe, llvmpipe) the numbers are a correctness run, not a
 //! measure of any GPU.
 
@@ -111,22 +112,26 @@ mod bench {
         mb_down: f64,
     }
 
-    /// The three set-ups a step is timed on: the CPU; wgpu with every matmul and conv on
-    /// the GPU (threshold 0); wgpu with the default arithmetic-intensity threshold.
-    const SETUPS: [(&str, Option<f32>); 3] = [
-        ("cpu", None),
-        ("wgpu, every op", Some(0.0)),
-        ("wgpu, by intensity", Some(dalle::backend::DEFAULT_MIN_GPU_INTENSITY)),
+    /// The four set-ups a step is timed on: the CPU; tensors on the host with every
+    /// matmul and conv sent to the GPU (threshold 0); the same with the default
+    /// arithmetic-intensity threshold; tensors resident on the GPU (every op with a GPU
+    /// kernel runs there and leaves its output there).
+    const SETUPS: [(&str, Option<f32>, bool); 4] = [
+        ("cpu", None, false),
+        ("wgpu, every op", Some(0.0), false),
+        ("wgpu, by intensity", Some(dalle::backend::DEFAULT_MIN_GPU_INTENSITY), false),
+        ("wgpu, resident", Some(dalle::backend::DEFAULT_MIN_GPU_INTENSITY), true),
     ];
 
     /// Median time of one Adam step on each of [`SETUPS`].
     fn train_step(reps: usize, build: impl Fn() -> dalle::Result<Step>) -> dalle::Result<Vec<StepTime>> {
-        use dalle::backend::{set_device, set_min_gpu_intensity, Device, DEFAULT_MIN_GPU_INTENSITY};
+        use dalle::backend::{set_device, set_min_gpu_intensity, set_resident, Device, DEFAULT_MIN_GPU_INTENSITY};
         use dalle::optim::{Adam, Optimizer};
         let ctx = global()?;
         let mut out = Vec::new();
-        for (_, threshold) in SETUPS {
+        for (_, threshold, resident) in SETUPS {
             set_device(if threshold.is_some() { Device::Wgpu } else { Device::Cpu })?;
+            set_resident(resident);
             set_min_gpu_intensity(threshold.unwrap_or(DEFAULT_MIN_GPU_INTENSITY));
             let (params, loss_of) = build()?;
             let mut opt = Adam::new(params, 1e-3);
@@ -154,6 +159,7 @@ mod bench {
         }
         set_device(Device::Cpu)?;
         set_min_gpu_intensity(DEFAULT_MIN_GPU_INTENSITY);
+        set_resident(true);
         Ok(out)
     }
 
@@ -363,9 +369,9 @@ mod bench {
             let times = train_step(step_reps, build)?;
             let cpu = &times[0];
             println!("  {name}:");
-            for ((setup, _), t) in SETUPS.iter().zip(&times) {
+            for ((setup, _, _), t) in SETUPS.iter().zip(&times) {
                 let line = format!(
-                    "{:.1} | {:.2} | {:.1} | {:.1} | {:.1e}",
+                    "{:.1} | {:.2} | {:.3} | {:.3} | {:.1e}",
                     t.ms,
                     cpu.ms / t.ms,
                     t.mb_up,

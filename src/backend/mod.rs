@@ -17,7 +17,7 @@ pub mod wgpu;
 #[cfg(feature = "wgpu")]
 mod wgpu_dispatch;
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 pub use cpu::conv::ConvGeom;
 pub use cpu::gemm::BatchedGemm;
@@ -56,6 +56,36 @@ pub fn set_device(d: Device) -> crate::Result<Device> {
     }
     DEVICE.store(if d == Device::Wgpu { 1 } else { 0 }, Ordering::Relaxed);
     Ok(device())
+}
+
+/// Whether tensors computed on the GPU stay there (see [`set_resident`]).
+static RESIDENT: AtomicBool = AtomicBool::new(true);
+
+/// On [`Device::Wgpu`], with `resident` (the default) every operation that has a GPU
+/// kernel runs on the GPU and leaves its output there: the next GPU operation reads
+/// it in place, and only what the CPU reads crosses the bus ([`crate::Tensor::data`],
+/// an operation without a GPU kernel, a loss printed). Without it, tensors live on the
+/// host and only matmuls and convolutions go to the GPU, each sending its operands and
+/// fetching its result (when [`set_min_gpu_intensity`] says the trip pays).
+pub fn set_resident(resident: bool) {
+    RESIDENT.store(resident, Ordering::Relaxed);
+}
+
+/// Whether operations run on the GPU with their outputs kept there: the device is
+/// [`Device::Wgpu`] and [`set_resident`] is on.
+pub fn resident() -> bool {
+    device() == Device::Wgpu && RESIDENT.load(Ordering::Relaxed)
+}
+
+#[cfg(feature = "wgpu")]
+static GPU_ERROR_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Says once on stderr that the GPU failed and the CPU takes over.
+#[cfg(feature = "wgpu")]
+pub(crate) fn report_gpu_error(e: &crate::Error) {
+    if !GPU_ERROR_REPORTED.swap(true, Ordering::Relaxed) {
+        eprintln!("wgpu: {e}; falling back to the CPU for this and any later failing call");
+    }
 }
 
 /// Default of [`set_min_gpu_intensity`]: 64 FLOP per byte moved.

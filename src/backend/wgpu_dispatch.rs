@@ -7,7 +7,6 @@ use super::cpu::conv::ConvGeom;
 use super::cpu::gemm::BatchedGemm;
 use super::wgpu::{self, Conv2dShape, MatmulShape, Operand};
 use super::Key;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Below this many multiply-adds the upload costs more than the GPU saves.
 const GPU_MIN_FLOPS: usize = 1 << 16;
@@ -18,12 +17,8 @@ fn worth_it(flops: f64, values: usize) -> bool {
     flops >= super::min_gpu_intensity() as f64 * 4.0 * values as f64
 }
 
-static WARNED: AtomicBool = AtomicBool::new(false);
-
 fn report(e: crate::Error) {
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        eprintln!("wgpu: {e}; falling back to the CPU for this and any later failing call");
-    }
+    super::report_gpu_error(&e)
 }
 
 fn operand<'a>(data: &'a [f32], key: Key) -> Operand<'a> {

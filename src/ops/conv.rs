@@ -33,6 +33,10 @@ impl Tensor {
             }
         }
         let g = ConvGeom { n: xs[0], c: xs[1], h: xs[2], w: xs[3], oc: ws[0], kh: ws[2], kw: ws[3], stride, pad: padding };
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::conv2d(self, weight, bias, &g) {
+            return Ok(y);
+        }
         let len = g.n * g.oc * g.oh() * g.ow();
         let mut y: Vec<f32> = Vec::with_capacity(len);
         {
@@ -92,6 +96,10 @@ impl Tensor {
         if s.len() != 4 || factor == 0 {
             return Err(crate::Error::shape("upsample_nearest2d", format!("expected (N, C, H, W) and a factor >= 1, got {s:?}, factor {factor}")));
         }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::upsample_nearest2d(self, factor) {
+            return Ok(y);
+        }
         let (h, w) = (s[2], s[3]);
         let x = self.data().as_standard_layout().into_owned(); // (N, C, H, W) contiguous
         let mut out = vec![0.0; x.len() * factor * factor];
@@ -121,6 +129,12 @@ impl Tensor {
         let s = self.shape();
         if s.len() != 4 || k == 0 || stride == 0 || s[2] < k || s[3] < k {
             return Err(crate::Error::shape(op, format!("input {s:?} with window {k} and stride {stride}")));
+        }
+        #[cfg(feature = "wgpu")]
+        if is_max {
+            if let Some(y) = super::on_gpu::max_pool2d(self, k, stride) {
+                return Ok(y);
+            }
         }
         let geom = PoolGeom { h: s[2], w: s[3], k, stride };
         let (oh, ow) = geom.out();

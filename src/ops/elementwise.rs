@@ -76,6 +76,10 @@ impl Tensor {
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         let (sa, sb) = (self.shape(), other.shape());
         let shape = broadcast_shapes("add", &sa, &sb)?;
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::add(self, other) {
+            return Ok(y);
+        }
         let out = {
             let (x, y) = (self.data(), other.data());
             if sa == sb { map2(&x, &y, |p, q| p + q) } else { broadcast_map2(&x, &y, &shape, |p, q| p + q) }
@@ -90,6 +94,10 @@ impl Tensor {
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let (sa, sb) = (self.shape(), other.shape());
         let shape = broadcast_shapes("sub", &sa, &sb)?;
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::sub(self, other) {
+            return Ok(y);
+        }
         let out = {
             let (x, y) = (self.data(), other.data());
             if sa == sb { map2(&x, &y, |p, q| p - q) } else { broadcast_map2(&x, &y, &shape, |p, q| p - q) }
@@ -103,6 +111,10 @@ impl Tensor {
     // ANCHOR: mul
     /// `a * b` with broadcasting. d/da = b, d/db = a. PyTorch: `a * b`.
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::mul(self, other) {
+            return Ok(y);
+        }
         binary("mul", self, other, |x, y| x * y, |g, _, y| g * y, |g, x, _| g * x)
     }
     // ANCHOR_END: mul
@@ -135,6 +147,10 @@ impl Tensor {
 
     /// `c * x` for a constant c. d/dx = c. PyTorch: `x * c`.
     pub fn scale(&self, c: f32) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::scale(self, c) {
+            return y;
+        }
         let out = map(&self.data(), move |v| v * c);
         Tensor::from_op(out, "scale", &[self], move |g, _| vec![Some(map(g, move |v| v * c))])
     }
@@ -159,6 +175,10 @@ impl Tensor {
 
     /// `x²`. d/dx = 2x.
     pub fn square(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Square, "square") {
+            return y;
+        }
         unary_x("square", self, |x| x * x, |g, x| 2.0 * g * x)
     }
 
@@ -194,17 +214,29 @@ impl Tensor {
     // ANCHOR: tanh
     /// `tanh x`. d/dx = 1 - tanh²x.
     pub fn tanh(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Tanh, "tanh") {
+            return y;
+        }
         unary("tanh", self, f32::tanh, |g, _, y| g * (1.0 - y * y))
     }
     // ANCHOR_END: tanh
 
     /// `σ(x) = 1 / (1 + e⁻ˣ)`. d/dx = σ(x)(1 - σ(x)).
     pub fn sigmoid(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Sigmoid, "sigmoid") {
+            return y;
+        }
         unary("sigmoid", self, sigmoid, |g, _, y| g * y * (1.0 - y))
     }
 
     /// `max(x, 0)`. d/dx = 1 for x > 0, else 0.
     pub fn relu(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::relu(self) {
+            return y;
+        }
         unary_x("relu", self, |x| x.max(0.0), |g, x| if x > 0.0 { g } else { 0.0 })
     }
 

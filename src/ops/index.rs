@@ -15,6 +15,12 @@ impl Tensor {
         if let Some(&bad) = indices.iter().find(|&&i| i >= shape[a]) {
             return Err(crate::Error::shape("index_select", format!("index {bad} out of range for dimension {a} of {shape:?}")));
         }
+        #[cfg(feature = "wgpu")]
+        if a == 0 {
+            if let Some(y) = super::on_gpu::select_rows(self, indices) {
+                return Ok(y);
+            }
+        }
         let out = self.data().select(Axis(a), indices);
         let idx = indices.to_vec();
         Ok(Tensor::from_op(out, "index_select", &[self], move |g, _| {

@@ -24,6 +24,12 @@ impl Tensor {
         if !(0.0..=1.0).contains(&label_smoothing) {
             return Err(crate::Error::Config(format!("label_smoothing {label_smoothing} must be in [0, 1]")));
         }
+        #[cfg(feature = "wgpu")]
+        if ignore_index.is_none() && label_smoothing == 0.0 {
+            if let Some(loss) = super::on_gpu::cross_entropy(self, targets) {
+                return Ok(loss);
+            }
+        }
         let logits = self.data().view().into_dimensionality::<Ix2>().expect("checked 2-D").to_owned();
         let mut probs = logits.clone();
         let mut total = 0.0f64;
@@ -85,6 +91,10 @@ impl Tensor {
     pub fn bce_with_logits(&self, target: &Tensor) -> Result<Tensor> {
         if self.shape() != target.shape() {
             return Err(crate::Error::shape("bce_with_logits", format!("logits {:?} and targets {:?} differ", self.shape(), target.shape())));
+        }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::bce_with_logits(self, target) {
+            return Ok(y);
         }
         let n = self.len().max(1) as f32;
         let total: f64 = {

@@ -174,6 +174,10 @@ impl Tensor {
     ///
     /// Errors name the shapes: `linear: [4, 3] x [5, 2]ᵀ + [5]`.
     pub fn linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::linear(self, w, b) {
+            return Ok(y);
+        }
         let Some(b) = b else { return self.matmul_t(w) };
         let (sx, sw, sb) = (self.shape(), w.shape(), b.shape());
         let err = || crate::Error::shape("linear", format!("{sx:?} x {sw:?}ᵀ + {sb:?}"));

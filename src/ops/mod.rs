@@ -12,6 +12,8 @@ pub mod kernels;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+#[cfg(feature = "wgpu")]
+pub(crate) mod on_gpu;
 pub mod reduce;
 pub mod shape;
 

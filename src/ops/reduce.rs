@@ -60,6 +60,10 @@ impl Tensor {
 
     /// Sum of all elements, as a scalar.
     pub fn sum(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::sum(self) {
+            return y;
+        }
         let all: Vec<isize> = (0..self.ndim() as isize).collect();
         self.sum_axes(&all, false).expect("all axes are valid")
     }

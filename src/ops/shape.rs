@@ -19,6 +19,10 @@ impl Tensor {
             return Err(bad());
         }
         let new: Vec<usize> = shape.iter().map(|&d| if d < 0 { n / known } else { d as usize }).collect();
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::reshape(self, &new) {
+            return Ok(y);
+        }
         // A row-major copy, then the new shape over the same order of elements.
         let out = to_standard(&self.data().view()).into_shape_with_order(IxDyn(&new)).map_err(|_| bad())?;
         Ok(Tensor::from_op(out, "reshape", &[self], move |g, _| {
@@ -66,6 +70,10 @@ impl Tensor {
         let mut seen = vec![false; nd];
         if axes.len() != nd || axes.iter().any(|&a| a >= nd || std::mem::replace(&mut seen[a], true)) {
             return Err(crate::Error::shape("permute", format!("{axes:?} is not a permutation of the {nd} axes of {:?}", self.shape())));
+        }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::permute(self, axes) {
+            return Ok(y);
         }
         let out = permuted_copy(&self.data(), axes);
         let mut inverse = vec![0; nd];

@@ -30,6 +30,9 @@ pub struct Adam {
     pub weight_decay: f32,
     /// `true` for AdamW (decoupled weight decay).
     pub decoupled: bool,
+    /// The moments of parameters stepped on the GPU (there instead of in `m`, `v`).
+    #[cfg(feature = "wgpu")]
+    gpu_moments: Vec<Option<(crate::tensor::DeviceValue, crate::tensor::DeviceValue)>>,
 }
 
 impl Adam {
@@ -37,7 +40,21 @@ impl Adam {
     pub fn new(params: Vec<(String, Tensor)>, lr: f32) -> Self {
         let zeros = || params.iter().map(|(_, p)| ArrayD::zeros(p.data().raw_dim())).collect::<Vec<_>>();
         let (m, v) = (zeros(), zeros());
-        Adam { params, m, v, t: 0, lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        #[cfg(feature = "wgpu")]
+        let gpu_moments = vec![None; params.len()];
+        Adam {
+            params,
+            m,
+            v,
+            t: 0,
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            #[cfg(feature = "wgpu")]
+            gpu_moments,
+        }
     }
 
     /// AdamW with PyTorch's defaults (weight decay 0.01 unless given).
@@ -58,7 +75,30 @@ impl Optimizer for Adam {
         let (lr, eps, wd, decoupled) = (self.lr, self.eps, self.weight_decay, self.decoupled);
         let bc1 = 1.0 - b1.powi(self.t as i32); // 1 - β₁ᵗ
         let bc2 = 1.0 - b2.powi(self.t as i32); // 1 - β₂ᵗ
-        for (((_, p), m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+        for (i, (((_, p), m), v)) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()).enumerate() {
+            #[cfg(feature = "wgpu")]
+            {
+                let hyper = crate::backend::wgpu::array_ops::AdamHyper {
+                    lr,
+                    beta1: b1,
+                    beta2: b2,
+                    eps,
+                    weight_decay: wd,
+                    decoupled,
+                    bias_correction1: bc1,
+                    bias_correction2: bc2,
+                };
+                if crate::ops::on_gpu::adam_step(p, &mut self.gpu_moments[i], &hyper).is_some() {
+                    continue;
+                }
+                // the CPU step goes on from the moments the GPU kept
+                if let Some((gm, gv)) = self.gpu_moments[i].take() {
+                    *m = gm.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"));
+                    *v = gv.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"));
+                }
+            }
+            #[cfg(not(feature = "wgpu"))]
+            let _ = i;
             let g = grad_or_zeros(p);
             p.update(|theta| {
                 Zip::from(theta).and(m).and(v).and(&g).for_each(|t, m, v, &g| {
@@ -86,7 +126,16 @@ impl Optimizer for Adam {
     }
     fn state(&self) -> Vec<(String, ArrayD<f32>)> {
         let mut out = vec![("step".to_string(), ArrayD::from_elem(ndarray::IxDyn(&[1]), self.t as f32))];
-        for (((n, _), m), v) in self.params.iter().zip(&self.m).zip(&self.v) {
+        for (i, (((n, _), m), v)) in self.params.iter().zip(&self.m).zip(&self.v).enumerate() {
+            #[cfg(feature = "wgpu")]
+            if let Some((gm, gv)) = &self.gpu_moments[i] {
+                let host = |d: &crate::tensor::DeviceValue| d.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"));
+                out.push((format!("m.{n}"), host(gm)));
+                out.push((format!("v.{n}"), host(gv)));
+                continue;
+            }
+            #[cfg(not(feature = "wgpu"))]
+            let _ = i;
             out.push((format!("m.{n}"), m.clone()));
             out.push((format!("v.{n}"), v.clone()));
         }
@@ -99,6 +148,8 @@ impl Optimizer for Adam {
             *v = take_state(state, &format!("v.{n}"), &p.shape())?;
         }
         self.t = step[[0]] as u64;
+        #[cfg(feature = "wgpu")]
+        self.gpu_moments.iter_mut().for_each(|g| *g = None);
         Ok(())
     }
 }

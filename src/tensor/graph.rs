@@ -5,7 +5,9 @@
 //! let its closure hand gradients to its parents. Gradients of intermediate
 //! tensors live only in a map during the walk; leaves (parameters) keep theirs.
 
-use super::{GradFn, Tensor};
+#[cfg(feature = "wgpu")]
+use super::DeviceValue;
+use super::{GradFn, Tensor, Value};
 use ndarray::{ArrayD, Axis, Slice};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -70,8 +72,8 @@ impl Tensor {
             return;
         }
         let order = topological_order(self);
-        let mut grads: HashMap<usize, ArrayD<f32>> = HashMap::new();
-        grads.insert(self.id(), grad_output);
+        let mut grads: HashMap<usize, Value> = HashMap::new();
+        grads.insert(self.id(), Value::Host(grad_output));
         // Walk from the loss back to the leaves: every consumer of a tensor
         // comes before it in this order, so its gradient is complete when visited.
         for node in order.iter().rev() {
@@ -80,15 +82,14 @@ impl Tensor {
                 None => node.accumulate_grad(grad),
                 // A slice whose parent already has a gradient: add into that slice only.
                 Some(GradFn { slice_of_parent: Some((axis, start)), parents, .. }) if grads.contains_key(&parents[0].id()) => {
-                    let acc = grads.get_mut(&parents[0].id()).expect("checked");
+                    let acc = grads.remove(&parents[0].id()).expect("checked");
+                    let (mut acc, grad) = (acc.into_host(), grad.into_host());
                     let mut part = acc.slice_axis_mut(Axis(*axis), Slice::from(*start..*start + grad.shape()[*axis]));
                     crate::ops::kernels::add_assign_view(&mut part, &grad);
+                    grads.insert(parents[0].id(), Value::Host(acc));
                 }
                 Some(grad_fn) => {
-                    let parent_grads = {
-                        let out = node.data();
-                        (grad_fn.backward)(&grad, &out)
-                    };
+                    let parent_grads = node_backward(node, grad_fn, grad);
                     debug_assert_eq!(parent_grads.len(), grad_fn.parents.len(), "{}: wrong number of gradients", grad_fn.name);
                     for (parent, g) in grad_fn.parents.iter().zip(parent_grads) {
                         let Some(g) = g else { continue };
@@ -96,18 +97,41 @@ impl Tensor {
                             continue;
                         }
                         debug_assert_eq!(g.shape(), parent.shape().as_slice(), "{}: gradient shape", grad_fn.name);
-                        match grads.get_mut(&parent.id()) {
-                            Some(acc) => crate::ops::kernels::add_assign(acc, &g),
-                            None => {
-                                grads.insert(parent.id(), g);
+                        let sum = match grads.remove(&parent.id()) {
+                            Some(Value::Host(mut acc)) if matches!(g, Value::Host(_)) => {
+                                crate::ops::kernels::add_assign(&mut acc, &g.into_host());
+                                Value::Host(acc)
                             }
-                        }
+                            Some(acc) => acc.sum(g),
+                            None => g,
+                        };
+                        grads.insert(parent.id(), sum);
                     }
                 }
             }
         }
     }
     // ANCHOR_END: backward
+}
+
+/// One node's backward step: on the GPU when the operation ran there (the gradient
+/// is uploaded if it arrives from a CPU op), else the CPU closure (the gradient is
+/// read back if it arrives from a GPU op).
+fn node_backward(node: &Tensor, grad_fn: &GradFn, grad: Value) -> Vec<Option<Value>> {
+    #[cfg(feature = "wgpu")]
+    if let Some(device_backward) = &grad_fn.device_backward {
+        let on_gpu = match &grad {
+            Value::Device(d) => Ok(d.clone()),
+            Value::Host(a) => DeviceValue::upload(a),
+        };
+        match on_gpu.and_then(|g| device_backward(&g)) {
+            Ok(grads) => return grads.into_iter().map(|g| g.map(Value::Device)).collect(),
+            Err(e) => crate::backend::report_gpu_error(&e),
+        }
+    }
+    let grad = grad.into_host();
+    let out = node.data();
+    (grad_fn.backward)(&grad, &out).into_iter().map(|g| g.map(Value::Host)).collect()
 }
 
 /// Nodes reachable from `root` through recorded operations, parents before children.

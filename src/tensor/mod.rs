@@ -23,18 +23,20 @@
 //! not copy its data. Parameters are updated in place by the optimisers
 //! ([`Tensor::update`]), which bumps a version counter that device caches read.
 
+mod device;
 mod graph;
 pub mod gradcheck;
 mod random;
 mod shape;
 
+pub use device::{DeviceValue, Value};
 pub use graph::{is_grad_enabled, no_grad, NoGradGuard};
 pub use random::Rng;
 pub use shape::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref};
 
 use ndarray::{ArrayD, IxDyn};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The backward closure of one operation: given the gradient of the loss with
@@ -42,6 +44,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// respect to each parent, in order (`None` for a parent that needs none).
 pub type BackwardFn =
     Box<dyn Fn(&ArrayD<f32>, &ArrayD<f32>) -> Vec<Option<ArrayD<f32>>> + Send + Sync>;
+
+/// The backward closure of an operation that ran on the GPU: the output's gradient
+/// in GPU memory in, one gradient per parent (in GPU memory) out.
+pub type DeviceBackwardFn =
+    Box<dyn Fn(&DeviceValue) -> crate::Result<Vec<Option<DeviceValue>>> + Send + Sync>;
 
 /// How a tensor was computed: the operation's name, its inputs and its backward closure.
 pub struct GradFn {
@@ -58,12 +65,20 @@ pub struct GradFn {
     /// parent-sized zero tensor to be added in full: the three chunks of a
     /// fused QKV projection then cost one parent-sized gradient, not three.
     pub slice_of_parent: Option<(usize, usize)>,
+    /// For an operation that ran on the GPU: its backward on GPU values, which the
+    /// walk prefers while the gradient is there ([`Tensor::from_device_op`]).
+    pub device_backward: Option<DeviceBackwardFn>,
 }
 
 pub(crate) struct TensorInner {
     id: usize,
+    /// The values on the host; an empty placeholder while `host_stale`.
     data: RwLock<ArrayD<f32>>,
-    grad: Mutex<Option<ArrayD<f32>>>,
+    /// The values in GPU memory, when they are there.
+    device: Mutex<Option<DeviceValue>>,
+    /// Whether only `device` holds the current values (the host copy is filled on read).
+    host_stale: AtomicBool,
+    grad: Mutex<Option<Value>>,
     requires_grad: bool,
     grad_fn: Option<GradFn>,
     version: AtomicU64,
@@ -79,11 +94,20 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Tensor {
     fn make(data: ArrayD<f32>, requires_grad: bool, grad_fn: Option<GradFn>) -> Tensor {
+        Tensor::make_on(data, None, requires_grad, grad_fn)
+    }
+
+    /// A tensor whose values are `data` on the host, or `device` on the GPU (then
+    /// `data` is an empty placeholder until read).
+    fn make_on(data: ArrayD<f32>, device: Option<DeviceValue>, requires_grad: bool, grad_fn: Option<GradFn>) -> Tensor {
         crate::backend::cpu::memory::keep_freed_memory();
+        let host_stale = device.is_some();
         Tensor {
             inner: Arc::new(TensorInner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 data: RwLock::new(data),
+                device: Mutex::new(device),
+                host_stale: AtomicBool::new(host_stale),
                 grad: Mutex::new(None),
                 requires_grad,
                 grad_fn,
@@ -171,8 +195,82 @@ impl Tensor {
         if !track {
             return Tensor::new(data);
         }
-        let grad_fn = GradFn { name, parents: parents.iter().map(|p| (*p).clone()).collect(), backward, slice_of_parent };
+        let grad_fn = GradFn { name, parents: parents.iter().map(|p| (*p).clone()).collect(), backward, slice_of_parent, device_backward: None };
         Tensor::make(data, true, Some(grad_fn))
+    }
+
+    /// The output of an operation that ran on the GPU: its values stay there.
+    /// `backward` maps the output's gradient (on the GPU) to its parents' gradients.
+    pub fn from_device_op(
+        value: DeviceValue,
+        name: &'static str,
+        parents: &[&Tensor],
+        backward: impl Fn(&DeviceValue) -> crate::Result<Vec<Option<DeviceValue>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let placeholder = ArrayD::zeros(IxDyn(&[0]));
+        let track = is_grad_enabled() && parents.iter().any(|p| p.requires_grad());
+        if !track {
+            return Tensor::make_on(placeholder, Some(value), false, None);
+        }
+        let host_backward: BackwardFn = Box::new(move |_, _| {
+            panic!("{name} ran on the GPU and its backward needs the GPU, which failed (see the message above)")
+        });
+        let grad_fn = GradFn {
+            name,
+            parents: parents.iter().map(|p| (*p).clone()).collect(),
+            backward: host_backward,
+            slice_of_parent: None,
+            device_backward: Some(Box::new(backward)),
+        };
+        Tensor::make_on(placeholder, Some(value), true, Some(grad_fn))
+    }
+
+    /// A constant tensor whose values are on the GPU.
+    pub fn from_device(value: DeviceValue) -> Tensor {
+        Tensor::make_on(ArrayD::zeros(IxDyn(&[0])), Some(value), false, None)
+    }
+
+    /// The values in GPU memory: the copy already there, or an upload kept for the
+    /// next use (until the values change on the host).
+    #[cfg(feature = "wgpu")]
+    pub fn to_device(&self) -> crate::Result<DeviceValue> {
+        let mut slot = self.inner.device.lock().expect("tensor device lock poisoned");
+        if let Some(value) = slot.as_ref() {
+            return Ok(value.clone());
+        }
+        let value = DeviceValue::upload(&self.inner.data.read().expect("tensor data lock poisoned"))?;
+        *slot = Some(value.clone());
+        Ok(value)
+    }
+
+    /// Whether the values are in GPU memory (maybe also on the host).
+    pub fn is_on_device(&self) -> bool {
+        self.inner.device.lock().expect("tensor device lock poisoned").is_some()
+    }
+
+    /// Fills the host copy from the GPU when only the GPU holds the values.
+    ///
+    /// # Panics
+    /// When the read-back fails: the GPU held the only copy and was lost.
+    fn sync_host(&self) {
+        if !self.inner.host_stale.load(Ordering::Acquire) {
+            return;
+        }
+        let slot = self.inner.device.lock().expect("tensor device lock poisoned");
+        if self.inner.host_stale.load(Ordering::Acquire) {
+            let value = slot.as_ref().expect("a stale host copy means the GPU holds the values");
+            let values = value.to_host().unwrap_or_else(|e| panic!("reading a tensor of shape {:?} back from the GPU: {e}", value.shape()));
+            *self.inner.data.write().expect("tensor data lock poisoned") = values;
+            self.inner.host_stale.store(false, Ordering::Release);
+        }
+    }
+
+    /// Marks the GPU copy as the only current one after a kernel changed it in place
+    /// (an optimiser step on the GPU); the next host read fetches it.
+    #[cfg(feature = "wgpu")]
+    pub(crate) fn device_changed(&self) {
+        self.inner.version.fetch_add(1, Ordering::AcqRel);
+        self.inner.host_stale.store(true, Ordering::Release);
     }
     // ANCHOR_END: from_op
 
@@ -208,13 +306,17 @@ impl Tensor {
         self.inner.grad_fn.as_ref()
     }
 
-    /// Read access to the values.
+    /// Read access to the values (read back from the GPU first when only it has them).
     pub fn data(&self) -> RwLockReadGuard<'_, ArrayD<f32>> {
+        self.sync_host();
         self.inner.data.read().expect("tensor data lock poisoned")
     }
 
     /// Write access to the values; prefer [`Tensor::update`], which also bumps the version.
+    /// The host copy becomes the only one: a GPU copy is dropped.
     pub fn data_mut(&self) -> RwLockWriteGuard<'_, ArrayD<f32>> {
+        self.sync_host();
+        *self.inner.device.lock().expect("tensor device lock poisoned") = None;
         self.inner.version.fetch_add(1, Ordering::AcqRel);
         self.inner.data.write().expect("tensor data lock poisoned")
     }
@@ -257,19 +359,24 @@ impl Tensor {
         *d.iter().next().expect("one element")
     }
 
-    /// The shape, e.g. `[B, C, H, W]`.
+    /// The shape, e.g. `[B, C, H, W]` (no read-back for values on the GPU).
     pub fn shape(&self) -> Vec<usize> {
-        self.data().shape().to_vec()
+        if self.inner.host_stale.load(Ordering::Acquire) {
+            if let Some(value) = self.inner.device.lock().expect("tensor device lock poisoned").as_ref() {
+                return value.shape().to_vec();
+            }
+        }
+        self.inner.data.read().expect("tensor data lock poisoned").shape().to_vec()
     }
 
     /// The number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.data().ndim()
+        self.shape().len()
     }
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        self.data().len()
+        self.shape().iter().product()
     }
 
     /// Whether the tensor has no elements.
@@ -283,8 +390,15 @@ impl Tensor {
         shape[normalize_axis(axis, shape.len())]
     }
 
-    /// The accumulated gradient (after [`Tensor::backward`]).
+    /// The accumulated gradient (after [`Tensor::backward`]), read back from the GPU
+    /// when it is there.
     pub fn grad(&self) -> Option<ArrayD<f32>> {
+        let g = self.inner.grad.lock().expect("grad lock poisoned").clone();
+        g.map(Value::into_host)
+    }
+
+    /// The accumulated gradient where it is: on the GPU or on the host.
+    pub fn grad_value(&self) -> Option<Value> {
         self.inner.grad.lock().expect("grad lock poisoned").clone()
     }
 
@@ -295,19 +409,24 @@ impl Tensor {
 
     /// Replace the accumulated gradient (gradient clipping, tests).
     pub fn set_grad(&self, g: Option<ArrayD<f32>>) {
-        *self.inner.grad.lock().expect("grad lock poisoned") = g;
+        *self.inner.grad.lock().expect("grad lock poisoned") = g.map(Value::Host);
     }
 
-    pub(crate) fn accumulate_grad(&self, g: ArrayD<f32>) {
+    pub(crate) fn accumulate_grad(&self, g: Value) {
         let mut slot = self.inner.grad.lock().expect("grad lock poisoned");
-        match slot.as_mut() {
-            Some(acc) => *acc += &g,
-            None => *slot = Some(g),
-        }
+        *slot = Some(match slot.take() {
+            Some(acc) => acc.sum(g),
+            None => g,
+        });
     }
 
     /// The same values, cut from the graph: no gradient flows through the result.
     pub fn detach(&self) -> Tensor {
+        if self.inner.host_stale.load(Ordering::Acquire) {
+            if let Some(value) = self.inner.device.lock().expect("tensor device lock poisoned").clone() {
+                return Tensor::from_device(value); // shares the GPU memory, as PyTorch's detach shares storage
+            }
+        }
         Tensor::new(self.to_array())
     }
 

@@ -70,6 +70,24 @@ impl GpuArray {
     }
 }
 
+/// A new array of `len` values written by one invocation of `entry` (of the WGSL file
+/// `file`) per value, with the uniform `words` (binding 0), the result at binding 1 and
+/// `inputs` at bindings 2, 3, ...: the shape of every elementwise kernel on GPU arrays.
+pub(super) fn map_kernel(op: &'static str, (file, source, entry): (&'static str, &'static str, &'static str), words: &[u32], inputs: &[&GpuArray], len: usize) -> Result<GpuArray> {
+    let ctx = GpuArray::context()?;
+    let kernel = ctx.cached_pipeline(file, source, entry)?;
+    let mut job = ctx.job(op)?;
+    let out = job.output(entry, len)?;
+    if len > 0 {
+        let mut buffers = vec![out.buffer()];
+        buffers.extend(inputs.iter().map(|a| a.buffer()));
+        job.dispatch_elementwise(&kernel, words, &buffers, len)?;
+        job.enqueue();
+    }
+    job.finish()?;
+    Ok(out)
+}
+
 impl Drop for GpuArray {
     fn drop(&mut self) {
         if let (Some(buffer), Ok(ctx)) = (self.buffer.take(), super::global()) {

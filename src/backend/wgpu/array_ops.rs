@@ -33,31 +33,16 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
-use super::array::GpuArray;
+use super::array::{map_kernel, GpuArray};
 use crate::{Error, Result};
 
 /// The WGSL source of every kernel here.
 const SOURCE: &str = include_str!("array_ops.wgsl");
 
-/// The pipeline of `array_ops.wgsl`'s `entry`, compiled on first use and kept.
-///
-/// Compiling takes the context's lock, so this is called before a job opens (a job
-/// holds that lock until it finishes).
+/// The pipeline of `array_ops.wgsl`'s `entry`, compiled on first use and kept
+/// ([`super::WgpuContext`]'s cache; called before a job opens).
 fn pipeline(entry: &'static str) -> Result<wgpu::ComputePipeline> {
-    static CACHE: OnceLock<Mutex<HashMap<&'static str, wgpu::ComputePipeline>>> = OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .map_err(|_| Error::Device("array_ops pipeline cache poisoned by an earlier panic".into()))?;
-    if let Some(compiled) = cache.get(entry) {
-        return Ok(compiled.clone());
-    }
-    let compiled = GpuArray::context()?.compile_pipeline("array_ops.wgsl", SOURCE, entry)?;
-    cache.insert(entry, compiled.clone());
-    Ok(compiled)
+    GpuArray::context()?.cached_pipeline("array_ops.wgsl", SOURCE, entry)
 }
 
 /// The uniform `Params` of `array_ops.wgsl` (16 words; see the field comments there).
@@ -122,15 +107,7 @@ fn check(op: &'static str, lengths: &[(&str, usize, usize)]) -> Result<()> {
 /// A new array of `len` values, one invocation of `entry` per value, reading `inputs`
 /// (bindings 2, 3, ...).
 fn map(op: &'static str, entry: &'static str, params: Params, inputs: &[&GpuArray], len: usize) -> Result<GpuArray> {
-    let kernel = pipeline(entry)?;
-    let mut job = GpuArray::context()?.job(op)?;
-    let out = job.output(entry, len)?;
-    let mut buffers = vec![out.buffer()];
-    buffers.extend(inputs.iter().map(|a| a.buffer()));
-    job.dispatch_elementwise(&kernel, &params.words(len), &buffers, len)?;
-    job.enqueue();
-    job.finish()?;
-    Ok(out)
+    map_kernel(op, ("array_ops.wgsl", SOURCE, entry), &params.words(len), inputs, len)
 }
 
 /// `entry` once per value of `written` (binding 1, updated in place), reading or

@@ -1,6 +1,7 @@
 //! The device: adapter, device, queue and compiled pipelines, plus the plumbing that
 //! turns wgpu's errors (which panic by default) into [`Error::Device`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -47,6 +48,8 @@ pub struct WgpuContext {
     /// Buffers of dropped [`super::GpuArray`]s, handed to the pool by the next job (a
     /// drop may happen while a job holds the memory lock).
     returned: Mutex<Vec<wgpu::Buffer>>,
+    /// Pipelines compiled on first use ([`WgpuContext::cached_pipeline`]), by (file, entry).
+    lazy_pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
 }
 
 /// The backends named by `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`, or a comma
@@ -179,6 +182,7 @@ impl WgpuContext {
             binding_cap: AtomicU64::new(u64::MAX),
             forced_kernel: AtomicU8::new(0),
             returned: Mutex::new(Vec::new()),
+            lazy_pipelines: Mutex::new(HashMap::new()),
         })
     }
 
@@ -276,6 +280,19 @@ impl WgpuContext {
     ) -> Result<wgpu::ComputePipeline> {
         let _guard = self.lock()?;
         compile(&self.device, label, source, entry)
+    }
+
+    /// The pipeline of `entry` in the WGSL file `label` (`source`), compiled on first use
+    /// and kept: the kernels of the GPU-array ops. Compiling takes the context's lock,
+    /// so this is called before a job opens, never while one is alive.
+    pub(super) fn cached_pipeline(&self, label: &'static str, source: &'static str, entry: &'static str) -> Result<wgpu::ComputePipeline> {
+        let poisoned = || device_error("the pipeline cache was poisoned by an earlier panic");
+        if let Some(compiled) = self.lazy_pipelines.lock().map_err(|_| poisoned())?.get(&(label, entry)) {
+            return Ok(compiled.clone());
+        }
+        let compiled = self.compile_pipeline(label, source, entry)?;
+        self.lazy_pipelines.lock().map_err(|_| poisoned())?.insert((label, entry), compiled.clone());
+        Ok(compiled)
     }
 
     /// [`WgpuContext::compile_pipeline`] without the bounds checks wgpu injects into
@@ -461,6 +478,21 @@ impl Job<'_> {
     pub(super) fn enqueue(&mut self) {
         if let Some(encoder) = self.encoder.take() {
             self.ctx.queue.submit([encoder.finish()]);
+        }
+    }
+
+    /// Records a copy of `len` values from `src` (starting at value `src_at`) to `dst`
+    /// (at value `dst_at`), on the GPU.
+    pub(super) fn copy(&mut self, src: &wgpu::Buffer, src_at: usize, dst: &wgpu::Buffer, dst_at: usize, len: usize) {
+        if len > 0 {
+            self.encoder().copy_buffer_to_buffer(src, src_at as u64 * 4, dst, dst_at as u64 * 4, len as u64 * 4);
+        }
+    }
+
+    /// Records setting the first `len` values of `buffer` to zero, on the GPU.
+    pub(super) fn clear(&mut self, buffer: &wgpu::Buffer, len: usize) {
+        if len > 0 {
+            self.encoder().clear_buffer(buffer, 0, Some(len as u64 * 4));
         }
     }
 

@@ -67,22 +67,22 @@ impl Conv2dShape {
     }
 
     /// `C kh kw`: one column of im2col, one row of the flattened weight.
-    fn patch_len(&self) -> usize {
+    pub(super) fn patch_len(&self) -> usize {
         self.in_channels * self.kernel_h * self.kernel_w
     }
 
-    fn out_plane(&self) -> usize {
+    pub(super) fn out_plane(&self) -> usize {
         self.out_height() * self.out_width()
     }
 
     /// Per sample: input length `C H W`, output length `Cout Ho Wo` and im2col
     /// length `C kh kw · Ho Wo` (the batch must not be empty).
-    fn per_sample(&self) -> (usize, usize, usize) {
+    pub(super) fn per_sample(&self) -> (usize, usize, usize) {
         (self.input_len() / self.batch, self.out_channels * self.out_plane(), self.patch_len() * self.out_plane())
     }
 
     /// Checks the hyper-parameters and that each tensor has the length the shape needs.
-    fn check(&self, tensors: &[(&str, usize, usize)]) -> Result<()> {
+    pub(super) fn check(&self, tensors: &[(&str, usize, usize)]) -> Result<()> {
         if self.stride == 0 || self.kernel_h == 0 || self.kernel_w == 0 {
             return Err(Error::shape(
                 "wgpu conv2d",
@@ -115,7 +115,7 @@ impl Conv2dShape {
     }
 
     /// The uniform block of `conv.wgsl` for `batch` samples writing `total` elements.
-    fn params(&self, batch: usize, total: usize) -> [u32; 16] {
+    pub(super) fn params(&self, batch: usize, total: usize) -> [u32; 16] {
         [
             batch as u32,
             self.in_channels as u32,
@@ -137,7 +137,7 @@ impl Conv2dShape {
     }
 
     /// Samples per chunk so that every per-chunk buffer fits one binding.
-    fn chunk(&self, ctx: &WgpuContext) -> Result<usize> {
+    pub(super) fn chunk(&self, ctx: &WgpuContext) -> Result<usize> {
         let per_sample = [
             self.patch_len() * self.out_plane(),
             self.in_channels * self.height * self.width,
@@ -164,7 +164,7 @@ fn samples(data: &[f32], per: usize, start: usize, count: usize) -> &[f32] {
 }
 
 /// Records im2col of `count` samples in `x` into `cols`.
-fn encode_im2col(
+pub(super) fn encode_im2col(
     job: &mut Job<'_>,
     ctx: &WgpuContext,
     s: &Conv2dShape,

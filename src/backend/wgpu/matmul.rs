@@ -82,7 +82,7 @@ impl MatmulShape {
         }
     }
 
-    fn check(&self, a_len: usize, b_len: usize) -> Result<()> {
+    pub(super) fn check(&self, a_len: usize, b_len: usize) -> Result<()> {
         let stored = |t: bool, r: usize, c: usize| {
             if t {
                 format!("({c}, {r})")

@@ -1,9 +1,14 @@
-//! The wgpu compute backend: matmul and conv2d kernels in WGSL, called with host data
-//! and returning host data, while parameters stay resident on the GPU.
+//! The wgpu compute backend: WGSL kernels for matmul, conv2d and the ops around them.
 //!
-//! The tensor engine keeps its values in CPU `ndarray`s; for the two operations that
-//! dominate training (matmul and convolution) it can hand the arithmetic to these
-//! kernels instead of the CPU loops:
+//! Two ways in. With host data: [`matmul`] and the conv functions take slices (or
+//! parameters named `(id, version)`, kept resident) and return `Vec`s, so each call
+//! crosses the bus; the engine uses them for tensors that live on the host. With
+//! [`GpuArray`]s: [`matmul_array`], [`conv2d_forward_array`] and the kernels of
+//! [`array_ops`] read and write GPU memory and queue their work without waiting, so
+//! a chain of them never leaves the GPU; the engine uses them for tensors that stay on
+//! the GPU ([`crate::backend::set_resident`], `crate::tensor::DeviceValue`).
+//!
+//! The host-data functions:
 //!
 //! | function | computes | kernels |
 //! |---|---|---|
@@ -40,8 +45,11 @@
 
 mod array;
 pub mod array_ops;
+pub mod layout;
+pub mod pointwise;
 mod context;
 mod conv;
+mod conv_array;
 mod matmul;
 mod memory;
 
@@ -49,6 +57,7 @@ use std::sync::OnceLock;
 
 pub use array::GpuArray;
 pub use context::WgpuContext;
+pub use conv_array::{conv2d_backward_input_array, conv2d_backward_weight_array, conv2d_forward_array, matmul_array};
 pub use conv::{
     bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
 };

@@ -1,0 +1,325 @@
+//! The GPU twins of the ops, for tensors that stay on the GPU ([`backend::resident`]).
+//!
+//! Each function here is called first by its op in the sibling files. It returns `None`
+//! when the op should run on the CPU: tensors do not stay on the GPU, or the GPU
+//! failed (said once on stderr). Otherwise it runs the op's kernels on the inputs' GPU
+//! copies (uploading those not there yet: a batch of images, a parameter changed on
+//! the host) and returns a tensor whose values stay on the GPU, with a backward closure
+//! that runs on the GPU as well. The formulas are those of the CPU ops they mirror.
+
+use crate::backend::wgpu::array_ops::{self as k, AdamHyper, Pool2dShape};
+use crate::backend::wgpu::pointwise::{self, Unary};
+use crate::backend::wgpu::{conv2d_backward_input_array, layout, conv2d_backward_weight_array, conv2d_forward_array, matmul_array, Conv2dShape, GpuArray, MatmulShape};
+use crate::backend::{self, ConvGeom};
+use crate::tensor::{DeviceValue, Tensor};
+use crate::Result;
+
+/// `Some(f())` when tensors stay on the GPU and the kernels succeed, else `None`.
+fn attempt(f: impl FnOnce() -> Result<Tensor>) -> Option<Tensor> {
+    if !backend::resident() {
+        return None;
+    }
+    match f() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            backend::report_gpu_error(&e);
+            None
+        }
+    }
+}
+
+/// A GPU array as a value of `shape`.
+fn value(array: GpuArray, shape: &[usize]) -> DeviceValue {
+    DeviceValue::new(array, shape)
+}
+
+/// `max(x, 0)`; backward `g · [x > 0]`.
+pub(crate) fn relu(x: &Tensor) -> Option<Tensor> {
+    attempt(|| {
+        let xd = x.to_device()?;
+        let y = value(k::relu(xd.array())?, xd.shape());
+        Ok(Tensor::from_device_op(y, "relu", &[x], move |g| Ok(vec![Some(value(k::relu_backward(g.array(), xd.array())?, xd.shape()))])))
+    })
+}
+
+/// `a + b` for operands of one shape; backward `g` to both.
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if a.shape() != b.shape() {
+        return None;
+    }
+    attempt(|| {
+        let (ad, bd) = (a.to_device()?, b.to_device()?);
+        let y = value(k::add(ad.array(), bd.array())?, ad.shape());
+        Ok(Tensor::from_device_op(y, "add", &[a, b], |g| Ok(vec![Some(g.clone()), Some(g.clone())])))
+    })
+}
+
+/// The same values in another shape: the GPU memory is shared, nothing moves.
+/// Only for a tensor already on the GPU (a reshape is no reason to upload).
+pub(crate) fn reshape(x: &Tensor, shape: &[usize]) -> Option<Tensor> {
+    if !x.is_on_device() {
+        return None;
+    }
+    attempt(|| {
+        let old = x.shape();
+        let y = x.to_device()?.reshaped(shape);
+        Ok(Tensor::from_device_op(y, "reshape", &[x], move |g| Ok(vec![Some(g.reshaped(&old))])))
+    })
+}
+
+/// `y = conv2d(x, W) + b`; backward `dx = col2im(Wᵀ dy)`, `dW = Σ_n dy · colsᵀ`, `db = Σ_{n,q} dy`.
+pub(crate) fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &ConvGeom) -> Option<Tensor> {
+    attempt(|| {
+        let s = Conv2dShape { batch: g.n, in_channels: g.c, height: g.h, width: g.w, out_channels: g.oc, kernel_h: g.kh, kernel_w: g.kw, stride: g.stride, padding: g.pad };
+        let (xd, wd) = (x.to_device()?, w.to_device()?);
+        let bd = bias.map(Tensor::to_device).transpose()?;
+        let y = value(conv2d_forward_array(xd.array(), wd.array(), bd.as_ref().map(DeviceValue::array), &s)?, &[g.n, g.oc, g.oh(), g.ow()]);
+        let mut parents = vec![x, w];
+        parents.extend(bias);
+        let needs = (x.requires_grad(), w.requires_grad(), bias.is_some_and(Tensor::requires_grad));
+        let has_bias = bias.is_some();
+        Ok(Tensor::from_device_op(y, "conv2d", &parents, move |dy| {
+            let dx = needs.0.then(|| conv2d_backward_input_array(dy.array(), wd.array(), &s).map(|a| value(a, xd.shape()))).transpose()?;
+            let dw = needs.1.then(|| conv2d_backward_weight_array(xd.array(), dy.array(), &s).map(|a| value(a, wd.shape()))).transpose()?;
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                // db[o] = Σ_{n,i,j} dy[n, o, i, j]
+                let db = needs.2.then(|| k::sum_planes(dy.array(), s.batch, s.out_channels, s.out_height() * s.out_width()).map(|a| value(a, &[s.out_channels]))).transpose()?;
+                grads.push(db);
+            }
+            Ok(grads)
+        }))
+    })
+}
+
+/// `y = x Wᵀ + b` over all leading dimensions of `x (..., K)`, `W (N, K)`;
+/// backward `dx = dy W`, `dW = dyᵀ x`, `db = Σ_rows dy`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Option<Tensor> {
+    let (sx, sw) = (x.shape(), w.shape());
+    if sx.len() < 2 || sw.len() != 2 || sx[sx.len() - 1] != sw[1] || b.is_some_and(|b| b.shape() != [sw[0]]) {
+        return None; // the CPU op reports the error
+    }
+    attempt(|| {
+        let (n, kk) = (sw[0], sw[1]);
+        let rows = sx[..sx.len() - 1].iter().product::<usize>();
+        let mut out_shape = sx.clone();
+        *out_shape.last_mut().expect("2-D or more") = n;
+        let (xd, wd) = (x.to_device()?, w.to_device()?);
+        // y (rows, N) = x (rows, K) · Wᵀ (K, N)
+        let mut y = matmul_array(xd.array(), wd.array(), &MatmulShape::new(rows, kk, n).transposed(false, true))?;
+        if let Some(b) = b {
+            y = k::bias_add_rows(&y, b.to_device()?.array(), rows, n)?; // y[r][j] += b[j]
+        }
+        let y = value(y, &out_shape);
+        let mut parents = vec![x, w];
+        parents.extend(b);
+        let needs = (x.requires_grad(), w.requires_grad(), b.is_some_and(Tensor::requires_grad));
+        let has_bias = b.is_some();
+        Ok(Tensor::from_device_op(y, "linear", &parents, move |dy| {
+            // dx (rows, K) = dy (rows, N) · W (N, K)
+            let dx = needs.0.then(|| matmul_array(dy.array(), wd.array(), &MatmulShape::new(rows, n, kk)).map(|a| value(a, xd.shape()))).transpose()?;
+            // dW (N, K) = dyᵀ (N, rows) · x (rows, K)
+            let dw = needs.1.then(|| matmul_array(dy.array(), xd.array(), &MatmulShape::new(n, rows, kk).transposed(true, false)).map(|a| value(a, &[n, kk]))).transpose()?;
+            let mut grads = vec![dx, dw];
+            if has_bias {
+                // db (N) = Σ_rows dy
+                grads.push(needs.2.then(|| k::sum_rows(dy.array(), rows, n).map(|a| value(a, &[n]))).transpose()?);
+            }
+            Ok(grads)
+        }))
+    })
+}
+
+/// Max pooling, `k×k` windows, stride `s`, no padding; backward: each window's
+/// gradient goes to its (first) maximum.
+pub(crate) fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Option<Tensor> {
+    let s = x.shape();
+    attempt(|| {
+        let shape = Pool2dShape { batch: s[0], channels: s[1], height: s[2], width: s[3], kernel, stride };
+        let xd = x.to_device()?;
+        let y = value(k::max_pool2d(xd.array(), &shape)?, &[s[0], s[1], shape.out_height(), shape.out_width()]);
+        Ok(Tensor::from_device_op(y, "max_pool2d", &[x], move |g| Ok(vec![Some(value(k::max_pool2d_backward(g.array(), xd.array(), &shape)?, xd.shape()))])))
+    })
+}
+
+/// Mean cross-entropy of `logits (N, K)` against class indices; backward
+/// `(softmax(logits) - onehot(target)) · g / N`.
+pub(crate) fn cross_entropy(logits: &Tensor, targets: &[usize]) -> Option<Tensor> {
+    let s = logits.shape();
+    attempt(|| {
+        let (rows, classes) = (s[0], s[1]);
+        let ld = logits.to_device()?;
+        let t = GpuArray::upload(&targets.iter().map(|&t| t as f32).collect::<Vec<f32>>())?; // exact below 2²⁴ classes
+        let (loss, probs) = k::cross_entropy(ld.array(), &t, rows, classes)?;
+        let loss = value(loss, &[]);
+        Ok(Tensor::from_device_op(loss, "cross_entropy", &[logits], move |g| {
+            Ok(vec![Some(value(k::cross_entropy_backward(&probs, &t, g.array(), rows, classes)?, &[rows, classes]))])
+        }))
+    })
+}
+
+/// One Adam step on the GPU for a parameter whose gradient is there: `θ`, `m` and `v`
+/// are updated in place. Returns `None` (the CPU step runs) when the parameter or its
+/// gradient is not on the GPU, or the GPU failed.
+pub(crate) fn adam_step(p: &Tensor, moments: &mut Option<(DeviceValue, DeviceValue)>, hyper: &AdamHyper) -> Option<()> {
+    if !backend::resident() || !p.is_on_device() {
+        return None;
+    }
+    let Some(crate::tensor::Value::Device(g)) = p.grad_value() else { return None };
+    let mut run = || -> Result<()> {
+        let pd = p.to_device()?;
+        if moments.is_none() {
+            let zeros = || k::fill(pd.len(), 0.0).map(|a| value(a, pd.shape()));
+            *moments = Some((zeros()?, zeros()?));
+        }
+        let (m, v) = moments.as_ref().expect("just set");
+        k::adam_step(pd.array(), g.array(), m.array(), v.array(), hyper)
+    };
+    match run() {
+        Ok(()) => {
+            p.device_changed();
+            Some(())
+        }
+        Err(e) => {
+            backend::report_gpu_error(&e);
+            None
+        }
+    }
+}
+
+/// `f(x)` for sigmoid, tanh and square; backward `g · f'(x)`.
+pub(crate) fn unary(x: &Tensor, f: Unary, name: &'static str) -> Option<Tensor> {
+    attempt(|| {
+        let xd = x.to_device()?;
+        let y = value(pointwise::unary(f, xd.array())?, xd.shape());
+        Ok(Tensor::from_device_op(y, name, &[x], move |g| Ok(vec![Some(value(pointwise::unary_backward(f, g.array(), xd.array())?, xd.shape()))])))
+    })
+}
+
+/// `a - b` for operands of one shape; backward `g`, `-g`.
+pub(crate) fn sub(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if a.shape() != b.shape() {
+        return None;
+    }
+    attempt(|| {
+        let (ad, bd) = (a.to_device()?, b.to_device()?);
+        let y = value(pointwise::sub(ad.array(), bd.array())?, ad.shape());
+        let rb = b.requires_grad();
+        Ok(Tensor::from_device_op(y, "sub", &[a, b], move |g| {
+            let gb = rb.then(|| k::scale(g.array(), -1.0).map(|n| value(n, g.shape()))).transpose()?;
+            Ok(vec![Some(g.clone()), gb])
+        }))
+    })
+}
+
+/// `a · b` for operands of one shape; backward `g b`, `g a`.
+pub(crate) fn mul(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if a.shape() != b.shape() {
+        return None;
+    }
+    attempt(|| {
+        let (ad, bd) = (a.to_device()?, b.to_device()?);
+        let y = value(pointwise::mul(ad.array(), bd.array())?, ad.shape());
+        let (ra, rb) = (a.requires_grad(), b.requires_grad());
+        Ok(Tensor::from_device_op(y, "mul", &[a, b], move |g| {
+            let ga = ra.then(|| pointwise::mul(g.array(), bd.array()).map(|v| value(v, g.shape()))).transpose()?;
+            let gb = rb.then(|| pointwise::mul(g.array(), ad.array()).map(|v| value(v, g.shape()))).transpose()?;
+            Ok(vec![ga, gb])
+        }))
+    })
+}
+
+/// `c x`; backward `c g`. Only for a tensor already on the GPU.
+pub(crate) fn scale(x: &Tensor, c: f32) -> Option<Tensor> {
+    if !x.is_on_device() {
+        return None;
+    }
+    attempt(|| {
+        let xd = x.to_device()?;
+        let y = value(k::scale(xd.array(), c)?, xd.shape());
+        Ok(Tensor::from_device_op(y, "scale", &[x], move |g| Ok(vec![Some(value(k::scale(g.array(), c)?, g.shape()))])))
+    })
+}
+
+/// `Σ x` over every element, a scalar; backward `g` spread over x's shape.
+/// Only for a tensor already on the GPU.
+pub(crate) fn sum(x: &Tensor) -> Option<Tensor> {
+    if !x.is_on_device() {
+        return None;
+    }
+    attempt(|| {
+        let xd = x.to_device()?;
+        let y = value(k::sum_all(xd.array())?, &[]);
+        Ok(Tensor::from_device_op(y, "sum", &[x], move |g| Ok(vec![Some(value(pointwise::broadcast_scalar(g.array(), xd.len(), 1.0)?, xd.shape()))])))
+    })
+}
+
+/// Mean binary cross-entropy on logits; backward `g (σ(x) - y) / n` to the logits,
+/// and `-g x / n` to the targets when they need it.
+pub(crate) fn bce_with_logits(x: &Tensor, y: &Tensor) -> Option<Tensor> {
+    attempt(|| {
+        let (xd, yd) = (x.to_device()?, y.to_device()?);
+        let loss = value(pointwise::bce_with_logits(xd.array(), yd.array())?, &[]);
+        let ry = y.requires_grad();
+        Ok(Tensor::from_device_op(loss, "bce_with_logits", &[x, y], move |g| {
+            let dx = value(pointwise::bce_with_logits_backward(xd.array(), yd.array(), g.array())?, xd.shape());
+            // d/dy = -g x / n
+            let dy = ry
+                .then(|| -> Result<DeviceValue> {
+                    let spread = pointwise::broadcast_scalar(g.array(), xd.len(), -1.0 / xd.len().max(1) as f32)?;
+                    Ok(value(pointwise::mul(&spread, xd.array())?, xd.shape()))
+                })
+                .transpose()?;
+            Ok(vec![Some(dx), dy])
+        }))
+    })
+}
+
+/// The axes reordered (`out.shape[i] = x.shape[axes[i]]`); backward: the inverse permutation.
+/// Only for a tensor already on the GPU.
+pub(crate) fn permute(x: &Tensor, axes: &[usize]) -> Option<Tensor> {
+    if !x.is_on_device() || axes.len() > layout::MAX_AXES {
+        return None;
+    }
+    attempt(|| {
+        let xd = x.to_device()?;
+        let shape = xd.shape().to_vec();
+        let out_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
+        let y = value(layout::permute(xd.array(), &shape, axes)?, &out_shape);
+        let mut inverse = vec![0; axes.len()];
+        for (i, &a) in axes.iter().enumerate() {
+            inverse[a] = i;
+        }
+        Ok(Tensor::from_device_op(y, "permute", &[x], move |g| Ok(vec![Some(value(layout::permute(g.array(), &out_shape, &inverse)?, &shape))])))
+    })
+}
+
+/// Rows `indices` of a 2-D `table (K, D)`: `(n, D)`; backward: each row of the table
+/// sums the gradients of the rows that read it.
+pub(crate) fn select_rows(table: &Tensor, indices: &[usize]) -> Option<Tensor> {
+    let s = table.shape();
+    if s.len() != 2 {
+        return None;
+    }
+    attempt(|| {
+        let (rows, dim) = (indices.len(), s[1]);
+        let td = table.to_device()?;
+        let index = GpuArray::upload(&indices.iter().map(|&i| i as f32).collect::<Vec<f32>>())?; // exact below 2²⁴ rows
+        let y = value(layout::gather_rows(td.array(), &index, rows, dim)?, &[rows, dim]);
+        let table_rows = s[0];
+        Ok(Tensor::from_device_op(y, "index_select", &[table], move |g| {
+            Ok(vec![Some(value(layout::scatter_rows(g.array(), &index, rows, dim, table_rows)?, &[table_rows, dim]))])
+        }))
+    })
+}
+
+/// Nearest upsampling of `(N, C, H, W)` by `factor`; backward: each pixel sums its copies.
+pub(crate) fn upsample_nearest2d(x: &Tensor, factor: usize) -> Option<Tensor> {
+    let s = x.shape();
+    attempt(|| {
+        let (planes, h, w) = (s[0] * s[1], s[2], s[3]);
+        let xd = x.to_device()?;
+        let y = value(layout::upsample_nearest(xd.array(), planes, h, w, factor)?, &[s[0], s[1], h * factor, w * factor]);
+        Ok(Tensor::from_device_op(y, "upsample_nearest2d", &[x], move |g| Ok(vec![Some(value(layout::upsample_nearest_backward(g.array(), planes, h, w, factor)?, xd.shape()))])))
+    })
+}

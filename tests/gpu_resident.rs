@@ -1,0 +1,247 @@
+//! Tensors that stay on the GPU (`dalle::backend::set_resident`, on by default with
+//! the wgpu device): the same numbers as the CPU, and no values crossing the bus
+//! between the ops of a training step.
+//!
+//! One test function: the device is process-wide state. Without an adapter it prints
+//! why and passes, unless `DALLE_REQUIRE_GPU=1` says one must exist. Run on Mesa's
+//! software Vulkan: `WGPU_BACKEND=vulkan DALLE_REQUIRE_GPU=1 cargo test --release --test
+//! gpu_resident`.
+//!
+//! Tolerance: 1e-4 relative to the largest magnitude of each compared array. The GPU
+//! sums in f32 in another order than the CPU (the error grows like √K · ε_f32, about
+//! 1e-6 for the K ≤ 600 here) and its exp/log differ from Rust's by a few ulp; a wrong
+//! or missing term is far larger (about 1/K of the scale).
+#![cfg(feature = "wgpu")]
+
+use dalle::backend::{set_device, Device};
+use dalle::eval::DigitJudge;
+use dalle::nn::Module;
+use dalle::optim::{Adam, Optimizer};
+use dalle::{Rng, Tensor};
+
+fn close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{what}: max diff {worst} vs scale {scale}");
+}
+
+/// Named results (forward values and gradients) of small graphs that mix GPU ops
+/// (relu, add, reshape, conv2d, linear, max_pool2d, cross_entropy) with CPU-only ops
+/// (tanh, square, sum), so gradients cross the bus both ways.
+fn graphs() -> Vec<(String, Vec<f32>)> {
+    let mut rng = Rng::new(5);
+    let mut out = Vec::new();
+    let grad = |t: &Tensor| t.grad().expect("a gradient").iter().copied().collect::<Vec<f32>>();
+    // relu on values with exact zeros (derivative 0 there), then a CPU sum of squares
+    let mut v = rng.normal_array(&[7, 67]);
+    v.iter_mut().step_by(5).for_each(|x| *x = 0.0);
+    let x = Tensor::param(v);
+    let y = x.relu();
+    y.square().sum().backward();
+    out.push(("relu forward".into(), y.to_vec()));
+    out.push(("relu dx".into(), grad(&x)));
+    // x + x: the two gradients of one tensor summed (on the GPU)
+    let x = Tensor::param(rng.normal_array(&[5, 9]));
+    let y = x.add(&x).unwrap().relu();
+    y.tanh().sum().backward();
+    out.push(("add dx".into(), grad(&x)));
+    // linear on a 3-D input with a bias, then tanh on the CPU
+    let x = Tensor::param(rng.normal_array(&[3, 5, 45]));
+    let w = Tensor::param(rng.normal_array(&[33, 45]));
+    let b = Tensor::param(rng.normal_array(&[33]));
+    let y = x.linear(&w, Some(&b)).unwrap();
+    y.tanh().sum().backward();
+    out.push(("linear forward".into(), y.to_vec()));
+    for (n, t) in [("dx", &x), ("dw", &w), ("db", &b)] {
+        out.push((format!("linear {n}"), grad(t)));
+    }
+    // conv (stride 2, padding 1, bias) -> relu -> max pool -> flatten -> linear -> cross-entropy
+    let x = Tensor::param(rng.normal_array(&[4, 3, 13, 11]));
+    let w = Tensor::param(rng.normal_array(&[6, 3, 3, 3]));
+    let b = Tensor::param(rng.normal_array(&[6]));
+    let h = x.conv2d(&w, Some(&b), 2, 1).unwrap().relu().max_pool2d(2, 2).unwrap(); // (4, 6, 3, 3)
+    let fc = Tensor::param(rng.normal_array(&[5, 54]));
+    let logits = h.flatten_from(1).unwrap().linear(&fc, None).unwrap();
+    let loss = logits.cross_entropy(&[0, 4, 2, 2]).unwrap();
+    loss.backward();
+    out.push(("chain pooled".into(), h.to_vec()));
+    out.push(("chain loss".into(), vec![loss.item()]));
+    for (n, t) in [("dx", &x), ("dw", &w), ("db", &b), ("dfc", &fc)] {
+        out.push((format!("chain {n}"), grad(t)));
+    }
+    // overlapping max-pool windows with ties (values on a coarse grid)
+    let mut v = rng.normal_array(&[2, 3, 9, 8]);
+    v.mapv_inplace(|x| (x * 2.0).round() / 2.0);
+    let x = Tensor::param(v);
+    let y = x.max_pool2d(3, 2).unwrap();
+    y.square().sum().backward();
+    out.push(("pool k3 s2 forward".into(), y.to_vec()));
+    out.push(("pool k3 s2 dx".into(), grad(&x)));
+    // sigmoid, tanh, square, sub, mul, scale, mean and sum on the GPU, chained
+    let a = Tensor::param(rng.normal_array(&[3, 7, 11]));
+    let b = Tensor::param(rng.normal_array(&[3, 7, 11]));
+    let y = a.sigmoid().mul(&b.tanh()).unwrap().sub(&b).unwrap().square().scale(0.5);
+    let loss = y.mean().add(&y.sum()).unwrap();
+    loss.backward();
+    out.push(("pointwise forward".into(), y.to_vec()));
+    out.push(("pointwise loss".into(), vec![loss.item()]));
+    out.push(("pointwise da".into(), grad(&a)));
+    out.push(("pointwise db".into(), grad(&b)));
+    // binary cross-entropy on logits, with a target that needs a gradient too
+    let x = Tensor::param(rng.normal_array(&[5, 13]).mapv(|v| 4.0 * v));
+    let t = Tensor::param(rng.uniform_array(&[5, 13], 0.0, 1.0));
+    let loss = x.relu().bce_with_logits(&t).unwrap();
+    loss.backward();
+    out.push(("bce loss".into(), vec![loss.item()]));
+    out.push(("bce dx".into(), grad(&x)));
+    out.push(("bce dt".into(), grad(&t)));
+    // permute, rows picked from a table (an embedding) and nearest upsampling
+    let x = Tensor::param(rng.normal_array(&[2, 3, 5, 4]));
+    let table = Tensor::param(rng.normal_array(&[9, 4]));
+    let rows = x.relu().permute(&[0, 2, 1, 3]).unwrap().reshape(&[-1, 4]).unwrap(); // (30, 4)
+    let ids: Vec<usize> = (0..30).map(|i| (i * 7) % 9).collect();
+    let picked = Tensor::embedding(&table, &ids, &[30]).unwrap(); // (30, 4)
+    let map = rows.add(&picked).unwrap().reshape(&[2, 5, 3, 4]).unwrap().permute(&[0, 2, 1, 3]).unwrap();
+    let up = map.upsample_nearest2d(3).unwrap(); // (2, 3, 15, 12)
+    up.tanh().sum().backward();
+    out.push(("layout forward".into(), up.to_vec()));
+    out.push(("layout dx".into(), grad(&x)));
+    out.push(("layout dtable".into(), grad(&table)));
+    out
+}
+
+/// Chapter 05's VQ-VAE (CIFAR-10 configuration, narrow): `steps` Adam steps on one
+/// batch; the losses.
+fn vq_vae_losses(steps: usize) -> Vec<f32> {
+    use dalle::models::vqvae::{VqVae, VqVaeConfig};
+    let mut rng = Rng::new(6);
+    let model = VqVae::new(VqVaeConfig { hidden: 16, ..VqVaeConfig::cifar10() }, &mut rng).unwrap();
+    let x = Tensor::new(rng.uniform_array(&[4, 3, 32, 32], 0.0, 1.0));
+    let mut opt = Adam::new(model.named_parameters(), 1e-3);
+    (0..steps)
+        .map(|_| {
+            opt.zero_grad();
+            let loss = model.forward(&x, true).unwrap().loss().unwrap();
+            loss.backward();
+            opt.step();
+            loss.item()
+        })
+        .collect()
+}
+
+/// Chapter 00's digit judge: `steps` Adam steps on one batch; the losses, and the
+/// parameters and Adam state after them.
+fn judge_steps(steps: usize) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let mut rng = Rng::new(3);
+    let judge = DigitJudge::new(&mut rng);
+    let images = Tensor::new(rng.uniform_array(&[16, 1, 28, 28], 0.0, 1.0));
+    let labels: Vec<usize> = (0..16).map(|i| i % 10).collect();
+    let mut opt = Adam::new(judge.named_parameters(), 1e-3);
+    let losses = (0..steps)
+        .map(|_| {
+            opt.zero_grad();
+            let loss = judge.forward(&images).unwrap().cross_entropy(&labels).unwrap();
+            loss.backward();
+            opt.step();
+            loss.item()
+        })
+        .collect();
+    let mut after: Vec<(String, Vec<f32>)> = judge.named_parameters().into_iter().map(|(n, p)| (n, p.to_vec())).collect();
+    after.extend(opt.state().into_iter().map(|(n, a)| (format!("adam {n}"), a.iter().copied().collect())));
+    (losses, after)
+}
+
+/// Bytes sent to and fetched from the GPU by `f`.
+fn traffic(f: impl FnOnce()) -> (u64, u64) {
+    let ctx = dalle::backend::wgpu::global().unwrap();
+    let before = ctx.stats();
+    f();
+    let after = ctx.stats();
+    (after.bytes_uploaded - before.bytes_uploaded, after.bytes_downloaded - before.bytes_downloaded)
+}
+
+#[test]
+fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
+    let cpu = graphs();
+    let cpu_vq = vq_vae_losses(2);
+    let (cpu_losses, _) = judge_steps(3);
+    let (_, cpu_after) = judge_steps(1);
+    if let Err(e) = set_device(Device::Wgpu) {
+        assert!(std::env::var("DALLE_REQUIRE_GPU").as_deref() != Ok("1"), "DALLE_REQUIRE_GPU=1 but: {e}");
+        eprintln!("skipping: {e}");
+        return;
+    }
+    assert!(dalle::backend::resident(), "the wgpu device keeps tensors on the GPU by default");
+    let gpu = graphs();
+    let (gpu_vq, vq_traffic) = {
+        let mut losses = Vec::new();
+        let t = traffic(|| losses = vq_vae_losses(2));
+        (losses, t)
+    };
+    let (gpu_losses, _) = judge_steps(3);
+    let (_, gpu_after) = judge_steps(1);
+
+    // A training step moves almost nothing: after the first step (which uploads the
+    // images and the parameters), each step sends the labels and fetches the loss.
+    let mut rng = Rng::new(4);
+    let judge = DigitJudge::new(&mut rng);
+    let images = Tensor::new(rng.uniform_array(&[32, 1, 28, 28], 0.0, 1.0));
+    let labels: Vec<usize> = (0..32).map(|i| i % 10).collect();
+    let mut opt = Adam::new(judge.named_parameters(), 1e-3);
+    let mut step = || {
+        opt.zero_grad();
+        let loss = judge.forward(&images).unwrap().cross_entropy(&labels).unwrap();
+        loss.backward();
+        opt.step();
+        loss.item()
+    };
+    let (first_up, _) = traffic(|| {
+        step();
+    });
+    let (up, down) = traffic(|| {
+        step();
+        step();
+    });
+    // the parameters read back on the host: the GPU's Adam changed them
+    let host_weight = judge.conv1.weight.to_vec();
+    // a host change drops the GPU copy, and the next step uploads it again
+    judge.conv1.weight.update(|w| w.mapv_inplace(|v| v * 0.5));
+    let (reupload, _) = traffic(|| {
+        step();
+    });
+    set_device(Device::Cpu).unwrap();
+
+    for ((name, a), (_, b)) in cpu.iter().zip(&gpu) {
+        close(a, b, name);
+    }
+    for (i, (c, g)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "judge step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    for ((name, a), (_, b)) in cpu_after.iter().zip(&gpu_after) {
+        if name.starts_with("adam") {
+            close(a, b, &format!("judge after 1 step: {name}"));
+        } else {
+            // Adam's step m̂ / (√v̂ + ε) is about ±lr whatever the gradient's size, so
+            // where a gradient is near zero its last bits decide the step: allow 0.1 lr
+            // per step. A wrong update (say, a missing bias correction: 3 lr at step 1)
+            // is far beyond it.
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 0.1 * 1e-3, "judge after 1 step: {name}: max diff {worst}");
+        }
+    }
+    for (i, (c, g)) in cpu_vq.iter().zip(&gpu_vq).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "VQ-VAE step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    println!("VQ-VAE losses cpu {cpu_vq:?} gpu {gpu_vq:?}; two steps moved {} B up, {} B down", vq_traffic.0, vq_traffic.1);
+    let params: u64 = judge.named_parameters().iter().map(|(_, p)| p.len() as u64 * 4).sum();
+    assert!(first_up >= params, "the first step uploads the parameters ({first_up} < {params} bytes)");
+    // per step: 32 labels (128 bytes) and the loss's seed gradient 1 (4 bytes) up,
+    // the loss (4 bytes) down
+    assert_eq!(up, 2 * (128 + 4), "two steps uploaded {up} bytes");
+    assert_eq!(down, 2 * 4, "two steps fetched {down} bytes: more than the two losses");
+    assert!(host_weight.iter().all(|v| v.is_finite()) && host_weight.len() == 32 * 9);
+    let conv1 = 32 * 9 * 4;
+    assert!(reupload >= conv1 && reupload < params, "after a host update the step uploaded {reupload} bytes");
+    println!("judge losses cpu {cpu_losses:?} gpu {gpu_losses:?}; first step up {first_up} B, then {up} B up / {down} B down for two steps");
+}
