@@ -27,29 +27,37 @@ fn close(a: &[f32], b: &[f32], what: &str) {
 }
 
 /// Named results (forward values and gradients) of small graphs that mix GPU ops
-/// (relu, add, reshape, conv2d, linear, max_pool2d, cross_entropy) with CPU-only ops
-/// (tanh, square, sum), so gradients cross the bus both ways.
+/// with CPU-only ops, so gradients cross the bus both ways.
 fn graphs() -> Vec<(String, Vec<f32>)> {
     let mut rng = Rng::new(5);
+    // a parameter, placed on the GPU when tensors stay there (light ops run on the GPU
+    // only for inputs already there)
+    let param = |values: ndarray::ArrayD<f32>| {
+        let t = Tensor::param(values);
+        if dalle::backend::resident() {
+            t.to_device().unwrap();
+        }
+        t
+    };
     let mut out = Vec::new();
     let grad = |t: &Tensor| t.grad().expect("a gradient").iter().copied().collect::<Vec<f32>>();
     // relu on values with exact zeros (derivative 0 there), then a CPU sum of squares
     let mut v = rng.normal_array(&[7, 67]);
     v.iter_mut().step_by(5).for_each(|x| *x = 0.0);
-    let x = Tensor::param(v);
+    let x = param(v);
     let y = x.relu();
     y.square().sum().backward();
     out.push(("relu forward".into(), y.to_vec()));
     out.push(("relu dx".into(), grad(&x)));
     // x + x: the two gradients of one tensor summed (on the GPU)
-    let x = Tensor::param(rng.normal_array(&[5, 9]));
+    let x = param(rng.normal_array(&[5, 9]));
     let y = x.add(&x).unwrap().relu();
     y.tanh().sum().backward();
     out.push(("add dx".into(), grad(&x)));
     // linear on a 3-D input with a bias, then tanh on the CPU
-    let x = Tensor::param(rng.normal_array(&[3, 5, 45]));
-    let w = Tensor::param(rng.normal_array(&[33, 45]));
-    let b = Tensor::param(rng.normal_array(&[33]));
+    let x = param(rng.normal_array(&[3, 5, 45]));
+    let w = param(rng.normal_array(&[33, 45]));
+    let b = param(rng.normal_array(&[33]));
     let y = x.linear(&w, Some(&b)).unwrap();
     y.tanh().sum().backward();
     out.push(("linear forward".into(), y.to_vec()));
@@ -57,11 +65,11 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
         out.push((format!("linear {n}"), grad(t)));
     }
     // conv (stride 2, padding 1, bias) -> relu -> max pool -> flatten -> linear -> cross-entropy
-    let x = Tensor::param(rng.normal_array(&[4, 3, 13, 11]));
-    let w = Tensor::param(rng.normal_array(&[6, 3, 3, 3]));
-    let b = Tensor::param(rng.normal_array(&[6]));
+    let x = param(rng.normal_array(&[4, 3, 13, 11]));
+    let w = param(rng.normal_array(&[6, 3, 3, 3]));
+    let b = param(rng.normal_array(&[6]));
     let h = x.conv2d(&w, Some(&b), 2, 1).unwrap().relu().max_pool2d(2, 2).unwrap(); // (4, 6, 3, 3)
-    let fc = Tensor::param(rng.normal_array(&[5, 54]));
+    let fc = param(rng.normal_array(&[5, 54]));
     let logits = h.flatten_from(1).unwrap().linear(&fc, None).unwrap();
     let loss = logits.cross_entropy(&[0, 4, 2, 2]).unwrap();
     loss.backward();
@@ -73,14 +81,14 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     // overlapping max-pool windows with ties (values on a coarse grid)
     let mut v = rng.normal_array(&[2, 3, 9, 8]);
     v.mapv_inplace(|x| (x * 2.0).round() / 2.0);
-    let x = Tensor::param(v);
+    let x = param(v);
     let y = x.max_pool2d(3, 2).unwrap();
     y.square().sum().backward();
     out.push(("pool k3 s2 forward".into(), y.to_vec()));
     out.push(("pool k3 s2 dx".into(), grad(&x)));
     // sigmoid, tanh, square, sub, mul, scale, mean and sum on the GPU, chained
-    let a = Tensor::param(rng.normal_array(&[3, 7, 11]));
-    let b = Tensor::param(rng.normal_array(&[3, 7, 11]));
+    let a = param(rng.normal_array(&[3, 7, 11]));
+    let b = param(rng.normal_array(&[3, 7, 11]));
     let y = a.sigmoid().mul(&b.tanh()).unwrap().sub(&b).unwrap().square().scale(0.5);
     let loss = y.mean().add(&y.sum()).unwrap();
     loss.backward();
@@ -89,16 +97,16 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     out.push(("pointwise da".into(), grad(&a)));
     out.push(("pointwise db".into(), grad(&b)));
     // binary cross-entropy on logits, with a target that needs a gradient too
-    let x = Tensor::param(rng.normal_array(&[5, 13]).mapv(|v| 4.0 * v));
-    let t = Tensor::param(rng.uniform_array(&[5, 13], 0.0, 1.0));
+    let x = param(rng.normal_array(&[5, 13]).mapv(|v| 4.0 * v));
+    let t = param(rng.uniform_array(&[5, 13], 0.0, 1.0));
     let loss = x.relu().bce_with_logits(&t).unwrap();
     loss.backward();
     out.push(("bce loss".into(), vec![loss.item()]));
     out.push(("bce dx".into(), grad(&x)));
     out.push(("bce dt".into(), grad(&t)));
     // permute, rows picked from a table (an embedding) and nearest upsampling
-    let x = Tensor::param(rng.normal_array(&[2, 3, 5, 4]));
-    let table = Tensor::param(rng.normal_array(&[9, 4]));
+    let x = param(rng.normal_array(&[2, 3, 5, 4]));
+    let table = param(rng.normal_array(&[9, 4]));
     let rows = x.relu().permute(&[0, 2, 1, 3]).unwrap().reshape(&[-1, 4]).unwrap(); // (30, 4)
     let ids: Vec<usize> = (0..30).map(|i| (i * 7) % 9).collect();
     let picked = Tensor::embedding(&table, &ids, &[30]).unwrap(); // (30, 4)
@@ -118,6 +126,9 @@ fn vq_vae_losses(steps: usize) -> Vec<f32> {
     let mut rng = Rng::new(6);
     let model = VqVae::new(VqVaeConfig { hidden: 16, ..VqVaeConfig::cifar10() }, &mut rng).unwrap();
     let x = Tensor::new(rng.uniform_array(&[4, 3, 32, 32], 0.0, 1.0));
+    if dalle::backend::resident() {
+        x.to_device().unwrap(); // the batch on the GPU: every op after it follows
+    }
     let mut opt = Adam::new(model.named_parameters(), 1e-3);
     (0..steps)
         .map(|_| {
@@ -152,6 +163,11 @@ fn judge_steps(steps: usize) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
     (losses, after)
 }
 
+/// Deterministic normal values of `shape`.
+fn rng_values(shape: &[usize], seed: u64) -> ndarray::ArrayD<f32> {
+    Rng::new(seed).normal_array(shape)
+}
+
 /// Bytes sent to and fetched from the GPU by `f`.
 fn traffic(f: impl FnOnce()) -> (u64, u64) {
     let ctx = dalle::backend::wgpu::global().unwrap();
@@ -181,6 +197,24 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     };
     let (gpu_losses, _) = judge_steps(3);
     let (_, gpu_after) = judge_steps(1);
+
+    // Where ops run: a light op on host values stays on the CPU, and so does a heavy op
+    // whose arithmetic does not pay for uploading its inputs; one that pays starts a
+    // GPU chain that the next light op follows.
+    let host = Tensor::new(rng_values(&[64, 64], 8));
+    let (up, _) = traffic(|| {
+        host.relu();
+    });
+    assert_eq!(up, 0, "a ReLU of host values went to the GPU");
+    assert!(!host.relu().is_on_device());
+    let thin_w = Tensor::new(rng_values(&[4, 64], 9)); // 2·64·64·4 FLOP over 17 KB: 2 FLOP/byte
+    assert!(!host.linear(&thin_w, None).unwrap().is_on_device(), "a thin linear went to the GPU");
+    let wide_w = Tensor::new(rng_values(&[512, 64], 10)); // 2·64·64·512 FLOP over 147 KB: 29 FLOP/byte
+    let wide_x = Tensor::new(rng_values(&[1024, 64], 11)); // 2·1024·64·512 FLOP over 393 KB: 171 FLOP/byte
+    assert!(!host.linear(&wide_w, None).unwrap().is_on_device());
+    let y = wide_x.linear(&wide_w, None).unwrap();
+    assert!(y.is_on_device(), "a linear of 171 FLOP per uploaded byte stayed on the CPU");
+    assert!(y.relu().is_on_device(), "a ReLU of GPU values left the GPU");
 
     // A training step moves almost nothing: after the first step (which uploads the
     // images and the parameters), each step sends the labels and fetches the loss.
@@ -233,6 +267,10 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     for (i, (c, g)) in cpu_vq.iter().zip(&gpu_vq).enumerate() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "VQ-VAE step {i}: cpu loss {c}, gpu loss {g}");
     }
+    // The one large read-back of a VQ-VAE step: z_e (4 · 8 · 8 rows of D = 32) for the
+    // nearest-code search on the host; the rest is a few scalars.
+    let z_e_bytes = 4 * 8 * 8 * 32 * 4;
+    assert!(vq_traffic.1 <= 2 * (z_e_bytes + 16), "two VQ-VAE steps fetched {} bytes", vq_traffic.1);
     println!("VQ-VAE losses cpu {cpu_vq:?} gpu {gpu_vq:?}; two steps moved {} B up, {} B down", vq_traffic.0, vq_traffic.1);
     let params: u64 = judge.named_parameters().iter().map(|(_, p)| p.len() as u64 * 4).sum();
     assert!(first_up >= params, "the first step uploads the parameters ({first_up} < {params} bytes)");

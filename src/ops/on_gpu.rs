@@ -1,11 +1,19 @@
 //! The GPU twins of the ops, for tensors that stay on the GPU ([`backend::resident`]).
 //!
 //! Each function here is called first by its op in the sibling files. It returns `None`
-//! when the op should run on the CPU: tensors do not stay on the GPU, or the GPU
-//! failed (said once on stderr). Otherwise it runs the op's kernels on the inputs' GPU
-//! copies (uploading those not there yet: a batch of images, a parameter changed on
-//! the host) and returns a tensor whose values stay on the GPU, with a backward closure
-//! that runs on the GPU as well. The formulas are those of the CPU ops they mirror.
+//! when the op should run on the CPU: tensors do not stay on the GPU, the op is not
+//! worth moving there (below), or the GPU failed (said once on stderr). Otherwise it
+//! runs the op's kernels on the inputs' GPU copies (uploading those not there yet: a
+//! batch of images, a parameter changed on the host) and returns a tensor whose values
+//! stay on the GPU, with a backward closure that runs on the GPU as well. The formulas
+//! are those of the CPU ops they mirror.
+//!
+//! Where an op runs: a light op (about one operation per value it reads: ReLU, add,
+//! pooling, a loss) runs on the GPU only when one of its inputs is already there, so a
+//! model the GPU does not cover never ships values over the bus for it. A heavy op
+//! (linear, conv2d) starts a GPU chain when its floating-point operations per byte it
+//! must upload reach [`backend::min_gpu_intensity`]; parameters are not counted, since
+//! they are uploaded once and stay.
 
 use crate::backend::wgpu::array_ops::{self as k, AdamHyper, Pool2dShape};
 use crate::backend::wgpu::pointwise::{self, Unary};
@@ -28,6 +36,19 @@ fn attempt(f: impl FnOnce() -> Result<Tensor>) -> Option<Tensor> {
     }
 }
 
+/// Whether a light op runs on the GPU: one of its inputs is already there.
+fn any_on_gpu(inputs: &[&Tensor]) -> bool {
+    backend::resident() && inputs.iter().any(|t| t.is_on_device())
+}
+
+/// Whether a heavy op of `flops` runs on the GPU: every input is there, or the flops
+/// per byte still to upload reach the threshold. A parameter is not counted: it is
+/// uploaded once and stays (until the host changes it).
+fn pays(flops: f64, inputs: &[&Tensor]) -> bool {
+    let upload: usize = inputs.iter().filter(|t| !t.is_on_device() && t.param_key().is_none()).map(|t| 4 * t.len()).sum();
+    backend::resident() && (upload == 0 || flops >= backend::min_gpu_intensity() as f64 * upload as f64)
+}
+
 /// A GPU array as a value of `shape`.
 fn value(array: GpuArray, shape: &[usize]) -> DeviceValue {
     DeviceValue::new(array, shape)
@@ -35,6 +56,9 @@ fn value(array: GpuArray, shape: &[usize]) -> DeviceValue {
 
 /// `max(x, 0)`; backward `g · [x > 0]`.
 pub(crate) fn relu(x: &Tensor) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
     attempt(|| {
         let xd = x.to_device()?;
         let y = value(k::relu(xd.array())?, xd.shape());
@@ -44,6 +68,9 @@ pub(crate) fn relu(x: &Tensor) -> Option<Tensor> {
 
 /// `a + b` for operands of one shape; backward `g` to both.
 pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if !any_on_gpu(&[a, b]) {
+        return None;
+    }
     if a.shape() != b.shape() {
         return None;
     }
@@ -69,6 +96,12 @@ pub(crate) fn reshape(x: &Tensor, shape: &[usize]) -> Option<Tensor> {
 
 /// `y = conv2d(x, W) + b`; backward `dx = col2im(Wᵀ dy)`, `dW = Σ_n dy · colsᵀ`, `db = Σ_{n,q} dy`.
 pub(crate) fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &ConvGeom) -> Option<Tensor> {
+    let mut inputs = vec![x, w];
+    inputs.extend(bias);
+    // 2 · N · OC · OH · OW · C · KH · KW
+    if !pays(2.0 * (g.n * g.oc * g.oh() * g.ow()) as f64 * (g.c * g.kh * g.kw) as f64, &inputs) {
+        return None;
+    }
     attempt(|| {
         let s = Conv2dShape { batch: g.n, in_channels: g.c, height: g.h, width: g.w, out_channels: g.oc, kernel_h: g.kh, kernel_w: g.kw, stride: g.stride, padding: g.pad };
         let (xd, wd) = (x.to_device()?, w.to_device()?);
@@ -99,9 +132,14 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Option<Tenso
     if sx.len() < 2 || sw.len() != 2 || sx[sx.len() - 1] != sw[1] || b.is_some_and(|b| b.shape() != [sw[0]]) {
         return None; // the CPU op reports the error
     }
+    let (n, kk) = (sw[0], sw[1]);
+    let rows = sx[..sx.len() - 1].iter().product::<usize>();
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    if !pays(2.0 * (rows * kk * n) as f64, &inputs) {
+        return None;
+    }
     attempt(|| {
-        let (n, kk) = (sw[0], sw[1]);
-        let rows = sx[..sx.len() - 1].iter().product::<usize>();
         let mut out_shape = sx.clone();
         *out_shape.last_mut().expect("2-D or more") = n;
         let (xd, wd) = (x.to_device()?, w.to_device()?);
@@ -133,6 +171,9 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Option<Tenso
 /// Max pooling, `k×k` windows, stride `s`, no padding; backward: each window's
 /// gradient goes to its (first) maximum.
 pub(crate) fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
     let s = x.shape();
     attempt(|| {
         let shape = Pool2dShape { batch: s[0], channels: s[1], height: s[2], width: s[3], kernel, stride };
@@ -145,6 +186,9 @@ pub(crate) fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Option<Ten
 /// Mean cross-entropy of `logits (N, K)` against class indices; backward
 /// `(softmax(logits) - onehot(target)) · g / N`.
 pub(crate) fn cross_entropy(logits: &Tensor, targets: &[usize]) -> Option<Tensor> {
+    if !any_on_gpu(&[logits]) {
+        return None;
+    }
     let s = logits.shape();
     attempt(|| {
         let (rows, classes) = (s[0], s[1]);
@@ -189,6 +233,9 @@ pub(crate) fn adam_step(p: &Tensor, moments: &mut Option<(DeviceValue, DeviceVal
 
 /// `f(x)` for sigmoid, tanh and square; backward `g · f'(x)`.
 pub(crate) fn unary(x: &Tensor, f: Unary, name: &'static str) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
     attempt(|| {
         let xd = x.to_device()?;
         let y = value(pointwise::unary(f, xd.array())?, xd.shape());
@@ -198,6 +245,9 @@ pub(crate) fn unary(x: &Tensor, f: Unary, name: &'static str) -> Option<Tensor> 
 
 /// `a - b` for operands of one shape; backward `g`, `-g`.
 pub(crate) fn sub(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if !any_on_gpu(&[a, b]) {
+        return None;
+    }
     if a.shape() != b.shape() {
         return None;
     }
@@ -214,6 +264,9 @@ pub(crate) fn sub(a: &Tensor, b: &Tensor) -> Option<Tensor> {
 
 /// `a · b` for operands of one shape; backward `g b`, `g a`.
 pub(crate) fn mul(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if !any_on_gpu(&[a, b]) {
+        return None;
+    }
     if a.shape() != b.shape() {
         return None;
     }
@@ -257,6 +310,9 @@ pub(crate) fn sum(x: &Tensor) -> Option<Tensor> {
 /// Mean binary cross-entropy on logits; backward `g (σ(x) - y) / n` to the logits,
 /// and `-g x / n` to the targets when they need it.
 pub(crate) fn bce_with_logits(x: &Tensor, y: &Tensor) -> Option<Tensor> {
+    if !any_on_gpu(&[x, y]) {
+        return None;
+    }
     attempt(|| {
         let (xd, yd) = (x.to_device()?, y.to_device()?);
         let loss = value(pointwise::bce_with_logits(xd.array(), yd.array())?, &[]);
@@ -297,6 +353,9 @@ pub(crate) fn permute(x: &Tensor, axes: &[usize]) -> Option<Tensor> {
 /// Rows `indices` of a 2-D `table (K, D)`: `(n, D)`; backward: each row of the table
 /// sums the gradients of the rows that read it.
 pub(crate) fn select_rows(table: &Tensor, indices: &[usize]) -> Option<Tensor> {
+    if !any_on_gpu(&[table]) {
+        return None;
+    }
     let s = table.shape();
     if s.len() != 2 {
         return None;
@@ -315,6 +374,9 @@ pub(crate) fn select_rows(table: &Tensor, indices: &[usize]) -> Option<Tensor> {
 
 /// Nearest upsampling of `(N, C, H, W)` by `factor`; backward: each pixel sums its copies.
 pub(crate) fn upsample_nearest2d(x: &Tensor, factor: usize) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
     let s = x.shape();
     attempt(|| {
         let (planes, h, w) = (s[0] * s[1], s[2], s[3]);
