@@ -97,9 +97,12 @@ fn wgpu_matches_cpu_through_the_engine() {
     }
 }
 
-/// With the default threshold a matmul of intensity 2 FLOP/byte stays on the CPU and one
-/// of about 85 FLOP/byte goes to the GPU (the device must already be wgpu).
+/// With tensors on the host (`set_resident(false)`) and the default threshold, a matmul
+/// of intensity 2 FLOP/byte stays on the CPU and one of about 85 FLOP/byte goes to the
+/// GPU (the device must already be wgpu).
 fn intensity_threshold_routes_ops() {
+    // tensors on the host: each matmul's operands and result cross the bus
+    dalle::backend::set_resident(false);
     set_min_gpu_intensity(DEFAULT_MIN_GPU_INTENSITY);
     let ctx = dalle::backend::wgpu::global().unwrap();
     let mut rng = Rng::new(11);
@@ -123,4 +126,5 @@ fn intensity_threshold_routes_ops() {
     let two_d = |t: &Tensor| t.data().view().into_dimensionality::<ndarray::Ix2>().unwrap().to_owned();
     let want = two_d(&a).dot(&two_d(&b));
     close(want.as_slice().unwrap(), &square.to_vec(), "512 matmul");
+    dalle::backend::set_resident(true);
 }

@@ -39,6 +39,8 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
         }
         t
     };
+    // when tensors stay on the GPU, the op ran there
+    let ran_on_gpu = |t: &Tensor, what: &str| assert!(!dalle::backend::resident() || t.is_on_device(), "{what} ran on the CPU");
     let mut out = Vec::new();
     let grad = |t: &Tensor| t.grad().expect("a gradient").iter().copied().collect::<Vec<f32>>();
     // relu on values with exact zeros (derivative 0 there), then a CPU sum of squares
@@ -47,6 +49,7 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     let x = param(v);
     let y = x.relu();
     y.square().sum().backward();
+    ran_on_gpu(&y, "relu");
     out.push(("relu forward".into(), y.to_vec()));
     out.push(("relu dx".into(), grad(&x)));
     // x + x: the two gradients of one tensor summed (on the GPU)
@@ -60,6 +63,7 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     let b = param(rng.normal_array(&[33]));
     let y = x.linear(&w, Some(&b)).unwrap();
     y.tanh().sum().backward();
+    ran_on_gpu(&y, "linear");
     out.push(("linear forward".into(), y.to_vec()));
     for (n, t) in [("dx", &x), ("dw", &w), ("db", &b)] {
         out.push((format!("linear {n}"), grad(t)));
@@ -73,6 +77,7 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     let logits = h.flatten_from(1).unwrap().linear(&fc, None).unwrap();
     let loss = logits.cross_entropy(&[0, 4, 2, 2]).unwrap();
     loss.backward();
+    ran_on_gpu(&loss, "conv chain");
     out.push(("chain pooled".into(), h.to_vec()));
     out.push(("chain loss".into(), vec![loss.item()]));
     for (n, t) in [("dx", &x), ("dw", &w), ("db", &b), ("dfc", &fc)] {
@@ -92,6 +97,7 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     let y = a.sigmoid().mul(&b.tanh()).unwrap().sub(&b).unwrap().square().scale(0.5);
     let loss = y.mean().add(&y.sum()).unwrap();
     loss.backward();
+    ran_on_gpu(&loss, "pointwise chain");
     out.push(("pointwise forward".into(), y.to_vec()));
     out.push(("pointwise loss".into(), vec![loss.item()]));
     out.push(("pointwise da".into(), grad(&a)));
@@ -101,6 +107,7 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     let t = param(rng.uniform_array(&[5, 13], 0.0, 1.0));
     let loss = x.relu().bce_with_logits(&t).unwrap();
     loss.backward();
+    ran_on_gpu(&loss, "bce");
     out.push(("bce loss".into(), vec![loss.item()]));
     out.push(("bce dx".into(), grad(&x)));
     out.push(("bce dt".into(), grad(&t)));
@@ -113,9 +120,37 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     let map = rows.add(&picked).unwrap().reshape(&[2, 5, 3, 4]).unwrap().permute(&[0, 2, 1, 3]).unwrap();
     let up = map.upsample_nearest2d(3).unwrap(); // (2, 3, 15, 12)
     up.tanh().sum().backward();
+    ran_on_gpu(&up, "layout chain");
     out.push(("layout forward".into(), up.to_vec()));
     out.push(("layout dx".into(), grad(&x)));
     out.push(("layout dtable".into(), grad(&table)));
+    // batched matmuls: per-item B, a B shared by the batch, and matmul_t of both kinds
+    let a = param(rng.normal_array(&[2, 3, 5, 7]));
+    let b = param(rng.normal_array(&[2, 3, 7, 4]));
+    let w = param(rng.normal_array(&[7, 6]));
+    let bt = param(rng.normal_array(&[2, 3, 9, 7]));
+    let wt = param(rng.normal_array(&[8, 7]));
+    let y1 = a.matmul(&b).unwrap(); // (2, 3, 5, 4)
+    let y2 = a.matmul(&w).unwrap(); // (2, 3, 5, 6)
+    let y3 = a.matmul_t(&bt).unwrap(); // (2, 3, 5, 9)
+    let y4 = a.matmul_t(&wt).unwrap(); // (2, 3, 5, 8)
+    let loss = y1.tanh().sum().add(&y2.square().sum()).unwrap().add(&y3.sigmoid().sum()).unwrap().add(&y4.exp().scale(0.01).sum()).unwrap();
+    loss.backward();
+    for (n, y) in [("A B", &y1), ("A W", &y2), ("A Btᵀ", &y3), ("A Wtᵀ", &y4)] {
+        ran_on_gpu(y, n);
+        out.push((format!("matmul {n} forward"), y.to_vec()));
+    }
+    for (n, t) in [("dA", &a), ("dB", &b), ("dW", &w), ("dBt", &bt), ("dWt", &wt)] {
+        out.push((format!("matmul {n}"), grad(t)));
+    }
+    // the GELU family, SiLU and exp, after a transpose made contiguous
+    let x = param(rng.normal_array(&[4, 3, 33]).mapv(|v| 3.0 * v));
+    let h = x.transpose(0, 1).contiguous(); // (3, 4, 33)
+    let y = h.gelu().add(&h.gelu_tanh()).unwrap().add(&h.silu()).unwrap().add(&h.quick_gelu()).unwrap().sub(&h.scale(0.1).exp()).unwrap();
+    y.square().sum().backward();
+    ran_on_gpu(&y, "activations");
+    out.push(("activations forward".into(), y.to_vec()));
+    out.push(("activations dx".into(), grad(&x)));
     out
 }
 

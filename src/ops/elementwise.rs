@@ -189,6 +189,10 @@ impl Tensor {
 
     /// `eˣ`. d/dx = eˣ.
     pub fn exp(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Exp, "exp") {
+            return y;
+        }
         unary("exp", self, f32::exp, |g, _, y| g * y)
     }
 
@@ -243,6 +247,10 @@ impl Tensor {
     /// GELU, exact: `x Φ(x) = x (1 + erf(x/√2)) / 2`. d/dx = Φ(x) + x φ(x).
     /// PyTorch: `F.gelu(x)`.
     pub fn gelu(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Gelu, "gelu") {
+            return y;
+        }
         // Closures marked `#[inline(always)]` so that the vectorised loops of
         // `kernels::simd` inline them (a plain fn item reaches them through a shim that is not inlined).
         unary_x("gelu", self, #[inline(always)] |x| gelu(x), #[inline(always)] |g, x| gelu_grad(g, x))
@@ -251,6 +259,10 @@ impl Tensor {
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
     /// PyTorch: `F.gelu(x, approximate="tanh")`.
     pub fn gelu_tanh(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::GeluTanh, "gelu_tanh") {
+            return y;
+        }
         const K: f32 = 0.797_884_6; // √(2/π)
         unary_x("gelu_tanh", self, |x| 0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh()), |g, x| {
             let t = (K * (x + 0.044715 * x * x * x)).tanh();
@@ -261,6 +273,10 @@ impl Tensor {
 
     /// SiLU (swish): `x σ(x)`. d/dx = σ(x)(1 + x(1 - σ(x))). PyTorch: `F.silu`.
     pub fn silu(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Silu, "silu") {
+            return y;
+        }
         unary_x("silu", self, |x| x * sigmoid(x), |g, x| {
             let s = sigmoid(x);
             g * s * (1.0 + x * (1.0 - s))
@@ -269,6 +285,10 @@ impl Tensor {
 
     /// CLIP's QuickGELU: `x σ(1.702 x)`. d/dx = σ(1.702x)(1 + 1.702 x (1 - σ(1.702x))).
     pub fn quick_gelu(&self) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::QuickGelu, "quick_gelu") {
+            return y;
+        }
         unary_x("quick_gelu", self, |x| x * sigmoid(1.702 * x), |g, x| {
             let s = sigmoid(1.702 * x);
             g * s * (1.0 + 1.702 * x * (1.0 - s))

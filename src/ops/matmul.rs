@@ -130,6 +130,10 @@ impl Tensor {
     ///
     /// Errors name both shapes: `matmul: [4, 3] x [5, 2]`.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::matmul(self, other, false) {
+            return Ok(y);
+        }
         let out = matmul_arrays_keyed(&self.data().view(), &other.data().view(), self.param_key(), other.param_key())?;
         let (ac, bc) = (self.clone(), other.clone());
         Ok(Tensor::from_op(out, "matmul", &[self, other], move |g, _| {
@@ -214,6 +218,10 @@ impl Tensor {
     ///
     /// Errors name both shapes: `matmul_t: [4, 3] x [5, 2]ᵀ`.
     pub fn matmul_t(&self, other: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::matmul(self, other, true) {
+            return Ok(y);
+        }
         let out = {
             let (a, b) = (self.data(), other.data());
             let err = || crate::Error::shape("matmul_t", format!("{:?} x {:?}ᵀ", a.shape(), b.shape()));

@@ -385,3 +385,58 @@ pub(crate) fn upsample_nearest2d(x: &Tensor, factor: usize) -> Option<Tensor> {
         Ok(Tensor::from_device_op(y, "upsample_nearest2d", &[x], move |g| Ok(vec![Some(value(layout::upsample_nearest_backward(g.array(), planes, h, w, factor)?, xd.shape()))])))
     })
 }
+
+/// `A · B` (or `A · Bᵀ` with `trans_b`, `matmul_t`) over batch dimensions: `a (..., M, K)`
+/// and `b` either 2-D (one matrix for the whole batch) or with `a`'s batch dimensions.
+/// Backward `dA = dC · op(B)ᵀ`, `dB = op⁻¹(Aᵀ dC)`, summed over the batch for a 2-D `b`.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, trans_b: bool) -> Option<Tensor> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() < 2 || sb.len() < 2 || (sb.len() > 2 && sb[..sb.len() - 2] != sa[..sa.len() - 2]) {
+        return None; // other broadcasts (and every error) on the CPU
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (kb, n) = if trans_b { (sb[sb.len() - 1], sb[sb.len() - 2]) } else { (sb[sb.len() - 2], sb[sb.len() - 1]) };
+    if kb != k {
+        return None;
+    }
+    let batch: usize = sa[..sa.len() - 2].iter().product();
+    if !pays(2.0 * (batch * m * k * n) as f64, &[a, b]) {
+        return None;
+    }
+    let shared_b = sb.len() == 2;
+    let b_stride = if shared_b { 0 } else { k * n };
+    attempt(|| {
+        let (ad, bd) = (a.to_device()?, b.to_device()?);
+        // C[i] (M, N) = A[i] (M, K) · op(B[i]) (K, N)
+        let shape = MatmulShape::batched(batch, m, k, n).transposed(false, trans_b).strides(m * k, b_stride);
+        let mut out_shape = sa[..sa.len() - 2].to_vec();
+        out_shape.extend([m, n]);
+        let y = value(matmul_array(ad.array(), bd.array(), &shape)?, &out_shape);
+        let (ra, rb) = (a.requires_grad(), b.requires_grad());
+        let name = if trans_b { "matmul_t" } else { "matmul" };
+        Ok(Tensor::from_device_op(y, name, &[a, b], move |dc| {
+            // dA[i] (M, K) = dC[i] (M, N) · op(B[i])ᵀ (N, K): Bᵀ for matmul, B for matmul_t
+            let da = ra
+                .then(|| matmul_array(dc.array(), bd.array(), &MatmulShape::batched(batch, m, n, k).transposed(false, !trans_b).strides(m * n, b_stride)))
+                .transpose()?
+                .map(|v| value(v, ad.shape()));
+            let db = rb
+                .then(|| {
+                    let s = match (shared_b, trans_b) {
+                        // dB (K, N) = A_flatᵀ (K, batch M) · dC_flat (batch M, N)
+                        (true, false) => MatmulShape::new(k, batch * m, n).transposed(true, false),
+                        // dB (N, K) = dC_flatᵀ (N, batch M) · A_flat (batch M, K)
+                        (true, true) => MatmulShape::new(n, batch * m, k).transposed(true, false),
+                        // dB[i] (K, N) = A[i]ᵀ (K, M) · dC[i] (M, N)
+                        (false, false) => MatmulShape::batched(batch, k, m, n).transposed(true, false).strides(m * k, m * n),
+                        // dB[i] (N, K) = dC[i]ᵀ (N, M) · A[i] (M, K)
+                        (false, true) => MatmulShape::batched(batch, n, m, k).transposed(true, false).strides(m * n, m * k),
+                    };
+                    if trans_b { matmul_array(dc.array(), ad.array(), &s) } else { matmul_array(ad.array(), dc.array(), &s) }
+                })
+                .transpose()?
+                .map(|v| value(v, bd.shape()));
+            Ok(vec![da, db])
+        }))
+    })
+}

@@ -94,6 +94,11 @@ impl Tensor {
 
     /// A copy in row-major (C) order: makes later reshapes and kernels cheap.
     pub fn contiguous(&self) -> Tensor {
+        // values on the GPU are row-major already
+        #[cfg(feature = "wgpu")]
+        if crate::backend::resident() && self.is_on_device() {
+            return self.clone();
+        }
         if self.data().is_standard_layout() {
             return self.clone();
         }

@@ -1,5 +1,5 @@
 //! Elementwise kernels on [`GpuArray`]s beyond those of [`super::array_ops`]: sigmoid,
-//! tanh and square with their derivatives, same-shape subtraction and product, a scalar
+//! tanh, square, exp and the GELU family with their derivatives, same-shape subtraction and product, a scalar
 //! spread over an array (the gradient of a sum or a mean), and the binary cross-entropy
 //! on logits. Kernels in `pointwise.wgsl`; each result is a new array, queued without
 //! waiting.
@@ -20,6 +20,16 @@ pub enum Unary {
     Tanh,
     /// `x²`; derivative `2x`.
     Square,
+    /// `eˣ`; derivative `eˣ`.
+    Exp,
+    /// GELU, exact: `x Φ(x)`; derivative `Φ(x) + x φ(x)`.
+    Gelu,
+    /// GELU, tanh approximation; derivative as `Tensor::gelu_tanh`.
+    GeluTanh,
+    /// SiLU: `x σ(x)`; derivative `σ(x) (1 + x (1 - σ(x)))`.
+    Silu,
+    /// CLIP's QuickGELU: `x σ(1.702 x)`.
+    QuickGelu,
 }
 
 impl Unary {
@@ -28,6 +38,11 @@ impl Unary {
             Unary::Sigmoid => 0,
             Unary::Tanh => 1,
             Unary::Square => 2,
+            Unary::Exp => 3,
+            Unary::Gelu => 4,
+            Unary::GeluTanh => 5,
+            Unary::Silu => 6,
+            Unary::QuickGelu => 7,
         }
     }
 }
