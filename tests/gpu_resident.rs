@@ -143,6 +143,15 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     for (n, t) in [("dA", &a), ("dB", &b), ("dW", &w), ("dBt", &bt), ("dWt", &wt)] {
         out.push((format!("matmul {n}"), grad(t)));
     }
+    // gradient clipping by global norm, with the gradients on the GPU
+    let x = param(rng.normal_array(&[6, 20]));
+    let w = param(rng.normal_array(&[12, 20]));
+    x.linear(&w, None).unwrap().square().sum().backward();
+    let norm = dalle::optim::clip_grad_norm(&[x.clone(), w.clone()], 0.5);
+    assert!(!dalle::backend::resident() || matches!(w.grad_value(), Some(dalle::tensor::Value::Device(_))), "clipping moved a gradient to the host");
+    out.push(("clip norm".into(), vec![norm]));
+    out.push(("clip dx".into(), grad(&x)));
+    out.push(("clip dw".into(), grad(&w)));
     // the GELU family, SiLU and exp, after a transpose made contiguous
     let x = param(rng.normal_array(&[4, 3, 33]).mapv(|v| 3.0 * v));
     let h = x.transpose(0, 1).contiguous(); // (3, 4, 33)

@@ -440,3 +440,21 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, trans_b: bool) -> Option<Tensor> {
         }))
     })
 }
+
+/// `Σ_i ‖g_i‖²` of gradients on the GPU, summed there; one value read back.
+pub(crate) fn squared_norm(grads: &[&DeviceValue]) -> Result<f64> {
+    let mut total: Option<GpuArray> = None;
+    for g in grads {
+        let s = k::sum_all(&pointwise::unary(Unary::Square, g.array())?)?; // ‖g‖²
+        total = Some(match total {
+            Some(t) => k::add(&t, &s)?,
+            None => s,
+        });
+    }
+    Ok(total.map(|t| t.to_vec()).transpose()?.map_or(0.0, |v| v[0] as f64))
+}
+
+/// `c g` for a gradient on the GPU, as a gradient value.
+pub(crate) fn scaled(g: &DeviceValue, c: f32) -> Result<crate::tensor::Value> {
+    Ok(crate::tensor::Value::Device(value(k::scale(g.array(), c)?, g.shape())))
+}

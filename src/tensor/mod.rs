@@ -412,6 +412,11 @@ impl Tensor {
         *self.inner.grad.lock().expect("grad lock poisoned") = g.map(Value::Host);
     }
 
+    /// Replace the accumulated gradient with a value on either side of the bus.
+    pub fn set_grad_value(&self, g: Option<Value>) {
+        *self.inner.grad.lock().expect("grad lock poisoned") = g;
+    }
+
     pub(crate) fn accumulate_grad(&self, g: Value) {
         let mut slot = self.inner.grad.lock().expect("grad lock poisoned");
         *slot = Some(match slot.take() {
