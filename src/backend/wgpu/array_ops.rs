@@ -91,7 +91,7 @@ impl Params {
 }
 
 /// `Err(Error::Shape)` naming `op` and each `(what, found, expected)` length that differs.
-fn check(op: &'static str, lengths: &[(&str, usize, usize)]) -> Result<()> {
+pub(super) fn check(op: &'static str, lengths: &[(&str, usize, usize)]) -> Result<()> {
     let wrong: Vec<String> = lengths
         .iter()
         .filter(|(_, found, expected)| found != expected)
@@ -131,7 +131,7 @@ fn update(op: &'static str, entry: &'static str, params: Params, written: &GpuAr
 
 /// The grid of one workgroup per output: WebGPU guarantees 65535 workgroups per
 /// dimension, so more outputs fold into y (the kernels read `x + y · groups_x`).
-fn one_workgroup_each(outputs: usize) -> [u32; 3] {
+pub(super) fn one_workgroup_each(outputs: usize) -> [u32; 3] {
     let x = outputs.min(65_535);
     let y = if x == 0 { 0 } else { outputs.div_ceil(x) };
     [x as u32, y as u32, 1]

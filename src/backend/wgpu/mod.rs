@@ -47,6 +47,7 @@ mod array;
 pub mod array_ops;
 pub mod layout;
 pub mod pointwise;
+pub mod rows;
 mod context;
 mod conv;
 mod conv_array;
