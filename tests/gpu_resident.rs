@@ -143,6 +143,24 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     for (n, t) in [("dA", &a), ("dB", &b), ("dW", &w), ("dBt", &bt), ("dWt", &wt)] {
         out.push((format!("matmul {n}"), grad(t)));
     }
+    // attention's pieces: a fused QKV cut in three, masked scores, softmax, layer norm, concat
+    let x = param(rng.normal_array(&[2, 7, 24]));
+    let gamma = param(rng.normal_array(&[8]));
+    let beta = param(rng.normal_array(&[8]));
+    let parts = x.chunk(3, -1).unwrap(); // 3 x (2, 7, 8)
+    let scores = parts[0].matmul_t(&parts[1]).unwrap(); // (2, 7, 7)
+    let masked = scores.masked_fill(&dalle::nn::attention::causal_mask(7, 7), f32::NEG_INFINITY).unwrap();
+    let weights = masked.softmax(-1);
+    let mixed = weights.matmul(&parts[2]).unwrap().layer_norm(&gamma, &beta, 1e-5).unwrap(); // (2, 7, 8)
+    let joined = Tensor::concat(&[&mixed, &parts[2]], 1).unwrap(); // (2, 14, 8)
+    joined.tanh().sum().backward();
+    for (n, t) in [("q", &parts[0]), ("k", &parts[1]), ("scores", &scores), ("masked", &masked), ("weights", &weights), ("mixed", &mixed), ("joined", &joined)] {
+        ran_on_gpu(t, n);
+        out.push((format!("attention {n}"), t.to_vec()));
+    }
+    for (n, t) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
+        out.push((format!("attention {n}"), grad(t)));
+    }
     // gradient clipping by global norm, with the gradients on the GPU
     let x = param(rng.normal_array(&[6, 20]));
     let w = param(rng.normal_array(&[12, 20]));
@@ -207,6 +225,43 @@ fn judge_steps(steps: usize) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
     (losses, after)
 }
 
+/// A two-block pre-LN transformer (width 32, 4 heads, causal mask): `steps` Adam steps
+/// on one batch with gradient clipping; the losses and the bytes each step after the
+/// first moved (up, down).
+fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64)) {
+    use dalle::nn::attention::causal_mask;
+    use dalle::nn::transformer::{Transformer, TransformerConfig};
+    let mut rng = Rng::new(12);
+    let model = Transformer::new(TransformerConfig::new(32, 4, 2), &mut rng).unwrap();
+    let x = Tensor::new(rng.normal_array(&[3, 9, 32]));
+    if dalle::backend::resident() {
+        x.to_device().unwrap();
+    }
+    let mask = causal_mask(9, 9);
+    let params = model.named_parameters();
+    let mut opt = Adam::new(params.clone(), 1e-3);
+    let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.clone()).collect();
+    let mut step = || {
+        opt.zero_grad();
+        let out = model.forward(&x, Some(&mask), true).unwrap().output; // (3, 9, 32)
+        let loss = out.tanh().square().mean();
+        loss.backward();
+        dalle::optim::clip_grad_norm(&tensors, 1.0);
+        opt.step();
+        loss.item()
+    };
+    let mut losses = vec![step()];
+    let mut moved = (0, 0);
+    for _ in 1..steps {
+        if dalle::backend::resident() {
+            moved = traffic(|| losses.push(step()));
+        } else {
+            losses.push(step());
+        }
+    }
+    (losses, moved)
+}
+
 /// Deterministic normal values of `shape`.
 fn rng_values(shape: &[usize], seed: u64) -> ndarray::ArrayD<f32> {
     Rng::new(seed).normal_array(shape)
@@ -225,6 +280,7 @@ fn traffic(f: impl FnOnce()) -> (u64, u64) {
 fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     let cpu = graphs();
     let cpu_vq = vq_vae_losses(2);
+    let (cpu_tf, _) = transformer_steps(3);
     let (cpu_losses, _) = judge_steps(3);
     let (_, cpu_after) = judge_steps(1);
     if let Err(e) = set_device(Device::Wgpu) {
@@ -234,6 +290,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     }
     assert!(dalle::backend::resident(), "the wgpu device keeps tensors on the GPU by default");
     let gpu = graphs();
+    let (gpu_tf, tf_traffic) = transformer_steps(3);
     let (gpu_vq, vq_traffic) = {
         let mut losses = Vec::new();
         let t = traffic(|| losses = vq_vae_losses(2));
@@ -308,6 +365,13 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
             assert!(worst <= 0.1 * 1e-3, "judge after 1 step: {name}: max diff {worst}");
         }
     }
+    for (i, (c, g)) in cpu_tf.iter().zip(&gpu_tf).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "transformer step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    // a transformer step after the first: the causal mask of each block (81 values) and
+    // the loss's seed up, the gradients' norm and the loss down
+    assert!(tf_traffic.0 <= 2 * 81 * 4 + 16 && tf_traffic.1 <= 16, "a transformer step moved {tf_traffic:?} bytes");
+    println!("transformer losses cpu {cpu_tf:?} gpu {gpu_tf:?}; the third step moved {tf_traffic:?} bytes (up, down)");
     for (i, (c, g)) in cpu_vq.iter().zip(&gpu_vq).enumerate() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "VQ-VAE step {i}: cpu loss {c}, gpu loss {g}");
     }

@@ -91,6 +91,10 @@ impl Tensor {
         if mask.broadcast(IxDyn(&shape)).is_none() {
             return Err(crate::Error::shape("masked_fill", format!("mask {:?} does not broadcast to {shape:?}", mask.shape())));
         }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::masked_fill(self, mask, value) {
+            return Ok(y);
+        }
         let m = mask.clone();
         let mut out = self.data().to_owned();
         fill_where(&mut out, &m, value);

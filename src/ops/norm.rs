@@ -189,6 +189,10 @@ impl Tensor {
         if gamma.shape() != [c] || beta.shape() != [c] {
             return Err(crate::Error::shape("layer_norm", format!("input {shape:?} needs gamma and beta of shape [{c}], got {:?} and {:?}", gamma.shape(), beta.shape())));
         }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::layer_norm(self, gamma, beta, eps) {
+            return Ok(y);
+        }
         Ok(norm_op("layer_norm", self, gamma, beta, Groups { group: c, eps, per_element: true }))
     }
 

@@ -17,7 +17,7 @@
 
 use crate::backend::wgpu::array_ops::{self as k, AdamHyper, Pool2dShape};
 use crate::backend::wgpu::pointwise::{self, Unary};
-use crate::backend::wgpu::{conv2d_backward_input_array, layout, conv2d_backward_weight_array, conv2d_forward_array, matmul_array, Conv2dShape, GpuArray, MatmulShape};
+use crate::backend::wgpu::{conv2d_backward_input_array, layout, rows, conv2d_backward_weight_array, conv2d_forward_array, matmul_array, Conv2dShape, GpuArray, MatmulShape};
 use crate::backend::{self, ConvGeom};
 use crate::tensor::{DeviceValue, Tensor};
 use crate::Result;
@@ -457,4 +457,94 @@ pub(crate) fn squared_norm(grads: &[&DeviceValue]) -> Result<f64> {
 /// `c g` for a gradient on the GPU, as a gradient value.
 pub(crate) fn scaled(g: &DeviceValue, c: f32) -> Result<crate::tensor::Value> {
     Ok(crate::tensor::Value::Device(value(k::scale(g.array(), c)?, g.shape())))
+}
+
+/// Softmax over the last axis: `y = e^{x - max} / Σ e^{x - max}` per row; backward
+/// `dx = y ⊙ (g - Σ_j g_j y_j)`.
+pub(crate) fn softmax_last(x: &Tensor) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
+    let s = x.shape();
+    let d = *s.last()?;
+    attempt(|| {
+        let rows = s.iter().product::<usize>() / d.max(1);
+        let xd = x.to_device()?;
+        let y = value(rows::softmax_rows(xd.array(), rows, d)?, &s);
+        let yd = y.clone();
+        Ok(Tensor::from_device_op(y, "softmax", &[x], move |g| Ok(vec![Some(value(rows::softmax_rows_backward(g.array(), yd.array(), rows, d)?, yd.shape()))])))
+    })
+}
+
+/// Layer norm over the last axis: `y = γ (x - μ) / √(σ² + ε) + β`; backward
+/// `dx = (ĝ - mean ĝ - x̂ mean(ĝ x̂)) / σ` with `ĝ = γ dy`, `dγ = Σ dy x̂`, `dβ = Σ dy`.
+pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
+    let s = x.shape();
+    let d = *s.last()?;
+    attempt(|| {
+        let rows = s.iter().product::<usize>() / d.max(1);
+        let (xd, gd, bd) = (x.to_device()?, gamma.to_device()?, beta.to_device()?);
+        let (y, stats) = rows::layer_norm_rows(xd.array(), gd.array(), bd.array(), rows, d, eps)?;
+        let y = value(y, &s);
+        Ok(Tensor::from_device_op(y, "layer_norm", &[x, gamma, beta], move |g| {
+            let (dx, dgamma, dbeta) = rows::layer_norm_rows_backward(g.array(), xd.array(), gd.array(), &stats, rows, d)?;
+            Ok(vec![Some(value(dx, xd.shape())), Some(value(dgamma, &[d])), Some(value(dbeta, &[d]))])
+        }))
+    })
+}
+
+/// Elements `start..start + width` of `axis`; backward: the gradient placed in that
+/// slice of zeros.
+pub(crate) fn narrow(x: &Tensor, axis: usize, start: usize, width: usize) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
+    let s = x.shape();
+    attempt(|| {
+        let (outer, len, inner) = (s[..axis].iter().product::<usize>(), s[axis], s[axis + 1..].iter().product::<usize>());
+        let xd = x.to_device()?;
+        let mut out_shape = s.clone();
+        out_shape[axis] = width;
+        let y = value(rows::narrow(xd.array(), outer, len, inner, start, width)?, &out_shape);
+        Ok(Tensor::from_device_op(y, "narrow", &[x], move |g| Ok(vec![Some(value(rows::narrow_backward(g.array(), outer, len, inner, start, width)?, &s))])))
+    })
+}
+
+/// Two tensors joined along `axis`; backward: each gets its slice of the gradient.
+pub(crate) fn concat2(a: &Tensor, b: &Tensor, axis: usize) -> Option<Tensor> {
+    if !any_on_gpu(&[a, b]) {
+        return None;
+    }
+    let (sa, sb) = (a.shape(), b.shape());
+    attempt(|| {
+        let (outer, inner) = (sa[..axis].iter().product::<usize>(), sa[axis + 1..].iter().product::<usize>());
+        let (la, lb) = (sa[axis], sb[axis]);
+        let (ad, bd) = (a.to_device()?, b.to_device()?);
+        let mut out_shape = sa.clone();
+        out_shape[axis] = la + lb;
+        let y = value(rows::concat2(ad.array(), bd.array(), outer, la, lb, inner)?, &out_shape);
+        Ok(Tensor::from_device_op(y, "concat", &[a, b], move |g| {
+            let ga = value(rows::narrow(g.array(), outer, la + lb, inner, 0, la)?, &sa);
+            let gb = value(rows::narrow(g.array(), outer, la + lb, inner, la, lb)?, &sb);
+            Ok(vec![Some(ga), Some(gb)])
+        }))
+    })
+}
+
+/// `value` where `mask` (broadcast to x's shape) is true; backward: zero there.
+pub(crate) fn masked_fill(x: &Tensor, mask: &ndarray::ArrayD<bool>, fill: f32) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
+    let s = x.shape();
+    attempt(|| {
+        let strides = rows::broadcast_strides(mask.shape(), &s)?; // 0 where the mask broadcasts
+        let m = GpuArray::upload(&mask.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect::<Vec<f32>>())?;
+        let xd = x.to_device()?;
+        let y = value(rows::masked_fill(xd.array(), &s, &m, &strides, fill)?, &s);
+        Ok(Tensor::from_device_op(y, "masked_fill", &[x], move |g| Ok(vec![Some(value(rows::masked_fill_backward(g.array(), &s, &m, &strides)?, &s))])))
+    })
 }

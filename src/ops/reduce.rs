@@ -120,6 +120,12 @@ impl Tensor {
     /// Backward: `dx = y ⊙ (g - Σ_j g_j y_j)`. PyTorch: `F.softmax(x, dim)`.
     pub fn softmax(&self, axis: isize) -> Tensor {
         let a = normalize_axis(axis, self.ndim());
+        #[cfg(feature = "wgpu")]
+        if a + 1 == self.ndim() {
+            if let Some(y) = super::on_gpu::softmax_last(self) {
+                return y;
+            }
+        }
         let x = self.data();
         if a + 1 == x.ndim() && x.is_standard_layout() && x.len() > 0 {
             // The usual case (attention rows): contiguous rows, one pass each, in parallel.

@@ -114,6 +114,10 @@ impl Tensor {
         if start + len > shape[a] {
             return Err(crate::Error::shape("narrow", format!("{start}..{} is outside dimension {a} of {shape:?}", start + len)));
         }
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::narrow(self, a, start, len) {
+            return Ok(y);
+        }
         let out = to_standard(&self.data().slice_axis(Axis(a), Slice::from(start..start + len)));
         Ok(Tensor::from_slice_op(out, "narrow", self, (a, start), move |g, _| {
             let mut full = ArrayD::<f32>::zeros(IxDyn(&shape));
@@ -146,6 +150,12 @@ impl Tensor {
                 return Err(crate::Error::shape("concat", format!("{s:?} and {s0:?} differ outside axis {a}")));
             }
             sizes.push(s[a]);
+        }
+        #[cfg(feature = "wgpu")]
+        if let [x, y] = tensors {
+            if let Some(joined) = super::on_gpu::concat2(x, y, a) {
+                return Ok(joined);
+            }
         }
         let guards: Vec<_> = tensors.iter().map(|t| t.data()).collect();
         let views: Vec<_> = guards.iter().map(|g| g.view()).collect();
