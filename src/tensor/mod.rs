@@ -22,6 +22,12 @@
 //! Tensors are cheap handles (`Arc`) to shared storage: cloning a tensor does
 //! not copy its data. Parameters are updated in place by the optimisers
 //! ([`Tensor::update`]), which bumps a version counter that device caches read.
+//!
+//! On the GPU ([`crate::backend::set_resident`]) a tensor may hold its values in
+//! GPU memory ([`DeviceValue`]) instead: an op that ran there leaves its output
+//! there, and the host array is filled only when [`Tensor::data`] asks for it.
+//! Gradients then flow backwards as [`Value`]s, staying on the GPU between ops
+//! that ran there (their [`GradFn::device_backward`]).
 
 mod device;
 mod graph;
