@@ -110,6 +110,8 @@ mod bench {
         /// MB sent to and fetched from the GPU per step.
         mb_up: f64,
         mb_down: f64,
+        /// GPU queue submissions per step.
+        submissions: f64,
     }
 
     /// The four set-ups a step is timed on: the CPU; tensors on the host with every
@@ -155,6 +157,7 @@ mod bench {
                 loss: first_loss.unwrap_or(0.0),
                 mb_up: per_step(after.bytes_uploaded, before.bytes_uploaded),
                 mb_down: per_step(after.bytes_downloaded, before.bytes_downloaded),
+                submissions: (after.submissions - before.submissions) as f64 / (reps + 1) as f64,
             });
         }
         set_device(Device::Cpu)?;
@@ -358,7 +361,7 @@ mod bench {
         let step_reps = if args.smoke { 1 } else { reps };
         let hidden = if args.smoke { 8 } else { 128 };
         md.push_str(&format!(
-            "\n| training step (Adam, batch {batch}) | set-up | ms | cpu / this | MB to GPU | MB from GPU | loss difference |\n|---|---|---|---|---|---|---|\n"
+            "\n| training step (Adam, batch {batch}) | set-up | ms | cpu / this | MB to GPU | MB from GPU | GPU submissions | loss difference |\n|---|---|---|---|---|---|---|---|\n"
         ));
         println!("\ntraining steps (Adam, batch {batch}), median of {step_reps} after a warm-up:");
         let steps: [(&str, String, &dyn Fn() -> dalle::Result<Step>); 2] = [
@@ -371,19 +374,20 @@ mod bench {
             println!("  {name}:");
             for ((setup, _, _), t) in SETUPS.iter().zip(&times) {
                 let line = format!(
-                    "{:.1} | {:.2} | {:.3} | {:.3} | {:.1e}",
+                    "{:.1} | {:.2} | {:.3} | {:.3} | {:.0} | {:.1e}",
                     t.ms,
                     cpu.ms / t.ms,
                     t.mb_up,
                     t.mb_down,
+                    t.submissions,
                     (t.loss - cpu.loss).abs()
                 );
-                println!("    {setup:<20} {line}   (ms | cpu/this | MB up | MB down | loss diff)");
+                println!("    {setup:<20} {line}   (ms | cpu/this | MB up | MB down | submissions | loss diff)");
                 md.push_str(&format!("| {name} | {setup} | {line} |\n"));
             }
             if let Some(ms) = torch.as_ref().and_then(|t| t[format!("{key}_step_ms")].as_f64()) {
                 println!("    {:<20} {ms:.2} ms ({:.0}x faster than our cpu)", "torch cuda", cpu.ms / ms);
-                md.push_str(&format!("| {name} | torch cuda | {ms:.2} | {:.1} | | | |\n", cpu.ms / ms));
+                md.push_str(&format!("| {name} | torch cuda | {ms:.2} | {:.1} | | | | |\n", cpu.ms / ms));
             }
         }
         if let Some(t) = &torch {

@@ -226,9 +226,9 @@ fn judge_steps(steps: usize) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
 }
 
 /// A two-block pre-LN transformer (width 32, 4 heads, causal mask): `steps` Adam steps
-/// on one batch with gradient clipping; the losses and the bytes each step after the
-/// first moved (up, down).
-fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64)) {
+/// on one batch with gradient clipping; the losses, and the bytes the last step moved
+/// (up, down) with its queue submissions.
+fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
     use dalle::nn::attention::causal_mask;
     use dalle::nn::transformer::{Transformer, TransformerConfig};
     let mut rng = Rng::new(12);
@@ -251,10 +251,10 @@ fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64)) {
         loss.item()
     };
     let mut losses = vec![step()];
-    let mut moved = (0, 0);
+    let mut moved = (0, 0, 0);
     for _ in 1..steps {
         if dalle::backend::resident() {
-            moved = traffic(|| losses.push(step()));
+            moved = traffic_and_submissions(|| losses.push(step()));
         } else {
             losses.push(step());
         }
@@ -269,11 +269,17 @@ fn rng_values(shape: &[usize], seed: u64) -> ndarray::ArrayD<f32> {
 
 /// Bytes sent to and fetched from the GPU by `f`.
 fn traffic(f: impl FnOnce()) -> (u64, u64) {
+    let (up, down, _) = traffic_and_submissions(f);
+    (up, down)
+}
+
+/// Bytes sent to and fetched from the GPU by `f`, and the queue submissions it made.
+fn traffic_and_submissions(f: impl FnOnce()) -> (u64, u64, u64) {
     let ctx = dalle::backend::wgpu::global().unwrap();
     let before = ctx.stats();
     f();
     let after = ctx.stats();
-    (after.bytes_uploaded - before.bytes_uploaded, after.bytes_downloaded - before.bytes_downloaded)
+    (after.bytes_uploaded - before.bytes_uploaded, after.bytes_downloaded - before.bytes_downloaded, after.submissions - before.submissions)
 }
 
 #[test]
@@ -293,7 +299,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     let (gpu_tf, tf_traffic) = transformer_steps(3);
     let (gpu_vq, vq_traffic) = {
         let mut losses = Vec::new();
-        let t = traffic(|| losses = vq_vae_losses(2));
+        let t = traffic_and_submissions(|| losses = vq_vae_losses(2));
         (losses, t)
     };
     let (gpu_losses, _) = judge_steps(3);
@@ -371,7 +377,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     // a transformer step after the first: the causal mask of each block (81 values) and
     // the loss's seed up, the gradients' norm and the loss down
     assert!(tf_traffic.0 <= 2 * 81 * 4 + 16 && tf_traffic.1 <= 16, "a transformer step moved {tf_traffic:?} bytes");
-    println!("transformer losses cpu {cpu_tf:?} gpu {gpu_tf:?}; the third step moved {tf_traffic:?} bytes (up, down)");
+    println!("transformer losses cpu {cpu_tf:?} gpu {gpu_tf:?}; the third step moved {} B up, {} B down in {} submissions", tf_traffic.0, tf_traffic.1, tf_traffic.2);
     for (i, (c, g)) in cpu_vq.iter().zip(&gpu_vq).enumerate() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "VQ-VAE step {i}: cpu loss {c}, gpu loss {g}");
     }
@@ -379,7 +385,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     // nearest-code search on the host; the rest is a few scalars.
     let z_e_bytes = 4 * 8 * 8 * 32 * 4;
     assert!(vq_traffic.1 <= 2 * (z_e_bytes + 16), "two VQ-VAE steps fetched {} bytes", vq_traffic.1);
-    println!("VQ-VAE losses cpu {cpu_vq:?} gpu {gpu_vq:?}; two steps moved {} B up, {} B down", vq_traffic.0, vq_traffic.1);
+    println!("VQ-VAE losses cpu {cpu_vq:?} gpu {gpu_vq:?}; two steps moved {} B up, {} B down in {} submissions", vq_traffic.0, vq_traffic.1, vq_traffic.2);
     let params: u64 = judge.named_parameters().iter().map(|(_, p)| p.len() as u64 * 4).sum();
     assert!(first_up >= params, "the first step uploads the parameters ({first_up} < {params} bytes)");
     // per step: 32 labels (128 bytes) and the loss's seed gradient 1 (4 bytes) up,

@@ -478,6 +478,7 @@ impl Job<'_> {
     pub(super) fn enqueue(&mut self) {
         if let Some(encoder) = self.encoder.take() {
             self.ctx.queue.submit([encoder.finish()]);
+            self.memory.stats.submissions += 1;
         }
     }
 
@@ -606,6 +607,7 @@ impl Job<'_> {
     pub(super) fn submit(&mut self) -> Result<()> {
         if let Some(encoder) = self.encoder.take() {
             self.ctx.queue.submit([encoder.finish()]);
+            self.memory.stats.submissions += 1;
         }
         self.ctx
             .device

@@ -109,6 +109,8 @@ pub struct GpuStats {
     pub buffers_created: u64,
     /// Buffers the pool handed out again (a hit).
     pub buffers_reused: u64,
+    /// Command buffers submitted to the queue.
+    pub submissions: u64,
 }
 
 /// What a pooled buffer is for: storage (kernels) or staging (reading results back).
