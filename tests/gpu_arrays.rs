@@ -430,3 +430,26 @@ fn adam_and_adamw_steps_match_the_cpu_optimiser() {
     assert_shape_error("adam_step with v of 2 values", array_ops::adam_step(&a, &b, &c, &upload(&[0.0; 2]), &hyper));
     assert!(array_ops::adam_step(&a, &b, &c, &c, &hyper).is_err(), "m and v the same array must be refused");
 }
+
+/// Kernels on GPU arrays are recorded into one command buffer and submitted together
+/// (`Job::enqueue`); a write to a buffer lands before the next submission's commands.
+/// Here the input's buffer goes back to the pool while the ReLU reading it is still
+/// unsubmitted, and the next upload of the same size gets that buffer: the upload
+/// must submit the ReLU first, or the ReLU would read the new values.
+#[test]
+fn an_upload_into_a_recycled_buffer_waits_for_the_kernels_before_it() {
+    let Some(ctx) = ctx() else { return };
+    let a: Vec<f32> = (0..1000).map(|i| i as f32 - 500.0).collect();
+    let b: Vec<f32> = (0..1000).map(|i| -(i as f32)).collect();
+    for _ in 0..3 {
+        let before = ctx.stats();
+        let x = GpuArray::upload(&a).unwrap();
+        let y = array_ops::relu(&x).unwrap();
+        drop(x); // its buffer is free again while the ReLU is not yet submitted
+        let z = GpuArray::upload(&b).unwrap();
+        assert!(ctx.stats().buffers_reused > before.buffers_reused, "the pool did not hand a buffer out again");
+        let want: Vec<f32> = a.iter().map(|v| v.max(0.0)).collect();
+        assert!(y.to_vec().unwrap() == want, "the ReLU read values uploaded after it");
+        assert!(z.to_vec().unwrap() == b, "the upload was lost");
+    }
+}

@@ -363,6 +363,7 @@ impl WgpuContext {
             memory,
             label,
             encoder: None,
+            inherited: 0,
             scratch: Vec::new(),
             scopes_open: true,
         })
@@ -427,6 +428,11 @@ fn compile_with(
     }
 }
 
+/// Enqueued jobs whose commands go to the GPU in one submission (see `Job::enqueue`):
+/// enough to save most of the per-submission cost, few enough that the GPU starts on
+/// a step's first kernels while the host records the rest.
+pub(super) const ENQUEUED_PER_SUBMISSION: usize = 16;
+
 /// One GPU call in progress: holds the context's lock, its error scopes, the command
 /// encoder being recorded and the pooled buffers it borrowed (returned on drop).
 pub(super) struct Job<'c> {
@@ -434,6 +440,8 @@ pub(super) struct Job<'c> {
     memory: MutexGuard<'c, Memory>,
     label: &'static str,
     encoder: Option<wgpu::CommandEncoder>,
+    /// Enqueued jobs whose commands `encoder` already holds.
+    inherited: usize,
     scratch: Vec<(BufferKind, wgpu::Buffer)>,
     scopes_open: bool,
 }
@@ -472,14 +480,40 @@ impl Job<'_> {
         Ok(super::GpuArray::from_buffer(buffer, len))
     }
 
-    /// Submits what has been recorded without waiting for the GPU: the kernels on GPU
-    /// arrays, whose results stay there. The queue runs submissions in order, so the
+    /// Leaves what has been recorded for the GPU without waiting: the kernels on GPU
+    /// arrays, whose results stay there. The commands join those of earlier enqueued
+    /// jobs in one command buffer, submitted once [`ENQUEUED_PER_SUBMISSION`] jobs are in
+    /// it or when a later job writes to a buffer, waits or reads back: one submission
+    /// for many small kernels. Commands run in the order they were recorded, so the
     /// scratch buffers this job returns to the pool are safe to hand out again.
     pub(super) fn enqueue(&mut self) {
         if let Some(encoder) = self.encoder.take() {
-            self.ctx.queue.submit([encoder.finish()]);
-            self.memory.stats.submissions += 1;
+            let jobs = self.inherited + 1;
+            self.inherited = 0;
+            if jobs >= ENQUEUED_PER_SUBMISSION {
+                self.submit_now(encoder);
+            } else {
+                self.memory.pending = Some((encoder, jobs));
+            }
         }
+    }
+
+    /// Submits `encoder` to the queue (no wait).
+    fn submit_now(&mut self, encoder: wgpu::CommandEncoder) {
+        self.ctx.queue.submit([encoder.finish()]);
+        self.memory.stats.submissions += 1;
+    }
+
+    /// Submits every command recorded so far, this job's and the enqueued ones (no
+    /// wait): a write to a buffer lands before the next submission's commands, so the
+    /// commands recorded before it must be submitted first.
+    fn flush(&mut self) {
+        if let Some(encoder) = self.encoder.take() {
+            self.submit_now(encoder);
+        } else if let Some((encoder, _)) = self.memory.pending.take() {
+            self.submit_now(encoder);
+        }
+        self.inherited = 0;
     }
 
     /// Records a copy of `len` values from `src` (starting at value `src_at`) to `dst`
@@ -500,6 +534,7 @@ impl Job<'_> {
     /// Writes `data` at the start of `buffer` before the next submission.
     pub(super) fn write(&mut self, buffer: &wgpu::Buffer, data: &[f32]) {
         if !data.is_empty() {
+            self.flush();
             self.ctx
                 .queue
                 .write_buffer(buffer, 0, bytemuck::cast_slice(data));
@@ -519,18 +554,27 @@ impl Job<'_> {
             }
             Operand::Resident { id, version, data } => {
                 self.check_size(what, data.len() as u64 * 4)?;
+                self.flush(); // the cache may overwrite the parameter's buffer
                 let (device, queue) = (&self.ctx.device, &self.ctx.queue);
                 Ok(self.memory.resident(device, queue, *id, *version, data))
             }
         }
     }
 
+    /// The command encoder this job records into: the enqueued jobs' one, continued,
+    /// or a new one.
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
-        let device = &self.ctx.device;
-        let label = self.label;
-        self.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
-        })
+        if self.encoder.is_none() {
+            let encoder = match self.memory.pending.take() {
+                Some((encoder, jobs)) => {
+                    self.inherited = jobs;
+                    encoder
+                }
+                None => self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(self.label) }),
+            };
+            self.encoder = Some(encoder);
+        }
+        self.encoder.as_mut().expect("just set")
     }
 
     /// Records one dispatch of `pipeline` with `params` as its uniform (binding 0) and
@@ -605,10 +649,7 @@ impl Job<'_> {
 
     /// Submits what has been recorded and waits for the GPU to finish it.
     pub(super) fn submit(&mut self) -> Result<()> {
-        if let Some(encoder) = self.encoder.take() {
-            self.ctx.queue.submit([encoder.finish()]);
-            self.memory.stats.submissions += 1;
-        }
+        self.flush();
         self.ctx
             .device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -695,8 +736,14 @@ impl Drop for Job<'_> {
             // An early return: close the scopes so they don't leak into the next job.
             let _ = pop_scopes(&self.ctx.device);
         }
-        // Every path that submitted work waited for it or enqueued it; the queue runs
-        // submissions in order, so a later user of these buffers runs after this job.
+        // An early return with commands recorded (maybe an earlier job's too): keep them
+        // for the next submission, so no enqueued job's work is lost.
+        if let Some(encoder) = self.encoder.take() {
+            let jobs = self.inherited + 1;
+            self.memory.pending = Some((encoder, jobs));
+        }
+        // Every path that submitted work waited for it or left it enqueued; commands run
+        // in recorded order, so a later user of these buffers runs after this job.
         for (kind, buffer) in self.scratch.drain(..) {
             self.memory.release(kind, buffer);
         }

@@ -134,6 +134,9 @@ pub(super) struct Memory {
     idle_bytes: u64,
     resident: HashMap<u64, ResidentEntry>,
     pub(super) stats: GpuStats,
+    /// Commands of jobs that enqueued their work, recorded but not yet submitted, and
+    /// how many jobs they hold (see `Job::enqueue`).
+    pub(super) pending: Option<(wgpu::CommandEncoder, usize)>,
 }
 
 /// The pool's size class for a request of `bytes`: the next power of two (so buffers are
