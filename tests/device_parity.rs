@@ -5,6 +5,8 @@
 //! Tolerance: 1e-4 relative to the largest magnitude, since the GPU sums in f32
 //! in another order (error grows like √K · ε_f32 ≈ 1e-6 for these sizes).
 
+#![cfg(feature = "wgpu")]
+
 use dalle::backend::{set_device, set_min_gpu_intensity, Device, DEFAULT_MIN_GPU_INTENSITY};
 use dalle::{Rng, Tensor};
 

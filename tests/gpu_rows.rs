@@ -26,8 +26,11 @@
 //! --release --test gpu_rows`.
 #![cfg(feature = "wgpu")]
 
+mod common;
+use common::gpu::{ctx, values};
+
 use dalle::backend::wgpu::rows::{self, broadcast_strides};
-use dalle::backend::wgpu::{global, GpuArray, WgpuContext};
+use dalle::backend::wgpu::GpuArray;
 use dalle::{Error, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
@@ -36,32 +39,6 @@ const SOFTMAX_RELATIVE: f32 = 1e-5;
 /// Layer norm: relative error allowed against the size of the terms (see the module doc).
 const NORM_RELATIVE: f32 = 1e-5;
 
-/// The shared context, or None (test skipped) when there is no adapter.
-fn ctx() -> Option<&'static WgpuContext> {
-    match global() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var("DALLE_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("DALLE_REQUIRE_GPU=1 but no wgpu context: {e}");
-            }
-            eprintln!("skipping wgpu test: {e}");
-            None
-        }
-    }
-}
-
-/// Deterministic values in [-1, 1) (xorshift), different for each `seed`.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn upload(values: &[f32]) -> GpuArray {
     GpuArray::upload(values).expect("upload")

@@ -11,25 +11,14 @@
 //! --release --test wgpu_kernels`.
 #![cfg(feature = "wgpu")]
 
+mod common;
+use common::gpu::{ctx, values};
+
 use dalle::backend::wgpu::{
-    bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, global, matmul,
+    bias_add, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, matmul,
     Conv2dShape, MatmulKernel, MatmulShape, Operand, WgpuContext,
 };
 use dalle::Error;
-
-/// The shared context, or None (test skipped) when there is no adapter.
-fn ctx() -> Option<&'static WgpuContext> {
-    match global() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var("DALLE_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("DALLE_REQUIRE_GPU=1 but no wgpu context: {e}");
-            }
-            eprintln!("skipping wgpu test: {e}");
-            None
-        }
-    }
-}
 
 /// Both matmul kernels: the shared context (which picks by shape: the small tile for
 /// every shape in this file) and a private one forced to the 128 x 128 tile. Every
@@ -47,18 +36,6 @@ fn kernels() -> Vec<(&'static str, &'static WgpuContext)> {
     vec![("by shape", shared), ("tile 128", big)]
 }
 
-/// Deterministic values in [-1, 1) (xorshift), different for each `seed`.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// A reference value and its magnitude Σ|terms| (which scales the rounding error).
 #[derive(Clone, Copy, Default)]

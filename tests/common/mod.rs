@@ -2,6 +2,9 @@
 //! PyTorch scripts in tests/golden/, and temporary folders.
 #![allow(dead_code)] // each test file uses a different part
 
+#[cfg(feature = "wgpu")]
+pub mod gpu;
+
 use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 
