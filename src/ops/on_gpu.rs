@@ -66,18 +66,45 @@ pub(crate) fn relu(x: &Tensor) -> Option<Tensor> {
     })
 }
 
-/// `a + b` for operands of one shape; backward `g` to both.
-pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
-    if !any_on_gpu(&[a, b]) {
-        return None;
-    }
-    if a.shape() != b.shape() {
-        return None;
+
+/// An op on two operands of one shape, one of them on the GPU already: `forward`
+/// computes it, `backward(g, a, b)` the two gradients (`needs` says which are wanted).
+fn same_shape(
+    a: &Tensor,
+    b: &Tensor,
+    name: &'static str,
+    forward: impl FnOnce(&GpuArray, &GpuArray) -> Result<GpuArray>,
+    backward: impl Fn(&DeviceValue, &DeviceValue, &DeviceValue, (bool, bool)) -> Result<[Option<DeviceValue>; 2]> + Send + Sync + 'static,
+) -> Option<Tensor> {
+    if !any_on_gpu(&[a, b]) || a.shape() != b.shape() {
+        return None; // broadcasting on the CPU
     }
     attempt(|| {
         let (ad, bd) = (a.to_device()?, b.to_device()?);
-        let y = value(k::add(ad.array(), bd.array())?, ad.shape());
-        Ok(Tensor::from_device_op(y, "add", &[a, b], |g| Ok(vec![Some(g.clone()), Some(g.clone())])))
+        let y = value(forward(ad.array(), bd.array())?, ad.shape());
+        let needs = (a.requires_grad(), b.requires_grad());
+        Ok(Tensor::from_device_op(y, name, &[a, b], move |g| Ok(backward(g, &ad, &bd, needs)?.into())))
+    })
+}
+
+/// `a + b`; backward `g` to both (the same memory).
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    same_shape(a, b, "add", k::add, |g, _, _, _| Ok([Some(g.clone()), Some(g.clone())]))
+}
+
+/// `a - b`; backward `g`, `-g`.
+pub(crate) fn sub(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    same_shape(a, b, "sub", pointwise::sub, |g, _, _, (_, rb)| {
+        let minus_g = rb.then(|| k::scale(g.array(), -1.0).map(|v| value(v, g.shape()))).transpose()?;
+        Ok([Some(g.clone()), minus_g])
+    })
+}
+
+/// `a · b`; backward `g b`, `g a`.
+pub(crate) fn mul(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    same_shape(a, b, "mul", pointwise::mul, |g, ad, bd, (ra, rb)| {
+        let times = |x: &DeviceValue| pointwise::mul(g.array(), x.array()).map(|v| value(v, g.shape()));
+        Ok([ra.then(|| times(bd)).transpose()?, rb.then(|| times(ad)).transpose()?])
     })
 }
 
@@ -243,44 +270,7 @@ pub(crate) fn unary(x: &Tensor, f: Unary, name: &'static str) -> Option<Tensor> 
     })
 }
 
-/// `a - b` for operands of one shape; backward `g`, `-g`.
-pub(crate) fn sub(a: &Tensor, b: &Tensor) -> Option<Tensor> {
-    if !any_on_gpu(&[a, b]) {
-        return None;
-    }
-    if a.shape() != b.shape() {
-        return None;
-    }
-    attempt(|| {
-        let (ad, bd) = (a.to_device()?, b.to_device()?);
-        let y = value(pointwise::sub(ad.array(), bd.array())?, ad.shape());
-        let rb = b.requires_grad();
-        Ok(Tensor::from_device_op(y, "sub", &[a, b], move |g| {
-            let gb = rb.then(|| k::scale(g.array(), -1.0).map(|n| value(n, g.shape()))).transpose()?;
-            Ok(vec![Some(g.clone()), gb])
-        }))
-    })
-}
 
-/// `a · b` for operands of one shape; backward `g b`, `g a`.
-pub(crate) fn mul(a: &Tensor, b: &Tensor) -> Option<Tensor> {
-    if !any_on_gpu(&[a, b]) {
-        return None;
-    }
-    if a.shape() != b.shape() {
-        return None;
-    }
-    attempt(|| {
-        let (ad, bd) = (a.to_device()?, b.to_device()?);
-        let y = value(pointwise::mul(ad.array(), bd.array())?, ad.shape());
-        let (ra, rb) = (a.requires_grad(), b.requires_grad());
-        Ok(Tensor::from_device_op(y, "mul", &[a, b], move |g| {
-            let ga = ra.then(|| pointwise::mul(g.array(), bd.array()).map(|v| value(v, g.shape()))).transpose()?;
-            let gb = rb.then(|| pointwise::mul(g.array(), ad.array()).map(|v| value(v, g.shape()))).transpose()?;
-            Ok(vec![ga, gb])
-        }))
-    })
-}
 
 /// `c x`; backward `c g`. Only for a tensor already on the GPU.
 pub(crate) fn scale(x: &Tensor, c: f32) -> Option<Tensor> {
