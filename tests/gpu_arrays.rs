@@ -30,7 +30,7 @@
 #![cfg(feature = "wgpu")]
 
 mod common;
-use common::gpu::{ctx, values};
+use common::gpu::{ctx, download, param, upload, values};
 
 use dalle::backend::wgpu::array_ops::{self, AdamHyper, Pool2dShape};
 use dalle::backend::wgpu::GpuArray;
@@ -43,19 +43,6 @@ use ndarray::{ArrayD, IxDyn};
 /// and exact zeros for ReLU.
 fn quarters(len: usize, seed: u64, bound: f32) -> Vec<f32> {
     values(len, seed).into_iter().map(|v| (v * bound * 4.0).round() / 4.0).collect()
-}
-
-fn upload(values: &[f32]) -> GpuArray {
-    GpuArray::upload(values).expect("upload")
-}
-
-fn download(array: &GpuArray) -> Vec<f32> {
-    array.to_vec().expect("read-back")
-}
-
-/// A leaf tensor of `shape` that requires a gradient.
-fn param(values: &[f32], shape: &[usize]) -> Tensor {
-    Tensor::param(ArrayD::from_shape_vec(IxDyn(shape), values.to_vec()).expect("shape matches the values"))
 }
 
 /// Bit-for-bit equal, except that any NaN matches any NaN and 0 matches -0.

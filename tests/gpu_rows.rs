@@ -27,10 +27,9 @@
 #![cfg(feature = "wgpu")]
 
 mod common;
-use common::gpu::{ctx, values};
+use common::gpu::{ctx, download, param, upload, values};
 
 use dalle::backend::wgpu::rows::{self, broadcast_strides};
-use dalle::backend::wgpu::GpuArray;
 use dalle::{Error, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
@@ -39,19 +38,6 @@ const SOFTMAX_RELATIVE: f32 = 1e-5;
 /// Layer norm: relative error allowed against the size of the terms (see the module doc).
 const NORM_RELATIVE: f32 = 1e-5;
 
-
-fn upload(values: &[f32]) -> GpuArray {
-    GpuArray::upload(values).expect("upload")
-}
-
-fn download(array: &GpuArray) -> Vec<f32> {
-    array.to_vec().expect("read-back")
-}
-
-/// A leaf tensor of `shape` that requires a gradient.
-fn param(values: &[f32], shape: &[usize]) -> Tensor {
-    Tensor::param(ArrayD::from_shape_vec(IxDyn(shape), values.to_vec()).expect("shape matches the values"))
-}
 
 fn array(values: &[f32], shape: &[usize]) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(shape), values.to_vec()).expect("shape matches the values")
