@@ -3,10 +3,14 @@
 //! Two ways in. With host data: [`matmul`] and the conv functions take slices (or
 //! parameters named `(id, version)`, kept resident) and return `Vec`s, so each call
 //! crosses the bus; the engine uses them for tensors that live on the host. With
-//! [`GpuArray`]s: [`matmul_array`], [`conv2d_forward_array`] and the kernels of
-//! [`array_ops`] read and write GPU memory and queue their work without waiting, so
-//! a chain of them never leaves the GPU; the engine uses them for tensors that stay on
-//! the GPU ([`crate::backend::set_resident`], `crate::tensor::DeviceValue`).
+//! [`GpuArray`]s: [`matmul_array`], the `conv2d_*_array` functions and the kernels of
+//! [`array_ops`] (ReLU, add, bias, sums, pooling, cross-entropy, Adam), [`pointwise`]
+//! (activations, sub, mul, BCE), [`layout`] (permute, row gather and scatter,
+//! upsampling) and [`rows`] (softmax, layer norm, narrow, concat, masked_fill) read and
+//! write GPU memory and queue their work without waiting (one submission per 16
+//! operations, or before a write or a read-back), so a chain of them never leaves the
+//! GPU; the engine uses them for tensors that stay on the GPU
+//! ([`crate::backend::set_resident`], `crate::tensor::DeviceValue`).
 //!
 //! The host-data functions:
 //!
@@ -23,8 +27,8 @@
 //! out of memory, device loss, a failed read-back) comes back as
 //! [`crate::Error::Device`]; nothing here panics on purpose.
 //!
-//! Because every call sends its inputs over the bus and fetches its output, the engine
-//! hands an op to the GPU only when its arithmetic pays for the trip
+//! Because every host-data call sends its inputs over the bus and fetches its output,
+//! the engine hands such an op to the GPU only when its arithmetic pays for the trip
 //! ([`crate::backend::set_min_gpu_intensity`]). Measured on an H200 (the book's
 //! Performance page): the matmul kernels alone reach 29 to 30 TFLOP/s at n = 4096 to
 //! 8192, 0.57 of cuBLAS's fp32; a training step is bound by the bus and the CPU-side ops.
