@@ -196,6 +196,31 @@ impl VectorQuantizer {
     }
     // ANCHOR_END: nearest
 
+    /// [`VectorQuantizer::nearest`] of a tensor: searched on the GPU when the rows are
+    /// there, so that only the indices come back.
+    fn nearest_of(&self, z: &Tensor) -> Result<Vec<usize>> {
+        #[cfg(feature = "wgpu")]
+        if let Some(found) = crate::ops::on_gpu::nearest_codes(z, &self.codebook) {
+            return Ok(found);
+        }
+        self.nearest(&z.data())
+    }
+
+    /// `Σ_{i : k*_i = k} z_i` for every code, `(K, D)` (on the GPU when the rows are there).
+    fn code_sums(&self, z: &Tensor, indices: &[usize]) -> Result<ArrayD<f32>> {
+        #[cfg(feature = "wgpu")]
+        if let Some(sums) = crate::ops::on_gpu::code_sums(z, indices, self.num_codes()) {
+            return Ok(sums);
+        }
+        let z = self.check_rows(&z.data())?;
+        let mut sums = Array2::<f32>::zeros((self.num_codes(), self.dim()));
+        for (row, &k) in z.rows().into_iter().zip(indices) {
+            let mut dst = sums.row_mut(k);
+            dst += &row;
+        }
+        Ok(sums.into_dyn())
+    }
+
     /// The codes of `indices` as a constant `(N, D)` array: the decoder's input at inference.
     pub fn lookup(&self, indices: &[usize]) -> Result<Tensor> {
         no_grad(|| Tensor::embedding(&self.codebook, indices, &[indices.len()]))
@@ -212,7 +237,7 @@ impl VectorQuantizer {
     /// Quantize the rows of `z_e (N, D)`. With `training`, the EMA codebook and
     /// the dead-code counters are updated (after the losses are computed).
     pub fn forward(&self, z_e: &Tensor, training: bool) -> Result<Quantized> {
-        let indices = self.nearest(&z_e.data())?;
+        let indices = self.nearest_of(z_e)?;
         let n = indices.len();
         // e = e_{k*}: a gather, so the codebook loss scatters its gradient to the picked rows.
         let e = Tensor::embedding(&self.codebook, &indices, &[n])?; // (N, D)
@@ -227,9 +252,9 @@ impl VectorQuantizer {
         let (usage, perplexity) = usage_and_perplexity(&counts);
         if training {
             if let CodebookUpdate::Ema { decay, epsilon } = self.config.update {
-                self.ema_update(&z_e.data(), &indices, &counts, decay, epsilon)?;
+                self.ema_update(z_e, &indices, &counts, decay, epsilon)?;
             }
-            self.restart_dead_codes(&z_e.data(), &counts)?;
+            self.restart_dead_codes(z_e, &counts)?;
         }
         Ok(Quantized { z_q, indices, codebook_loss, commitment_loss, usage, perplexity })
     }
@@ -238,24 +263,19 @@ impl VectorQuantizer {
     // ANCHOR: ema
     /// Appendix A.1: `N_k ← γ N_k + (1-γ) n_k`, `m_k ← γ m_k + (1-γ) Σ_{i: k*_i = k} z_i`,
     /// Laplace smoothing `N_k ← (N_k + ε) / (n + K ε) · n` with `n = Σ N_k`, then `e_k = m_k / N_k`.
-    fn ema_update(&self, z: &ArrayD<f32>, indices: &[usize], counts: &[usize], decay: f32, epsilon: f32) -> Result<()> {
+    fn ema_update(&self, z: &Tensor, indices: &[usize], counts: &[usize], decay: f32, epsilon: f32) -> Result<()> {
         let (size, sum) = match (&self.ema_cluster_size, &self.ema_embed_sum) {
             (Some(s), Some(m)) => (s, m),
             _ => return Err(Error::Config("EMA codebook without its EMA buffers".into())),
         };
-        let z = self.check_rows(z)?;
-        let mut batch_sum = Array2::<f32>::zeros((self.num_codes(), self.dim()));
-        for (row, &k) in z.rows().into_iter().zip(indices) {
-            let mut dst = batch_sum.row_mut(k);
-            dst += &row;
-        }
+        let batch_sum = self.code_sums(z, indices)?; // Σ_{i: k*_i = k} z_i, (K, D)
         size.update(|n| {
             for (nk, &c) in n.iter_mut().zip(counts) {
                 *nk = decay * *nk + (1.0 - decay) * c as f32;
             }
         });
         sum.update(|m| {
-            m.zip_mut_with(&batch_sum.view().into_dyn(), |mk, &bk| *mk = decay * *mk + (1.0 - decay) * bk);
+            m.zip_mut_with(&batch_sum, |mk, &bk| *mk = decay * *mk + (1.0 - decay) * bk);
         });
         let n_k = size.to_array();
         let total: f32 = n_k.sum();
@@ -274,9 +294,8 @@ impl VectorQuantizer {
     // ANCHOR: restart
     /// A code not picked for `restart_after` steps is moved onto a random encoder
     /// output of this batch, where it will be picked again.
-    fn restart_dead_codes(&self, z: &ArrayD<f32>, counts: &[usize]) -> Result<usize> {
+    fn restart_dead_codes(&self, z: &Tensor, counts: &[usize]) -> Result<usize> {
         let Some(patience) = self.config.restart_after else { return Ok(0) };
-        let z = self.check_rows(z)?;
         let mut guard = self.restart_state.lock().map_err(|_| Error::Msg("quantizer restart state poisoned".into()))?;
         let (idle, rng) = &mut *guard;
         let mut dead = Vec::new();
@@ -287,9 +306,10 @@ impl VectorQuantizer {
                 *steps = 0;
             }
         }
-        if dead.is_empty() || z.nrows() == 0 {
+        if dead.is_empty() || z.dim(0) == 0 {
             return Ok(0);
         }
+        let z = self.check_rows(&z.data())?; // read back from the GPU only when a code died
         let picks: Vec<usize> = dead.iter().map(|_| rng.below(z.nrows())).collect();
         let set_rows = |a: &mut ArrayD<f32>| {
             for (&k, &i) in dead.iter().zip(&picks) {

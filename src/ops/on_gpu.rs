@@ -538,3 +538,36 @@ pub(crate) fn masked_fill(x: &Tensor, mask: &ndarray::ArrayD<bool>, fill: f32) -
         Ok(Tensor::from_device_op(y, "masked_fill", &[x], move |g| Ok(vec![Some(value(rows::masked_fill_backward(g.array(), &s, &m, &strides)?, &s))])))
     })
 }
+
+/// The nearest code of each row of `z (N, D)` among the rows of `codebook (K, D)`,
+/// searched on the GPU when `z` is there: only the N indices come back.
+pub(crate) fn nearest_codes(z: &Tensor, codebook: &Tensor) -> Option<Vec<usize>> {
+    let (sz, se) = (z.shape(), codebook.shape());
+    if !backend::resident() || !z.is_on_device() || sz.len() != 2 || se.len() != 2 || sz[1] != se[1] {
+        return None;
+    }
+    let run = || -> Result<Vec<usize>> {
+        let (zd, ed) = (z.to_device()?, codebook.to_device()?);
+        let e_sq: Vec<f32> = codebook.data().rows().into_iter().map(|r| r.dot(&r)).collect(); // ‖e_k‖², as the CPU search
+        let e_sq = GpuArray::upload(&e_sq)?;
+        let found = crate::backend::wgpu::codes::nearest_codes(zd.array(), ed.array(), &e_sq, sz[0], se[0], sz[1])?;
+        Ok(found.to_vec()?.into_iter().map(|k| k as usize).collect())
+    };
+    run().map_err(|e| backend::report_gpu_error(&e)).ok()
+}
+
+/// `Σ_{i : k*_i = k} z_i` for each of `codes` codes, `(K, D)`: summed on the GPU when
+/// `z (N, D)` is there (only the sums come back).
+pub(crate) fn code_sums(z: &Tensor, indices: &[usize], codes: usize) -> Option<ndarray::ArrayD<f32>> {
+    let s = z.shape();
+    if !backend::resident() || !z.is_on_device() || s.len() != 2 || indices.len() != s[0] {
+        return None;
+    }
+    let run = || -> Result<ndarray::ArrayD<f32>> {
+        let zd = z.to_device()?;
+        let index = GpuArray::upload(&indices.iter().map(|&i| i as f32).collect::<Vec<f32>>())?;
+        let sums = layout::scatter_rows(zd.array(), &index, s[0], s[1], codes)?;
+        value(sums, &[codes, s[1]]).to_host()
+    };
+    run().map_err(|e| backend::report_gpu_error(&e)).ok()
+}

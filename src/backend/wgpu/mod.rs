@@ -49,6 +49,7 @@
 
 mod array;
 pub mod array_ops;
+pub mod codes;
 pub mod layout;
 pub mod pointwise;
 pub mod rows;
