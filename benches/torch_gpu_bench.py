@@ -12,6 +12,7 @@ or {"error": "..."} when torch or a CUDA device is missing. Pinned: torch==2.5.1
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -79,6 +80,7 @@ def main():
 
     out["judge_step_ms"] = median_ms(step, args.reps * 4, sync)
     out["vq_vae_step_ms"] = vq_vae_step_ms(torch, nn, F, dev, args.hidden, args.reps * 4, sync)
+    out["transformer_step_ms"] = transformer_step_ms(torch, nn, F, dev, args.reps * 4, sync)
     print(json.dumps(out))
 
 
@@ -137,6 +139,43 @@ def vq_vae_step_ms(torch, nn, F, dev, hidden, reps, sync):
     def step():
         opt.zero_grad()
         model(x).backward()
+        opt.step()
+
+    return median_ms(step, reps, sync)
+
+
+def transformer_step_ms(torch, nn, F, dev, reps, sync, batch=32, t=64, c=256, heads=4, layers=2):
+    """Two pre-LN blocks as src/nn/transformer.rs (fused QKV, GELU MLP of ratio 4, final
+    LayerNorm, causal mask), loss mean(y^2), one Adam step."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
+            self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+            self.fc, self.out = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+
+        def forward(self, x, mask):
+            b, n, _ = x.shape
+            d = c // heads
+            q, k, v = self.qkv(self.ln1(x)).chunk(3, -1)
+            q, k, v = (z.reshape(b, n, heads, d).transpose(1, 2) for z in (q, k, v))  # (B, H, T, D)
+            att = ((q @ k.transpose(-1, -2)) / math.sqrt(d)).masked_fill(mask, float("-inf")).softmax(-1)
+            x = x + self.proj((att @ v).transpose(1, 2).reshape(b, n, c))
+            return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+    blocks = nn.ModuleList([Block() for _ in range(layers)]).to(dev)
+    ln_f = nn.LayerNorm(c).to(dev)
+    opt = torch.optim.Adam([*blocks.parameters(), *ln_f.parameters()], 1e-3)
+    x = torch.randn(batch, t, c, device=dev)
+    mask = torch.ones(t, t, dtype=torch.bool, device=dev).triu(1)
+
+    def step():
+        opt.zero_grad()
+        h = x
+        for block in blocks:
+            h = block(h, mask)
+        ln_f(h).square().mean().backward()
         opt.step()
 
     return median_ms(step, reps, sync)

@@ -1,5 +1,6 @@
-//! sgemm, the matmul kernels alone, the bus, and two chapter models' training steps
-//! (chapter 00's digit judge CNN and chapter 05's CIFAR-10 VQ-VAE, batch 128) on the CPU
+//! sgemm, the matmul kernels alone, the bus, and three training steps (chapter 00's
+//! digit judge CNN and chapter 05's CIFAR-10 VQ-VAE at batch 128, and two pre-LN
+//! transformer blocks of width 256 on 32 sequences of 64 tokens) on the CPU
 //! and on the wgpu backend, side by side; with `--torch`, PyTorch's CUDA time for the
 //! same cases (`benches/torch_gpu_bench.py`).
 //!
@@ -191,6 +192,21 @@ mod bench {
         Ok((params, Box::new(move || model.forward(&x, true)?.loss())))
     }
 
+    /// Two pre-LN transformer blocks (chapters 01 to 03; width `dim`, 4 heads, GELU, final
+    /// LayerNorm, causal mask) on `batch` sequences of 64 tokens; the loss is `mean(y²)`.
+    fn transformer(batch: usize, dim: usize) -> dalle::Result<Step> {
+        use dalle::nn::attention::causal_mask;
+        use dalle::nn::transformer::{Transformer, TransformerConfig};
+        use dalle::nn::Module;
+        use dalle::{Rng, Tensor};
+        let mut rng = Rng::new(4);
+        let model = Transformer::new(TransformerConfig::new(dim, 4, 2), &mut rng)?;
+        let x = Tensor::new(rng.normal_array(&[batch, 64, dim]));
+        let mask = causal_mask(64, 64);
+        let params = model.named_parameters();
+        Ok((params, Box::new(move || Ok(model.forward(&x, Some(&mask), true)?.output.square().mean()))))
+    }
+
     /// GFLOP/s of each matmul kernel alone, with and without wgpu's injected bounds checks,
     /// and PyTorch's sgemm when `torch` holds its times.
     fn kernel_variants(
@@ -364,9 +380,11 @@ mod bench {
             "\n| training step (Adam, batch {batch}) | set-up | ms | cpu / this | MB to GPU | MB from GPU | GPU submissions | loss difference |\n|---|---|---|---|---|---|---|---|\n"
         ));
         println!("\ntraining steps (Adam, batch {batch}), median of {step_reps} after a warm-up:");
-        let steps: [(&str, String, &dyn Fn() -> dalle::Result<Step>); 2] = [
+        let (seqs, width) = if args.smoke { (2, 32) } else { (32, 256) };
+        let steps: [(&str, String, &dyn Fn() -> dalle::Result<Step>); 3] = [
             ("judge", "chapter 00 digit judge (CNN, 28x28)".to_string(), &|| judge(batch)),
             ("vq_vae", format!("chapter 05 VQ-VAE, CIFAR-10 config, hidden {hidden} (32x32)"), &|| vq_vae(batch, hidden)),
+            ("transformer", format!("two pre-LN blocks, width {width}, 4 heads ({seqs} x 64 tokens)"), &|| transformer(seqs, width)),
         ];
         for (key, name, build) in steps.into_iter().filter(|_| !args.kernels_only) {
             let times = train_step(step_reps, build)?;
