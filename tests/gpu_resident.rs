@@ -161,6 +161,18 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     for (n, t) in [("dx", &x), ("dgamma", &gamma), ("dbeta", &beta)] {
         out.push((format!("attention {n}"), grad(t)));
     }
+    // a Gaussian KL as the VAE computes it: add_scalar, sums over the last axis
+    let mu = param(rng.normal_array(&[5, 11]));
+    let log_var = param(rng.normal_array(&[5, 11]));
+    let inner = log_var.add_scalar(1.0).sub(&mu.square()).unwrap().sub(&log_var.exp()).unwrap();
+    let kl = inner.sum_axes(&[-1], false).unwrap().scale(-0.5); // (5)
+    let kept = inner.sum_axes(&[-1], true).unwrap(); // (5, 1)
+    kl.mean().add(&kept.tanh().sum()).unwrap().backward();
+    ran_on_gpu(&kl, "kl");
+    out.push(("kl forward".into(), kl.to_vec()));
+    out.push(("kl keepdim".into(), kept.to_vec()));
+    out.push(("kl dmu".into(), grad(&mu)));
+    out.push(("kl dlog_var".into(), grad(&log_var)));
     // gradient clipping by global norm, with the gradients on the GPU
     let x = param(rng.normal_array(&[6, 20]));
     let w = param(rng.normal_array(&[12, 20]));
@@ -262,6 +274,37 @@ fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
     (losses, moved)
 }
 
+/// Chapter 04's VAE (MNIST, latent 2, batch 16): `steps` Adam steps on one batch; the
+/// losses, and the bytes the last step moved (up, down) with its queue submissions.
+fn vae_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
+    use dalle::models::vae::{Vae, VaeConfig};
+    let mut rng = Rng::new(13);
+    let model = Vae::new(VaeConfig::mnist(2), &mut rng).unwrap();
+    let x = Tensor::new(rng.uniform_array(&[16, 1, 28, 28], 0.0, 1.0));
+    if dalle::backend::resident() {
+        x.to_device().unwrap();
+    }
+    let mut opt = Adam::new(model.named_parameters(), 1e-3);
+    let mut noise = Rng::new(14);
+    let mut step = || {
+        opt.zero_grad();
+        let loss = model.forward(&x, &mut noise).unwrap().loss().unwrap();
+        loss.backward();
+        opt.step();
+        loss.item()
+    };
+    let mut losses = vec![step()];
+    let mut moved = (0, 0, 0);
+    for _ in 1..steps {
+        if dalle::backend::resident() {
+            moved = traffic_and_submissions(|| losses.push(step()));
+        } else {
+            losses.push(step());
+        }
+    }
+    (losses, moved)
+}
+
 /// Deterministic normal values of `shape`.
 fn rng_values(shape: &[usize], seed: u64) -> ndarray::ArrayD<f32> {
     Rng::new(seed).normal_array(shape)
@@ -287,6 +330,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     let cpu = graphs();
     let cpu_vq = vq_vae_losses(2);
     let (cpu_tf, _) = transformer_steps(3);
+    let (cpu_vae, _) = vae_steps(3);
     let (cpu_losses, _) = judge_steps(3);
     let (_, cpu_after) = judge_steps(1);
     if let Err(e) = set_device(Device::Wgpu) {
@@ -297,6 +341,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     assert!(dalle::backend::resident(), "the wgpu device keeps tensors on the GPU by default");
     let gpu = graphs();
     let (gpu_tf, tf_traffic) = transformer_steps(3);
+    let (gpu_vae, vae_traffic) = vae_steps(3);
     let (gpu_vq, vq_traffic) = {
         let mut losses = Vec::new();
         let t = traffic_and_submissions(|| losses = vq_vae_losses(2));
@@ -371,6 +416,12 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
             assert!(worst <= 0.1 * 1e-3, "judge after 1 step: {name}: max diff {worst}");
         }
     }
+    for (i, (c, g)) in cpu_vae.iter().zip(&gpu_vae).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "VAE step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    // a VAE step after the first: the noise ε (16 x 2) and the seed up, the loss down
+    assert!(vae_traffic.0 <= 16 * 2 * 4 + 16 && vae_traffic.1 <= 8, "a VAE step moved {vae_traffic:?} bytes");
+    println!("VAE losses cpu {cpu_vae:?} gpu {gpu_vae:?}; the third step moved {} B up, {} B down in {} submissions", vae_traffic.0, vae_traffic.1, vae_traffic.2);
     for (i, (c, g)) in cpu_tf.iter().zip(&gpu_tf).enumerate() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "transformer step {i}: cpu loss {c}, gpu loss {g}");
     }

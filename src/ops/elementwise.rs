@@ -141,6 +141,10 @@ impl Tensor {
 
     /// `x + c` for a constant c. d/dx = 1.
     pub fn add_scalar(&self, c: f32) -> Tensor {
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::AddScalar(c), "add_scalar") {
+            return y;
+        }
         let out = map(&self.data(), move |v| v + c);
         Tensor::from_op(out, "add_scalar", &[self], |g, _| vec![Some(g.clone())])
     }

@@ -571,3 +571,28 @@ pub(crate) fn code_sums(z: &Tensor, indices: &[usize], codes: usize) -> Option<n
     };
     run().map_err(|e| backend::report_gpu_error(&e)).ok()
 }
+
+/// `Σ_j x[..., j]` over the last axis (kept as size 1 with `keepdim`); backward: each
+/// row's gradient spread over its `d` values.
+pub(crate) fn sum_last(x: &Tensor, keepdim: bool) -> Option<Tensor> {
+    if !any_on_gpu(&[x]) {
+        return None;
+    }
+    let s = x.shape();
+    let d = *s.last()?;
+    attempt(|| {
+        let rows = s[..s.len() - 1].iter().product::<usize>();
+        let xd = x.to_device()?;
+        let mut out_shape = s[..s.len() - 1].to_vec();
+        if keepdim {
+            out_shape.push(1);
+        }
+        // row sums: the rows as `rows` channels of one plane of d values
+        let y = value(k::sum_planes(xd.array(), 1, rows, d)?, &out_shape);
+        Ok(Tensor::from_device_op(y, "sum", &[x], move |g| {
+            // dx[r][j] = g[r]: zeros plus one bias per row
+            let spread = k::bias_add_planes(&k::fill(rows * d, 0.0)?, g.array(), 1, rows, d)?;
+            Ok(vec![Some(value(spread, &s))])
+        }))
+    })
+}

@@ -48,6 +48,12 @@ impl Tensor {
     pub fn sum_axes(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         let shape = self.shape();
         let ax = axes_of("sum", axes, shape.len())?;
+        #[cfg(feature = "wgpu")]
+        if !shape.is_empty() && ax == [shape.len() - 1] {
+            if let Some(y) = super::on_gpu::sum_last(self, keepdim) {
+                return Ok(y);
+            }
+        }
         let kept = kept_shape(&shape, &ax);
         let out = finish(sum_axes(&self.data(), &ax), &kept, keepdim);
         Ok(Tensor::from_op(out, "sum", &[self], move |g, _| {

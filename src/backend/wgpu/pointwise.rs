@@ -12,7 +12,7 @@ const FILE: &str = "pointwise.wgsl";
 const SOURCE: &str = include_str!("pointwise.wgsl");
 
 /// The unary maps of [`unary`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
     /// `σ(x) = 1 / (1 + e^{-x})`; derivative `σ (1 - σ)`.
     Sigmoid,
@@ -30,6 +30,8 @@ pub enum Unary {
     Silu,
     /// CLIP's QuickGELU: `x σ(1.702 x)`.
     QuickGelu,
+    /// `x + c` for a constant `c`; derivative 1.
+    AddScalar(f32),
 }
 
 impl Unary {
@@ -43,6 +45,15 @@ impl Unary {
             Unary::GeluTanh => 5,
             Unary::Silu => 6,
             Unary::QuickGelu => 7,
+            Unary::AddScalar(_) => 8,
+        }
+    }
+
+    /// The constant of [`Unary::AddScalar`], else 0.
+    fn scalar(self) -> f32 {
+        match self {
+            Unary::AddScalar(c) => c,
+            _ => 0.0,
         }
     }
 }
@@ -65,13 +76,13 @@ fn same_length(op: &'static str, a: &GpuArray, b: &GpuArray) -> Result<()> {
 
 /// `y = f(x)` elementwise.
 pub fn unary(f: Unary, x: &GpuArray) -> Result<GpuArray> {
-    map_kernel("wgpu unary", (FILE, SOURCE, "unary"), &words(x.len(), f.code(), 0.0), &[x], x.len())
+    map_kernel("wgpu unary", (FILE, SOURCE, "unary"), &words(x.len(), f.code(), f.scalar()), &[x], x.len())
 }
 
 /// `dx = g · f'(x)` elementwise.
 pub fn unary_backward(f: Unary, g: &GpuArray, x: &GpuArray) -> Result<GpuArray> {
     same_length("wgpu unary_backward", g, x)?;
-    map_kernel("wgpu unary_backward", (FILE, SOURCE, "unary_backward"), &words(x.len(), f.code(), 0.0), &[g, x], x.len())
+    map_kernel("wgpu unary_backward", (FILE, SOURCE, "unary_backward"), &words(x.len(), f.code(), f.scalar()), &[g, x], x.len())
 }
 
 /// `a - b` elementwise.

@@ -7,7 +7,7 @@ struct Params {
     // elements this dispatch writes
     total: u32,
     // unary: 0 sigmoid, 1 tanh, 2 square, 3 exp, 4 GELU (erf), 5 GELU (tanh), 6 SiLU,
-    // 7 QuickGELU; binary: 0 a - b, 1 a · b
+    // 7 QuickGELU, 8 x + scalar; binary: 0 a - b, 1 a · b
     op: u32,
     // broadcast_scalar: the factor; bce terms: 1 / n times the upstream gradient's factor
     scalar: f32,
@@ -61,6 +61,7 @@ const INV_SQRT_2PI: f32 = 0.39894228;        // 1/√(2π)
 
 fn f(op: u32, x: f32) -> f32 {
     switch op {
+        case 8u: { return x + p.scalar; }
         case 0u: { return sigmoid(x); }
         case 1u: { return tanh(x); }
         case 2u: { return x * x; }
@@ -79,6 +80,7 @@ fn f(op: u32, x: f32) -> f32 {
 // f'(x)
 fn df(op: u32, x: f32) -> f32 {
     switch op {
+        case 8u: { return 1.0; }
         case 0u: { let s = sigmoid(x); return s * (1.0 - s); }
         case 1u: { let t = tanh(x); return 1.0 - t * t; }
         case 2u: { return 2.0 * x; }
