@@ -173,6 +173,17 @@ fn graphs() -> Vec<(String, Vec<f32>)> {
     out.push(("kl keepdim".into(), kept.to_vec()));
     out.push(("kl dmu".into(), grad(&mu)));
     out.push(("kl dlog_var".into(), grad(&log_var)));
+    // softmax and log-softmax over the channel axis of a feature map and over the last axis
+    let x = param(rng.normal_array(&[2, 5, 3, 4]).mapv(|v| 3.0 * v));
+    let p1 = x.softmax(1);
+    let l1 = x.log_softmax(1);
+    let l3 = x.log_softmax(-1);
+    p1.mul(&l1).unwrap().sum().add(&l3.tanh().sum()).unwrap().backward();
+    for (n, t) in [("softmax axis 1", &p1), ("log_softmax axis 1", &l1), ("log_softmax last", &l3)] {
+        ran_on_gpu(t, n);
+        out.push((n.to_string(), t.to_vec()));
+    }
+    out.push(("softmaxes dx".into(), grad(&x)));
     // gradient clipping by global norm, with the gradients on the GPU
     let x = param(rng.normal_array(&[6, 20]));
     let w = param(rng.normal_array(&[12, 20]));
@@ -305,6 +316,39 @@ fn vae_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
     (losses, moved)
 }
 
+/// Chapter 06's dVAE (MNIST, batch 8, τ = 1): `steps` Adam steps on one batch (Gumbel
+/// noise from a fixed seed); the losses, and the bytes the last step moved (up, down)
+/// with its queue submissions.
+fn dvae_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
+    use dalle::models::dvae::{Dvae, DvaeConfig};
+    let mut rng = Rng::new(15);
+    let model = Dvae::new(DvaeConfig::mnist(), &mut rng).unwrap();
+    let x = Tensor::new(rng.uniform_array(&[8, 1, 28, 28], 0.0, 1.0));
+    if dalle::backend::resident() {
+        x.to_device().unwrap();
+    }
+    let mut opt = Adam::new(model.named_parameters(), 1e-3);
+    let mut noise = Rng::new(16);
+    let mut step = || {
+        opt.zero_grad();
+        let out = model.forward(&x, 1.0, &mut noise).unwrap();
+        let loss = out.reconstruction_loss.add(&out.kl).unwrap();
+        loss.backward();
+        opt.step();
+        loss.item()
+    };
+    let mut losses = vec![step()];
+    let mut moved = (0, 0, 0);
+    for _ in 1..steps {
+        if dalle::backend::resident() {
+            moved = traffic_and_submissions(|| losses.push(step()));
+        } else {
+            losses.push(step());
+        }
+    }
+    (losses, moved)
+}
+
 /// Deterministic normal values of `shape`.
 fn rng_values(shape: &[usize], seed: u64) -> ndarray::ArrayD<f32> {
     Rng::new(seed).normal_array(shape)
@@ -331,6 +375,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     let cpu_vq = vq_vae_losses(2);
     let (cpu_tf, _) = transformer_steps(3);
     let (cpu_vae, _) = vae_steps(3);
+    let (cpu_dvae, _) = dvae_steps(3);
     let (cpu_losses, _) = judge_steps(3);
     let (_, cpu_after) = judge_steps(1);
     if let Err(e) = set_device(Device::Wgpu) {
@@ -342,6 +387,7 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
     let gpu = graphs();
     let (gpu_tf, tf_traffic) = transformer_steps(3);
     let (gpu_vae, vae_traffic) = vae_steps(3);
+    let (gpu_dvae, dvae_traffic) = dvae_steps(3);
     let (gpu_vq, vq_traffic) = {
         let mut losses = Vec::new();
         let t = traffic_and_submissions(|| losses = vq_vae_losses(2));
@@ -416,6 +462,14 @@ fn resident_tensors_match_the_cpu_and_stay_on_the_gpu() {
             assert!(worst <= 0.1 * 1e-3, "judge after 1 step: {name}: max diff {worst}");
         }
     }
+    for (i, (c, g)) in cpu_dvae.iter().zip(&gpu_dvae).enumerate() {
+        assert!((c - g).abs() <= 1e-4 * c.abs(), "dVAE step {i}: cpu loss {c}, gpu loss {g}");
+    }
+    // a dVAE step after the first: the Gumbel noise (8 x 128 x 7 x 7) and the seed up;
+    // down, the code logits (the same size, for the step's code statistics) and scalars
+    let noise_bytes = 8 * 128 * 7 * 7 * 4;
+    assert!(dvae_traffic.0 <= noise_bytes + 16 && dvae_traffic.1 <= noise_bytes + 16, "a dVAE step moved {dvae_traffic:?} bytes");
+    println!("dVAE losses cpu {cpu_dvae:?} gpu {gpu_dvae:?}; the third step moved {} B up, {} B down in {} submissions", dvae_traffic.0, dvae_traffic.1, dvae_traffic.2);
     for (i, (c, g)) in cpu_vae.iter().zip(&gpu_vae).enumerate() {
         assert!((c - g).abs() <= 1e-4 * c.abs(), "VAE step {i}: cpu loss {c}, gpu loss {g}");
     }

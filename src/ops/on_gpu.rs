@@ -449,20 +449,55 @@ pub(crate) fn scaled(g: &DeviceValue, c: f32) -> Result<crate::tensor::Value> {
     Ok(crate::tensor::Value::Device(value(k::scale(g.array(), c)?, g.shape())))
 }
 
-/// Softmax over the last axis: `y = e^{x - max} / Σ e^{x - max}` per row; backward
-/// `dx = y ⊙ (g - Σ_j g_j y_j)`.
-pub(crate) fn softmax_last(x: &Tensor) -> Option<Tensor> {
-    if !any_on_gpu(&[x]) {
+/// The axes of an `n`-axis array with `axis` moved last.
+fn axis_last(n: usize, axis: usize) -> Vec<usize> {
+    (0..n).filter(|&a| a != axis).chain([axis]).collect()
+}
+
+/// The permutation that undoes `order`.
+fn inverse(order: &[usize]) -> Vec<usize> {
+    let mut back = vec![0; order.len()];
+    for (i, &a) in order.iter().enumerate() {
+        back[a] = i;
+    }
+    back
+}
+
+/// Softmax (or, with `log`, log-softmax) over `axis`: `y = e^{x - max} / Σ e^{x - max}`
+/// (`y = x - max - ln Σ e^{x - max}`); backward `dx = y ⊙ (g - Σ g y)` (`dx = g - e^y Σ g`).
+/// The kernels work on rows: another axis is moved last first, and back after.
+pub(crate) fn softmax(x: &Tensor, axis: usize, log: bool) -> Option<Tensor> {
+    let s = x.shape();
+    if !any_on_gpu(&[x]) || axis >= s.len() || s.len() > layout::MAX_AXES {
         return None;
     }
-    let s = x.shape();
-    let d = *s.last()?;
     attempt(|| {
+        let (d, last) = (s[axis], axis + 1 == s.len());
         let rows = s.iter().product::<usize>() / d.max(1);
+        let order = axis_last(s.len(), axis);
+        let moved: Vec<usize> = order.iter().map(|&a| s[a]).collect(); // the shape with `axis` last
+        let back = inverse(&order);
+        let forward = move |x: &GpuArray| if log { rows::log_softmax_rows(x, rows, d) } else { rows::softmax_rows(x, rows, d) };
+        let backward = move |g: &GpuArray, y: &GpuArray| if log { rows::log_softmax_rows_backward(g, y, rows, d) } else { rows::softmax_rows_backward(g, y, rows, d) };
         let xd = x.to_device()?;
-        let y = value(rows::softmax_rows(xd.array(), rows, d)?, &s);
-        let yd = y.clone();
-        Ok(Tensor::from_device_op(y, "softmax", &[x], move |g| Ok(vec![Some(value(rows::softmax_rows_backward(g.array(), yd.array(), rows, d)?, yd.shape()))])))
+        // yr: the output as rows of `axis`; y: in x's layout
+        let (y, yr) = if last {
+            let y = value(forward(xd.array())?, &s);
+            (y.clone(), y)
+        } else {
+            let yr = value(forward(&layout::permute(xd.array(), &s, &order)?)?, &moved);
+            (value(layout::permute(yr.array(), &moved, &back)?, &s), yr)
+        };
+        let name = if log { "log_softmax" } else { "softmax" };
+        Ok(Tensor::from_device_op(y, name, &[x], move |g| {
+            let dx = if last {
+                backward(g.array(), yr.array())?
+            } else {
+                let dr = backward(&layout::permute(g.array(), &s, &order)?, yr.array())?;
+                layout::permute(&dr, &moved, &back)?
+            };
+            Ok(vec![Some(value(dx, &s))])
+        }))
     })
 }
 

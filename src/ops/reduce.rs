@@ -127,10 +127,8 @@ impl Tensor {
     pub fn softmax(&self, axis: isize) -> Tensor {
         let a = normalize_axis(axis, self.ndim());
         #[cfg(feature = "wgpu")]
-        if a + 1 == self.ndim() {
-            if let Some(y) = super::on_gpu::softmax_last(self) {
-                return y;
-            }
+        if let Some(y) = super::on_gpu::softmax(self, a, false) {
+            return y;
         }
         let x = self.data();
         if a + 1 == x.ndim() && x.is_standard_layout() && x.len() > 0 {
@@ -179,6 +177,10 @@ impl Tensor {
     /// Backward: `dx = g - e^y Σ_j g_j`. PyTorch: `F.log_softmax(x, dim)`.
     pub fn log_softmax(&self, axis: isize) -> Tensor {
         let a = normalize_axis(axis, self.ndim());
+        #[cfg(feature = "wgpu")]
+        if let Some(y) = super::on_gpu::softmax(self, a, true) {
+            return y;
+        }
         let mut out = self.data().to_owned();
         lanes_mut(&mut out, a, |lane| {
             let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));

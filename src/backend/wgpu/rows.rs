@@ -5,6 +5,7 @@
 //! | function | computes | CPU twin |
 //! |---|---|---|
 //! | [`softmax_rows`], [`softmax_rows_backward`] | `y = e^{x - max} / Σ e^{x - max}`, `dx = y ⊙ (g - Σ g y)` | `Tensor::softmax(-1)` |
+//! | [`log_softmax_rows`], [`log_softmax_rows_backward`] | `y = x - max - ln Σ e^{x - max}`, `dx = g - e^y Σ g` | `Tensor::log_softmax(-1)` |
 //! | [`layer_norm_rows`], [`layer_norm_rows_backward`] | `y = γ (x - μ) / σ + β`; dx, dγ, dβ | `Tensor::layer_norm` |
 //! | [`narrow`], [`narrow_backward`] | `x[:, start .. start + width, :]`; g put back among zeros | `Tensor::narrow`, `chunk` |
 //! | [`concat2`] | `[a, b]` along the middle axis of `(outer, len, inner)` | `Tensor::concat` of two |
@@ -116,6 +117,20 @@ pub fn softmax_rows(x: &GpuArray, rows: usize, d: usize) -> Result<GpuArray> {
 pub fn softmax_rows_backward(g: &GpuArray, y: &GpuArray, rows: usize, d: usize) -> Result<GpuArray> {
     check("wgpu softmax_rows_backward", &[("g", g.len(), rows * d), ("y", y.len(), rows * d)])?;
     per_row("wgpu softmax_rows_backward", "softmax_rows_backward", Params { rows, d, ..Params::default() }, &[g, y])
+}
+
+/// `y = x - m - ln Σ_k e^{x_k - m}` (`m = max_k x_k`) over each row of `x (rows, d)`,
+/// as `Tensor::log_softmax` over the last axis.
+pub fn log_softmax_rows(x: &GpuArray, rows: usize, d: usize) -> Result<GpuArray> {
+    check("wgpu log_softmax_rows", &[("x", x.len(), rows * d)])?;
+    per_row("wgpu log_softmax_rows", "log_softmax_rows", Params { rows, d, ..Params::default() }, &[x])
+}
+
+/// The gradient of [`log_softmax_rows`] from its output `y` and the upstream `g`:
+/// `dx_j = g_j - e^{y_j} Σ_k g_k`.
+pub fn log_softmax_rows_backward(g: &GpuArray, y: &GpuArray, rows: usize, d: usize) -> Result<GpuArray> {
+    check("wgpu log_softmax_rows_backward", &[("g", g.len(), rows * d), ("y", y.len(), rows * d)])?;
+    per_row("wgpu log_softmax_rows_backward", "log_softmax_rows_backward", Params { rows, d, ..Params::default() }, &[g, y])
 }
 
 /// Layer normalisation of each row of `x (rows, d)` with `gamma`, `beta` of length `d`,

@@ -139,6 +139,44 @@ fn softmax_rows_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     }
 }
 
+// y_j = x_j - m - ln Σ_k e^{x_k - m}, m = max_k x_k, one workgroup per row (in0 = x),
+// as Tensor::log_softmax
+@compute @workgroup_size(256, 1, 1)
+fn log_softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = group_index(wid, groups);
+    if (r >= p.rows) { return; }
+    let start = r * p.d;
+    var share_max = bitcast<f32>(0xff800000u); // -inf
+    for (var j = lid; j < p.d; j += WORKGROUP) {
+        share_max = max(share_max, in0[start + j]);
+    }
+    let m = workgroup_max(lid, share_max);
+    var share = 0.0;
+    for (var j = lid; j < p.d; j += WORKGROUP) {
+        share += exp(in0[start + j] - m);
+    }
+    let lse = m + log(workgroup_sum(lid, share)); // m + ln Σ_k e^{x_k - m}
+    for (var j = lid; j < p.d; j += WORKGROUP) {
+        dst[start + j] = in0[start + j] - lse;
+    }
+}
+
+// dx_j = g_j - e^{y_j} Σ_k g_k, one workgroup per row (in0 = g, in1 = y)
+@compute @workgroup_size(256, 1, 1)
+fn log_softmax_rows_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = group_index(wid, groups);
+    if (r >= p.rows) { return; }
+    let start = r * p.d;
+    var share = 0.0;
+    for (var j = lid; j < p.d; j += WORKGROUP) {
+        share += in0[start + j];
+    }
+    let s = workgroup_sum(lid, share); // Σ_k g_k
+    for (var j = lid; j < p.d; j += WORKGROUP) {
+        dst[start + j] = in0[start + j] - exp(in1[start + j]) * s;
+    }
+}
+
 // One workgroup per row of x (in0), γ (in1), β (in2); y in dst, (μ, 1/σ) in out2:
 //   μ = x_0 + Σ_j (x_j - x_0) / d   (shifted by the row's first value, so that a large
 //                                    common offset does not cost the sum its precision)
