@@ -264,7 +264,7 @@ fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
     let params = model.named_parameters();
     let mut opt = Adam::new(params.clone(), 1e-3);
     let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.clone()).collect();
-    let mut step = || {
+    let step = || {
         opt.zero_grad();
         let out = model.forward(&x, Some(&mask), true).unwrap().output; // (3, 9, 32)
         let loss = out.tanh().square().mean();
@@ -273,16 +273,7 @@ fn transformer_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
         opt.step();
         loss.item()
     };
-    let mut losses = vec![step()];
-    let mut moved = (0, 0, 0);
-    for _ in 1..steps {
-        if dalle::backend::resident() {
-            moved = traffic_and_submissions(|| losses.push(step()));
-        } else {
-            losses.push(step());
-        }
-    }
-    (losses, moved)
+    run_steps(steps, step)
 }
 
 /// Chapter 04's VAE (MNIST, latent 2, batch 16): `steps` Adam steps on one batch; the
@@ -297,23 +288,14 @@ fn vae_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
     }
     let mut opt = Adam::new(model.named_parameters(), 1e-3);
     let mut noise = Rng::new(14);
-    let mut step = || {
+    let step = || {
         opt.zero_grad();
         let loss = model.forward(&x, &mut noise).unwrap().loss().unwrap();
         loss.backward();
         opt.step();
         loss.item()
     };
-    let mut losses = vec![step()];
-    let mut moved = (0, 0, 0);
-    for _ in 1..steps {
-        if dalle::backend::resident() {
-            moved = traffic_and_submissions(|| losses.push(step()));
-        } else {
-            losses.push(step());
-        }
-    }
-    (losses, moved)
+    run_steps(steps, step)
 }
 
 /// Chapter 06's dVAE (MNIST, batch 8, τ = 1): `steps` Adam steps on one batch (Gumbel
@@ -329,7 +311,7 @@ fn dvae_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
     }
     let mut opt = Adam::new(model.named_parameters(), 1e-3);
     let mut noise = Rng::new(16);
-    let mut step = || {
+    let step = || {
         opt.zero_grad();
         let out = model.forward(&x, 1.0, &mut noise).unwrap();
         let loss = out.reconstruction_loss.add(&out.kl).unwrap();
@@ -337,6 +319,12 @@ fn dvae_steps(steps: usize) -> (Vec<f32>, (u64, u64, u64)) {
         opt.step();
         loss.item()
     };
+    run_steps(steps, step)
+}
+
+/// `steps` calls of `step` (each returning its loss): the losses, and the bytes the last
+/// call moved (up, down) with its queue submissions (zeros when tensors stay on the host).
+fn run_steps(steps: usize, mut step: impl FnMut() -> f32) -> (Vec<f32>, (u64, u64, u64)) {
     let mut losses = vec![step()];
     let mut moved = (0, 0, 0);
     for _ in 1..steps {
