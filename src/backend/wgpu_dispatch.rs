@@ -99,33 +99,14 @@ pub(super) unsafe fn gemm(g: &BatchedGemm, c: &mut [f32], accumulate: bool, a_ke
     }
 }
 
-fn shape(g: &ConvGeom) -> Conv2dShape {
-    Conv2dShape {
-        batch: g.n,
-        in_channels: g.c,
-        height: g.h,
-        width: g.w,
-        out_channels: g.oc,
-        kernel_h: g.kh,
-        kernel_w: g.kw,
-        stride: g.stride,
-        padding: g.pad,
-    }
-}
-
-/// `2 · N · OC · OH · OW · C · KH · KW`: the floating-point operations of one conv pass.
-fn conv_flops(s: &Conv2dShape) -> f64 {
-    let outputs = s.batch * s.out_channels * s.out_height() * s.out_width();
-    2.0 * outputs as f64 * (s.in_channels * s.kernel_h * s.kernel_w) as f64
-}
 
 /// Convolution forward on the GPU; `false` when it should run on the CPU.
 pub(super) fn conv_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: Key) -> bool {
-    if !worth_it(conv_flops(&shape(g)), x.len() + w.len() + y.len()) {
+    if !worth_it(Conv2dShape::from(g).flops(), x.len() + w.len() + y.len()) {
         return false;
     }
     let Ok(ctx) = wgpu::global() else { return false };
-    match wgpu::conv2d_forward(ctx, Operand::host(x), operand(w, w_key), None, &shape(g)) {
+    match wgpu::conv2d_forward(ctx, Operand::host(x), operand(w, w_key), None, &Conv2dShape::from(g)) {
         Ok(out) => {
             y.copy_from_slice(&out);
             true
@@ -148,12 +129,12 @@ pub(super) fn conv_backward<'a>(
     dw: Option<&'a mut [f32]>,
     w_key: Key,
 ) -> Option<(Option<&'a mut [f32]>, Option<&'a mut [f32]>)> {
-    let s = shape(g);
+    let s = Conv2dShape::from(g);
     // dx reads dy and W and returns dx; dW reads x and dy and returns dW
     let dx_values = dx.as_ref().map_or(0, |d| dy.len() + w.len() + d.len());
     let dw_values = dw.as_ref().map_or(0, |d| x.len() + dy.len() + d.len());
     let passes = dx.is_some() as usize + dw.is_some() as usize;
-    if !worth_it(passes as f64 * conv_flops(&s), dx_values + dw_values) {
+    if !worth_it(passes as f64 * s.flops(), dx_values + dw_values) {
         return Some((dx, dw));
     }
     let Ok(ctx) = wgpu::global() else { return Some((dx, dw)) };

@@ -55,6 +55,10 @@ fn gelu_grad(g: f32, x: f32) -> f32 {
 /// A unary op whose derivative needs the input only: `dfdx(g, x) = g * f'(x)`,
 /// a two-operand loop over the gradient and the input (the output is not read).
 fn unary_x(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
+    #[cfg(feature = "wgpu")]
+    if let Some(y) = super::on_gpu::unary_named(a, op) {
+        return y;
+    }
     let out = map(&a.data(), f);
     let ac = a.clone();
     Tensor::from_op(out, op, &[a], move |g, _| vec![Some(map2(g, &ac.data(), dfdx))])
@@ -63,6 +67,10 @@ fn unary_x(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
 /// `dfdx(g, x, y) = g * f'(x)`.
 fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
+    #[cfg(feature = "wgpu")]
+    if let Some(y) = super::on_gpu::unary_named(a, op) {
+        return y;
+    }
     let out = map(&a.data(), f);
     let ac = a.clone();
     Tensor::from_op(out, op, &[a], move |g, y| {
@@ -179,10 +187,6 @@ impl Tensor {
 
     /// `x²`. d/dx = 2x.
     pub fn square(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Square, "square") {
-            return y;
-        }
         unary_x("square", self, |x| x * x, |g, x| 2.0 * g * x)
     }
 
@@ -193,10 +197,6 @@ impl Tensor {
 
     /// `eˣ`. d/dx = eˣ.
     pub fn exp(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Exp, "exp") {
-            return y;
-        }
         unary("exp", self, f32::exp, |g, _, y| g * y)
     }
 
@@ -222,39 +222,23 @@ impl Tensor {
     // ANCHOR: tanh
     /// `tanh x`. d/dx = 1 - tanh²x.
     pub fn tanh(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Tanh, "tanh") {
-            return y;
-        }
         unary("tanh", self, f32::tanh, |g, _, y| g * (1.0 - y * y))
     }
     // ANCHOR_END: tanh
 
     /// `σ(x) = 1 / (1 + e⁻ˣ)`. d/dx = σ(x)(1 - σ(x)).
     pub fn sigmoid(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Sigmoid, "sigmoid") {
-            return y;
-        }
         unary("sigmoid", self, sigmoid, |g, _, y| g * y * (1.0 - y))
     }
 
     /// `max(x, 0)`. d/dx = 1 for x > 0, else 0.
     pub fn relu(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::relu(self) {
-            return y;
-        }
         unary_x("relu", self, |x| x.max(0.0), |g, x| if x > 0.0 { g } else { 0.0 })
     }
 
     /// GELU, exact: `x Φ(x) = x (1 + erf(x/√2)) / 2`. d/dx = Φ(x) + x φ(x).
     /// PyTorch: `F.gelu(x)`.
     pub fn gelu(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Gelu, "gelu") {
-            return y;
-        }
         // Closures marked `#[inline(always)]` so that the vectorised loops of
         // `kernels::simd` inline them (a plain fn item reaches them through a shim that is not inlined).
         unary_x("gelu", self, #[inline(always)] |x| gelu(x), #[inline(always)] |g, x| gelu_grad(g, x))
@@ -263,10 +247,6 @@ impl Tensor {
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
     /// PyTorch: `F.gelu(x, approximate="tanh")`.
     pub fn gelu_tanh(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::GeluTanh, "gelu_tanh") {
-            return y;
-        }
         const K: f32 = 0.797_884_6; // √(2/π)
         unary_x("gelu_tanh", self, |x| 0.5 * x * (1.0 + (K * (x + 0.044715 * x * x * x)).tanh()), |g, x| {
             let t = (K * (x + 0.044715 * x * x * x)).tanh();
@@ -277,10 +257,6 @@ impl Tensor {
 
     /// SiLU (swish): `x σ(x)`. d/dx = σ(x)(1 + x(1 - σ(x))). PyTorch: `F.silu`.
     pub fn silu(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::Silu, "silu") {
-            return y;
-        }
         unary_x("silu", self, |x| x * sigmoid(x), |g, x| {
             let s = sigmoid(x);
             g * s * (1.0 + x * (1.0 - s))
@@ -289,10 +265,6 @@ impl Tensor {
 
     /// CLIP's QuickGELU: `x σ(1.702 x)`. d/dx = σ(1.702x)(1 + 1.702 x (1 - σ(1.702x))).
     pub fn quick_gelu(&self) -> Tensor {
-        #[cfg(feature = "wgpu")]
-        if let Some(y) = super::on_gpu::unary(self, crate::backend::wgpu::pointwise::Unary::QuickGelu, "quick_gelu") {
-            return y;
-        }
         unary_x("quick_gelu", self, |x| x * sigmoid(1.702 * x), |g, x| {
             let s = sigmoid(1.702 * x);
             g * s * (1.0 + 1.702 * x * (1.0 - s))

@@ -75,26 +75,26 @@ impl Optimizer for Adam {
         let (lr, eps, wd, decoupled) = (self.lr, self.eps, self.weight_decay, self.decoupled);
         let bc1 = 1.0 - b1.powi(self.t as i32); // 1 - β₁ᵗ
         let bc2 = 1.0 - b2.powi(self.t as i32); // 1 - β₂ᵗ
+        #[cfg(feature = "wgpu")]
+        let hyper = crate::backend::wgpu::array_ops::AdamHyper {
+            lr,
+            beta1: b1,
+            beta2: b2,
+            eps,
+            weight_decay: wd,
+            decoupled,
+            bias_correction1: bc1,
+            bias_correction2: bc2,
+        };
         for (i, (((_, p), m), v)) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()).enumerate() {
             #[cfg(feature = "wgpu")]
             {
-                let hyper = crate::backend::wgpu::array_ops::AdamHyper {
-                    lr,
-                    beta1: b1,
-                    beta2: b2,
-                    eps,
-                    weight_decay: wd,
-                    decoupled,
-                    bias_correction1: bc1,
-                    bias_correction2: bc2,
-                };
                 if crate::ops::on_gpu::adam_step(p, &mut self.gpu_moments[i], &hyper).is_some() {
                     continue;
                 }
                 // the CPU step goes on from the moments the GPU kept
                 if let Some((gm, gv)) = self.gpu_moments[i].take() {
-                    *m = gm.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"));
-                    *v = gv.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"));
+                    (*m, *v) = (moment_to_host(&gm), moment_to_host(&gv));
                 }
             }
             #[cfg(not(feature = "wgpu"))]
@@ -129,9 +129,8 @@ impl Optimizer for Adam {
         for (i, (((n, _), m), v)) in self.params.iter().zip(&self.m).zip(&self.v).enumerate() {
             #[cfg(feature = "wgpu")]
             if let Some((gm, gv)) = &self.gpu_moments[i] {
-                let host = |d: &crate::tensor::DeviceValue| d.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"));
-                out.push((format!("m.{n}"), host(gm)));
-                out.push((format!("v.{n}"), host(gv)));
+                out.push((format!("m.{n}"), moment_to_host(gm)));
+                out.push((format!("v.{n}"), moment_to_host(gv)));
                 continue;
             }
             #[cfg(not(feature = "wgpu"))]
@@ -152,4 +151,13 @@ impl Optimizer for Adam {
         self.gpu_moments.iter_mut().for_each(|g| *g = None);
         Ok(())
     }
+}
+
+/// A moment kept on the GPU, read back.
+///
+/// # Panics
+/// When the read-back fails: the GPU held the only copy and was lost.
+#[cfg(feature = "wgpu")]
+fn moment_to_host(d: &crate::tensor::DeviceValue) -> ArrayD<f32> {
+    d.to_host().unwrap_or_else(|e| panic!("reading Adam's moments back from the GPU: {e}"))
 }

@@ -98,10 +98,6 @@ impl Tensor {
                         }
                         debug_assert_eq!(g.shape(), parent.shape().as_slice(), "{}: gradient shape", grad_fn.name);
                         let sum = match grads.remove(&parent.id()) {
-                            Some(Value::Host(mut acc)) if matches!(g, Value::Host(_)) => {
-                                crate::ops::kernels::add_assign(&mut acc, &g.into_host());
-                                Value::Host(acc)
-                            }
                             Some(acc) => acc.sum(g),
                             None => g,
                         };

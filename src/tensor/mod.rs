@@ -204,6 +204,7 @@ impl Tensor {
         let grad_fn = GradFn { name, parents: parents.iter().map(|p| (*p).clone()).collect(), backward, slice_of_parent, device_backward: None };
         Tensor::make(data, true, Some(grad_fn))
     }
+    // ANCHOR_END: from_op
 
     /// The output of an operation that ran on the GPU: its values stay there.
     /// `backward` maps the output's gradient (on the GPU) to its parents' gradients.
@@ -213,10 +214,9 @@ impl Tensor {
         parents: &[&Tensor],
         backward: impl Fn(&DeviceValue) -> crate::Result<Vec<Option<DeviceValue>>> + Send + Sync + 'static,
     ) -> Tensor {
-        let placeholder = ArrayD::zeros(IxDyn(&[0]));
         let track = is_grad_enabled() && parents.iter().any(|p| p.requires_grad());
         if !track {
-            return Tensor::make_on(placeholder, Some(value), false, None);
+            return Tensor::from_device(value);
         }
         let host_backward: BackwardFn = Box::new(move |_, _| {
             panic!("{name} ran on the GPU and its backward needs the GPU, which failed (see the message above)")
@@ -228,7 +228,7 @@ impl Tensor {
             slice_of_parent: None,
             device_backward: Some(Box::new(backward)),
         };
-        Tensor::make_on(placeholder, Some(value), true, Some(grad_fn))
+        Tensor::make_on(ArrayD::zeros(IxDyn(&[0])), Some(value), true, Some(grad_fn))
     }
 
     /// A constant tensor whose values are on the GPU.
@@ -278,7 +278,14 @@ impl Tensor {
         self.inner.version.fetch_add(1, Ordering::AcqRel);
         self.inner.host_stale.store(true, Ordering::Release);
     }
-    // ANCHOR_END: from_op
+
+    /// The GPU copy when it is the only current one (the host array is a placeholder).
+    fn device_only(&self) -> Option<DeviceValue> {
+        if !self.inner.host_stale.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.device.lock().expect("tensor device lock poisoned").clone()
+    }
 
     /// A unique id for this tensor's storage (stable for its lifetime).
     pub fn id(&self) -> usize {
@@ -367,10 +374,8 @@ impl Tensor {
 
     /// The shape, e.g. `[B, C, H, W]` (no read-back for values on the GPU).
     pub fn shape(&self) -> Vec<usize> {
-        if self.inner.host_stale.load(Ordering::Acquire) {
-            if let Some(value) = self.inner.device.lock().expect("tensor device lock poisoned").as_ref() {
-                return value.shape().to_vec();
-            }
+        if let Some(value) = self.device_only() {
+            return value.shape().to_vec();
         }
         self.inner.data.read().expect("tensor data lock poisoned").shape().to_vec()
     }
@@ -415,7 +420,7 @@ impl Tensor {
 
     /// Replace the accumulated gradient (gradient clipping, tests).
     pub fn set_grad(&self, g: Option<ArrayD<f32>>) {
-        *self.inner.grad.lock().expect("grad lock poisoned") = g.map(Value::Host);
+        self.set_grad_value(g.map(Value::Host));
     }
 
     /// Replace the accumulated gradient with a value on either side of the bus.
@@ -433,10 +438,8 @@ impl Tensor {
 
     /// The same values, cut from the graph: no gradient flows through the result.
     pub fn detach(&self) -> Tensor {
-        if self.inner.host_stale.load(Ordering::Acquire) {
-            if let Some(value) = self.inner.device.lock().expect("tensor device lock poisoned").clone() {
-                return Tensor::from_device(value); // shares the GPU memory, as PyTorch's detach shares storage
-            }
+        if let Some(value) = self.device_only() {
+            return Tensor::from_device(value); // shares the GPU memory, as PyTorch's detach shares storage
         }
         Tensor::new(self.to_array())
     }

@@ -13,6 +13,7 @@
 use super::context::{Job, WgpuContext};
 use super::matmul::{encode_matmul, BatchMode, MatmulShape};
 use super::memory::Operand;
+use crate::backend::ConvGeom;
 use crate::{Error, Result};
 
 /// The shape of a 2-D convolution: input `(batch, in_channels, height, width)`, weight
@@ -40,7 +41,30 @@ pub struct Conv2dShape {
     pub padding: usize,
 }
 
+impl From<&ConvGeom> for Conv2dShape {
+    /// The geometry the CPU convolution uses, as the GPU kernels take it.
+    fn from(g: &ConvGeom) -> Self {
+        Conv2dShape {
+            batch: g.n,
+            in_channels: g.c,
+            height: g.h,
+            width: g.w,
+            out_channels: g.oc,
+            kernel_h: g.kh,
+            kernel_w: g.kw,
+            stride: g.stride,
+            padding: g.pad,
+        }
+    }
+}
+
 impl Conv2dShape {
+    /// `2 · N · Cout · Ho · Wo · C · kh · kw`: the floating-point operations of one pass.
+    pub fn flops(&self) -> f64 {
+        let outputs = self.batch * self.out_channels * self.out_height() * self.out_width();
+        2.0 * outputs as f64 * (self.in_channels * self.kernel_h * self.kernel_w) as f64
+    }
+
     /// `Ho = (H + 2 pad - kh) / stride + 1`.
     pub fn out_height(&self) -> usize {
         (self.height + 2 * self.padding - self.kernel_h) / self.stride + 1

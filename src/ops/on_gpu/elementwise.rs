@@ -61,7 +61,25 @@ pub(crate) fn mul(a: &Tensor, b: &Tensor) -> Option<Tensor> {
     })
 }
 
-/// `f(x)` for sigmoid, tanh and square; backward `g · f'(x)`.
+/// The GPU twin of the unary op named `op` (the name its CPU op records), if it has
+/// one: ReLU, or a [`Unary`] map.
+pub(crate) fn unary_named(x: &Tensor, op: &'static str) -> Option<Tensor> {
+    let f = match op {
+        "relu" => return relu(x),
+        "sigmoid" => Unary::Sigmoid,
+        "tanh" => Unary::Tanh,
+        "square" => Unary::Square,
+        "exp" => Unary::Exp,
+        "gelu" => Unary::Gelu,
+        "gelu_tanh" => Unary::GeluTanh,
+        "silu" => Unary::Silu,
+        "quick_gelu" => Unary::QuickGelu,
+        _ => return None,
+    };
+    unary(x, f, op)
+}
+
+/// `f(x)` for a [`Unary`] map; backward `g · f'(x)`.
 pub(crate) fn unary(x: &Tensor, f: Unary, name: &'static str) -> Option<Tensor> {
     if !any_on_gpu(&[x]) {
         return None;

@@ -27,13 +27,13 @@ mod rowwise;
 mod training;
 
 pub(crate) use movement::{concat2, masked_fill, max_pool2d, narrow, permute, reshape, select_rows, upsample_nearest2d};
-pub(crate) use elementwise::{add, bce_with_logits, mul, relu, scale, sub, sum, sum_last, unary};
+pub(crate) use elementwise::{add, bce_with_logits, mul, scale, sub, sum, sum_last, unary, unary_named};
 pub(crate) use products::{conv2d, linear, matmul};
 pub(crate) use rowwise::{cross_entropy, layer_norm, softmax};
 pub(crate) use training::{adam_step, code_sums, nearest_codes, scaled, squared_norm};
 
 /// `Some(f())` when tensors stay on the GPU and the kernels succeed, else `None`.
-fn attempt(f: impl FnOnce() -> Result<Tensor>) -> Option<Tensor> {
+fn attempt<T>(f: impl FnOnce() -> Result<T>) -> Option<T> {
     if !backend::resident() {
         return None;
     }

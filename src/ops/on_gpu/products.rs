@@ -11,12 +11,11 @@ use crate::tensor::{DeviceValue, Tensor};
 pub(crate) fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: &ConvGeom) -> Option<Tensor> {
     let mut inputs = vec![x, w];
     inputs.extend(bias);
-    // 2 · N · OC · OH · OW · C · KH · KW
-    if !pays(2.0 * (g.n * g.oc * g.oh() * g.ow()) as f64 * (g.c * g.kh * g.kw) as f64, &inputs) {
+    let s = Conv2dShape::from(g);
+    if !pays(s.flops(), &inputs) {
         return None;
     }
     attempt(|| {
-        let s = Conv2dShape { batch: g.n, in_channels: g.c, height: g.h, width: g.w, out_channels: g.oc, kernel_h: g.kh, kernel_w: g.kw, stride: g.stride, padding: g.pad };
         let (xd, wd) = (x.to_device()?, w.to_device()?);
         let bd = bias.map(Tensor::to_device).transpose()?;
         let y = value(conv2d_forward_array(xd.array(), wd.array(), bd.as_ref().map(DeviceValue::array), &s)?, &[g.n, g.oc, g.oh(), g.ow()]);
