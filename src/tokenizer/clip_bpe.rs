@@ -41,13 +41,11 @@ const MAX_BPE_BYTES: u64 = 64 << 20;
 /// The BPE cache is cleared when it holds this many pieces, bounding its memory.
 const MAX_CACHE_ENTRIES: usize = 1 << 18;
 
-/// Where CLIP's merges file is looked for: `$DALLE_DATA_DIR/clip/` if that variable is set,
-/// else `<crate root>/../shared/data/clip/`.
+/// Where CLIP's merges file is: the copy shipped in this repository,
+/// `<crate root>/assets/clip/bpe_simple_vocab_16e6.txt.gz` (OpenAI's file, unchanged, MIT licence
+/// beside it), so the tokenizer needs no data folder. [`ClipBpe::load`] reads any other copy.
 pub fn default_bpe_path() -> PathBuf {
-    let data_dir = std::env::var_os("DALLE_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    data_dir.join("clip").join(BPE_FILE)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("clip").join(BPE_FILE)
 }
 
 /// GPT-2's reversible map from the 256 byte values to printable chars.
@@ -83,13 +81,13 @@ pub struct ClipBpe {
 }
 
 impl ClipBpe {
-    /// Load from [`default_bpe_path`], with a message saying where to put the file if missing.
+    /// Load from [`default_bpe_path`], with a message saying where the file should be if missing.
     pub fn load_default() -> Result<Self> {
         let path = default_bpe_path();
         if !path.exists() {
             return Err(Error::MissingData(format!(
-                "CLIP's merges list {} not found: put {BPE_FILE} in $DALLE_DATA_DIR/clip/ \
-                 (or ../shared/data/clip/ beside the crate)",
+                "CLIP's merges list {} not found: it ships with the repository (assets/clip/); \
+                 restore it with `git checkout -- assets/clip`, or load another copy with ClipBpe::load",
                 path.display()
             )));
         }
