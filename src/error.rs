@@ -41,6 +41,8 @@ pub enum Error {
     Device(String),
     /// A data set that is missing: says which files to put where.
     MissingData(String),
+    /// A data set download that failed: every URL tried, why, and what to do.
+    Download(String),
     /// Anything else, with a message that says what and where.
     Msg(String),
 }
@@ -73,6 +75,7 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "config: {m}"),
             Error::Device(m) => write!(f, "device: {m}"),
             Error::MissingData(m) => write!(f, "missing data: {m}"),
+            Error::Download(m) => write!(f, "download: {m}"),
             Error::Msg(m) => write!(f, "{m}"),
         }
     }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use dalle::data::batch::{epoch_batches, epoch_permutation, gather_images, BatchSampler};
 use dalle::data::captions::{captions_for, class_caption, class_prompts};
 use dalle::data::cifar::load_image_folder;
-use dalle::data::{load, resolve_data_dir, DatasetName, Split};
+use dalle::data::download::DataCache;
+use dalle::data::{load, load_with, resolve_data_dir, DatasetName, Split};
 use dalle::Error;
 use ndarray::Array4;
 
@@ -151,6 +152,9 @@ fn idx_label_out_of_range_and_count_mismatch_are_named() {
 #[test]
 fn missing_idx_files_say_what_to_download_and_where_to_put_it() {
     let root = temp_dir("data-empty");
+    // Downloads off and an empty cache: the message, without touching the network.
+    let offline = DataCache { root: root.join("cache"), download: false, ..DataCache::from_env() };
+    let load = |name, root: &Path, split, limit| load_with(name, root, split, limit, &offline);
     let err = load(DatasetName::Mnist, &root, Split::Train, None).unwrap_err();
     assert!(matches!(err, Error::MissingData(_)), "{err:?}");
     let msg = err.to_string();

@@ -12,12 +12,17 @@
 //! <data-dir>/cifar-10-batches-bin/data_batch_1.bin ...    (official binary)
 //! ```
 //!
+//! A data set that is not in the data directory is looked for in a per-user cache and, where
+//! missing there too, downloaded into it and verified ([`download`]); [`load_with`] takes the
+//! cache explicitly.
+//!
 //! Loaders never trust a header: sizes are checked against the bytes that are
 //! really there before anything is allocated, and every error names the file.
 
 pub mod batch;
 pub mod captions;
 pub mod cifar;
+pub mod download;
 pub mod idx;
 pub mod shapes;
 
@@ -165,11 +170,29 @@ pub fn resolve_data_dir(flag: Option<PathBuf>) -> PathBuf {
 
 /// Loads `split` of data set `name` from the data directory `data_dir`, keeping at
 /// most `limit` images (the first ones; for CIFAR image folders the order is
-/// class-balanced, see [`cifar::load_image_folder`]).
+/// class-balanced, see [`cifar::load_image_folder`]). A data set that is not in `data_dir`
+/// comes from the per-user cache, downloaded on first use ([`download::DataCache::from_env`]).
 ///
 /// Shapes needs no files: it renders [`shapes::DEFAULT_TRAIN_SIZE`] or
 /// [`shapes::DEFAULT_TEST_SIZE`] images (or `limit`) with a seed per split.
 pub fn load(name: DatasetName, data_dir: &Path, split: Split, limit: Option<usize>) -> Result<ImageDataset> {
+    load_with(name, data_dir, split, limit, &download::DataCache::from_env())
+}
+
+/// [`load`] with an explicit cache: its folder, whether it may download, and from where.
+pub fn load_with(
+    name: DatasetName,
+    data_dir: &Path,
+    split: Split,
+    limit: Option<usize>,
+    cache: &download::DataCache,
+) -> Result<ImageDataset> {
+    let folder = if download::found_in(name, data_dir, split) {
+        data_dir.to_path_buf()
+    } else {
+        cache.provide(name, data_dir, split)?
+    };
+    let data_dir = folder.as_path();
     match name {
         DatasetName::Mnist | DatasetName::FashionMnist => {
             idx::load_idx_dataset(&data_dir.join(name.as_str()), name, split, limit)

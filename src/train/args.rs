@@ -20,6 +20,7 @@
 
 use std::path::PathBuf;
 
+use crate::data::download::{allow_downloads, DataCache};
 use crate::data::{resolve_data_dir, DatasetName};
 use crate::{Error, Result};
 
@@ -61,6 +62,9 @@ pub struct CommonArgs {
     /// Folder holding mnist/, fashion-mnist/, cifar10-jpeg/ ... [default: ../shared/data if present, else ./data]
     #[arg(long, env = "DALLE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Never download a data set that is missing from the data folder and the cache (also DALLE_NO_DOWNLOAD=1).
+    #[arg(long, env = "DALLE_NO_DOWNLOAD")]
+    pub no_download: bool,
     /// Folder for this run's artefacts (PNGs, metrics.jsonl, checkpoints) [default: runs/EXAMPLE_NAME]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -143,11 +147,20 @@ impl CommonArgs {
         Ok(())
     }
 
+    /// The data cache this run's loaders use: [`DataCache::from_env`], downloads off under `--no-download`.
+    pub fn data_cache(&self) -> DataCache {
+        let mut cache = DataCache::from_env();
+        cache.download &= !self.no_download;
+        cache
+    }
+
     /// The first lines of every example: refuse the flags it does not
-    /// implement, apply `--device` (printing which), and create the output
-    /// folder `--out` or `runs/<example>`, which is returned.
+    /// implement, make `--no-download` hold for every loader, apply `--device`
+    /// (printing which), and create the output folder `--out` or
+    /// `runs/<example>`, which is returned.
     pub fn start(&self, example: &str, resume: bool, weights: bool) -> Result<PathBuf> {
         self.refuse_unsupported(example, resume, weights)?;
+        allow_downloads(!self.no_download);
         println!("device: {}", self.apply_device()?);
         self.create_out_dir(example)
     }
