@@ -170,7 +170,9 @@ fn a_good_download_lands_in_the_cache_and_the_loader_reads_it_and_a_second_run_d
     let files = tiny_mnist(5);
     let server = mnist_server(&files, vec![]);
     let (data_dir, cache_root) = (temp_dir("dl-data"), temp_dir("dl-cache"));
-    let cache = cache_for(&cache_root, vec![server.url("/mnist/")], &files, true);
+    // With the progress bar on (indicatif hides it when stderr is not a terminal, but its
+    // template is parsed and it is driven all the same).
+    let cache = DataCache { progress: true, ..cache_for(&cache_root, vec![server.url("/mnist/")], &files, true) };
 
     let train = load_with(DatasetName::Mnist, &data_dir, Split::Train, None, &cache).unwrap();
     assert_eq!(train.images.dim(), (5, 1, 2, 2));

@@ -63,7 +63,7 @@ pub struct CommonArgs {
     #[arg(long, env = "DALLE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Never download a data set that is missing from the data folder and the cache (also DALLE_NO_DOWNLOAD=1).
-    #[arg(long, env = "DALLE_NO_DOWNLOAD")]
+    #[arg(long, env = "DALLE_NO_DOWNLOAD", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_download: bool,
     /// Folder for this run's artefacts (PNGs, metrics.jsonl, checkpoints) [default: runs/EXAMPLE_NAME]
     #[arg(long)]

@@ -87,9 +87,9 @@ pub(crate) fn fetch_verified(agent: &ureq::Agent, url: &str, file: &RemoteFile, 
     }
     let partial = Partial::beside(dest);
     let mut out = File::create(partial.path()).map_err(|e| format!("cannot create {}: {e}", partial.path().display()))?;
-    bar.set_length(file.bytes);
-    bar.set_position(0);
     bar.set_message(file.name.clone());
+    bar.set_position(0);
+    bar.set_length(file.bytes);
 
     // At most one byte more than expected is read: a server that sends more is caught
     // without filling the disk.
@@ -162,7 +162,7 @@ pub(crate) fn progress_bar(show: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{msg:28} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta}")
+        ProgressStyle::with_template("{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}")
             .expect("a valid template")
             .progress_chars("=> "),
     );

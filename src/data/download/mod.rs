@@ -26,7 +26,7 @@ mod unpack;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::HumanBytes;
+use indicatif::DecimalBytes;
 
 pub use cache_dir::{default_cache_dir, CACHE_DIR_ENV};
 pub use fetch::sha256_file;
@@ -149,7 +149,7 @@ impl DataCache {
             "{}: not in the data folder {}; downloading {} into {}",
             source.dataset,
             data_dir.display(),
-            HumanBytes(source.download_bytes()),
+            DecimalBytes(source.download_bytes()),
             folder.display()
         );
         let agent = fetch::agent();
@@ -206,7 +206,7 @@ impl DataCache {
             if source.archive.is_some() { "unpack the archive, " } else { "" },
             urls.join(" or "),
             source.folder,
-            HumanBytes(source.download_bytes()),
+            DecimalBytes(source.download_bytes()),
         ))
     }
 
