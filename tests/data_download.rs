@@ -174,7 +174,18 @@ fn a_good_download_lands_in_the_cache_and_the_loader_reads_it_and_a_second_run_d
     // template is parsed and it is driven all the same).
     let cache = DataCache { progress: true, ..cache_for(&cache_root, vec![server.url("/mnist/")], &files, true) };
 
+    // What a run killed mid-download leaves (11 minutes old): removed; a fresh one is left alone.
+    std::fs::create_dir_all(cache_root.join("mnist")).unwrap();
+    let stale = cache_root.join("mnist/train-images-idx3-ubyte.gz.part-4242-0");
+    std::fs::write(&stale, b"half a file").unwrap();
+    let eleven_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(11 * 60);
+    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(eleven_minutes_ago).unwrap();
+    let live = cache_root.join("mnist/train-labels-idx1-ubyte.gz.part-4243-0");
+    std::fs::write(&live, b"being written").unwrap();
+
     let train = load_with(DatasetName::Mnist, &data_dir, Split::Train, None, &cache).unwrap();
+    assert!(!stale.exists(), "a killed run's leftover is removed");
+    std::fs::remove_file(&live).expect("another live download's file is left alone");
     assert_eq!(train.images.dim(), (5, 1, 2, 2));
     assert_eq!(train.labels, vec![0, 1, 2, 3, 4]);
     assert_eq!(train.images[[3, 0, 1, 1]], 3.0 / 255.0);
@@ -200,6 +211,25 @@ fn a_good_download_lands_in_the_cache_and_the_loader_reads_it_and_a_second_run_d
     std::fs::remove_file(cache_root.join("mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
     load_with(DatasetName::Mnist, &data_dir, Split::Test, None, &again).unwrap();
     assert_eq!(server.connections(), 6);
+}
+
+#[test]
+fn two_threads_downloading_into_one_cache_both_get_the_verified_files() {
+    let files = tiny_mnist(6);
+    let server = mnist_server(&files, vec![]);
+    let (data_dir, cache_root) = (temp_dir("dl-data"), temp_dir("dl-cache"));
+    let cache = cache_for(&cache_root, vec![server.url("/mnist/")], &files, true);
+    std::thread::scope(|s| {
+        let load = |split| load_with(DatasetName::Mnist, &data_dir, split, None, &cache).map(|set| set.len());
+        let train = s.spawn(move || load(Split::Train));
+        let test = s.spawn(move || load(Split::Test));
+        assert_eq!(train.join().unwrap().unwrap(), 6);
+        assert_eq!(test.join().unwrap().unwrap(), 6);
+    });
+    assert_eq!(files_under(&cache_root).len(), 4, "no temporary file left");
+    for (name, bytes) in &files {
+        assert_eq!(&std::fs::read(cache_root.join("mnist").join(name)).unwrap(), bytes, "{name}");
+    }
 }
 
 #[test]

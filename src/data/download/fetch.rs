@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,10 +24,13 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    /// `<dir>/<name>.part-<process id>`: two processes never write the same temporary path.
+    /// `<dir>/<name>.part-<process id>-<n>`: no two downloads, in one process or in two, write
+    /// the same temporary path. Leftovers of killed runs are removed first ([`remove_stale`]).
     pub(crate) fn beside(dest: &Path) -> Self {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let path = dest.with_file_name(format!("{name}.part-{}", std::process::id()));
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        remove_stale(dest);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dest.with_file_name(format!("{}{}-{n}", part_prefix(dest), std::process::id()));
         remove_any(&path);
         Partial { path, kept: false }
     }
@@ -48,6 +52,28 @@ impl Drop for Partial {
     fn drop(&mut self) {
         if !self.kept {
             remove_any(&self.path);
+        }
+    }
+}
+
+/// `<name>.part-`: the start of every temporary path for `dest`.
+fn part_prefix(dest: &Path) -> String {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{name}.part-")
+}
+
+/// A temporary file or folder untouched for this long belongs to a run that was killed (a
+/// live download writes at least once per read timeout, 60 s).
+const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Removes the temporary files or folders for `dest` that a killed run left behind.
+fn remove_stale(dest: &Path) {
+    let (Some(dir), prefix) = (dest.parent(), part_prefix(dest)) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > STALE_AFTER);
+        if stale && entry.file_name().to_string_lossy().starts_with(&prefix) {
+            remove_any(&entry.path());
         }
     }
 }
