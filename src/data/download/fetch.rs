@@ -31,7 +31,7 @@ impl Partial {
         remove_stale(dest);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dest.with_file_name(format!("{}{}-{n}", part_prefix(dest), std::process::id()));
-        remove_any(&path);
+        remove_any(&path); // a killed run whose process id is ours again may have left it
         Partial { path, kept: false }
     }
 
