@@ -19,9 +19,10 @@
 //! update), backward, optimiser (zero_grad, gradient clipping, the Adam step)
 //! and other (reading the loss and the metrics the example logs).
 //!
-//! With `--torch`, `benches/torch_chapters.py` builds the same models in PyTorch
-//! from the specification this program sends it, on as many threads as rayon
-//! uses here, times them the same way and prints its parameter counts, which
+//! With `--torch`, `benches/torch_chapters.py` builds the same model in PyTorch
+//! from the specification this program sends it, right after each case has run
+//! here (so that both sides meet the same load on a shared machine), on as many
+//! threads as rayon uses here, times it the same way and prints its parameter counts, which
 //! must equal ours (the program stops if one differs). The ratio is ours / torch:
 //! below 1 we are faster. The generators also time one sampling step (GPT: one
 //! token for a batch of 200 through the KV cache, as chapter 01 samples).
@@ -650,7 +651,12 @@ fn run(args: Args) -> Result<()> {
         });
     }
 
+    // Each case runs here and then at once in its twin, so that both sides see the same
+    // load on a shared machine (a twin per case costs a second of Python start-up).
     let mut timings = Vec::new();
+    let mut torch = serde_json::Map::new();
+    let mut note = String::from("PyTorch not run (pass --torch)");
+    let (mut torch_version, mut twin_failed) = (None, false);
     for case in &mut cases {
         let t = time_steps(&mut case.step, args.smoke)?;
         let sample = match &mut case.sample {
@@ -662,32 +668,32 @@ fn run(args: Args) -> Result<()> {
         });
         println!("{:<14} {:>8} params  step {:>8.2} ms (median of {})", case.name, case.params, t.step, t.steps);
         timings.push((t, sample, data));
-    }
-
-    let mut torch = serde_json::Map::new();
-    let mut note = String::from("PyTorch not run (pass --torch)");
-    if args.torch {
-        let spec: serde_json::Map<String, Value> = cases.iter().map(|c| (c.name.to_string(), c.spec.clone())).collect();
-        match run_torch(&Value::Object(spec), args.smoke) {
-            Ok(json) => {
-                note = format!("PyTorch {} on {} threads", json["torch"].as_str().unwrap_or("?"), json["threads"]);
-                torch = json["cases"].as_object().cloned().unwrap_or_default();
-            }
-            Err(why) => note = format!("PyTorch comparison skipped: {why}"),
-        }
-    }
-    // The twins must be the same models: equal parameter counts, or no comparison at all.
-    for case in &cases {
-        if let Some(theirs) = torch.get(case.name).and_then(|v| v["params"].as_u64()) {
-            if theirs as usize != case.params {
-                return Err(Error::Msg(format!(
-                    "{}: the PyTorch twin has {theirs} trainable parameters, ours {}; benches/torch_chapters.py must build the same model",
-                    case.name, case.params
-                )));
+        if args.torch && !twin_failed {
+            match run_torch(&json!({ case.name: case.spec }), args.smoke) {
+                Ok(json) => {
+                    torch_version = Some(format!("PyTorch {} on {} threads", json["torch"].as_str().unwrap_or("?"), json["threads"]));
+                    if let Some(r) = json["cases"].get(case.name) {
+                        // The twin must be the same model: equal parameter counts, or no comparison at all.
+                        if r["params"].as_u64() != Some(case.params as u64) {
+                            return Err(Error::Msg(format!(
+                                "{}: the PyTorch twin has {} trainable parameters, ours {}; benches/torch_chapters.py must build the same model",
+                                case.name, r["params"], case.params
+                            )));
+                        }
+                        println!("{:<14} {:>8} params  step {:>8.2} ms in PyTorch", "", r["params"], r["step_ms"].as_f64().unwrap_or(f64::NAN));
+                        torch.insert(case.name.to_string(), r.clone());
+                    }
+                }
+                Err(why) => {
+                    note = format!("PyTorch comparison skipped: {why}");
+                    twin_failed = true;
+                }
             }
         }
     }
-
+    if let (Some(v), false) = (torch_version, twin_failed) {
+        note = v;
+    }
     let get = |name: &str, key: &str| torch.get(name).and_then(|v| v[key].as_f64());
     let mut steps = String::from("| model | parameters | batch | ours ms | torch ms | ours/torch | forward | backward | optimiser | other | data (ours) ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut split = String::from("| model | ours: forward | backward | optimiser | other | torch: forward | backward | optimiser | other |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
