@@ -1,33 +1,37 @@
 """The PyTorch twins of `cargo run --release --example bench_chapters -- --torch`.
 
 examples/bench_chapters.rs builds every chapter's model through the library and
-passes, with --spec, a JSON object of what differs between runs (batch size,
-vocabulary, widths); this script builds the same architectures in PyTorch,
-times one training step of each the same way and prints one JSON object on the
-last line of stdout:
+keeps this script running beside it. The script prints one JSON line when it
+starts, {"torch": "2.5.1", "threads": 2} (or {"error": "..."} without torch),
+then answers each request line on stdin,
 
-    {"torch": "2.5.1", "threads": 2, "cases": {"judge": {"params": 421642, "step_ms": .., "forward_ms": ..,
-     "backward_ms": .., "optimizer_ms": .., "other_ms": .., "steps": 30}, "gpt": {.., "sample_ms": ..}, ...}}
+    {"case": "gpt", "spec": {"batch": 64, "vocab": 27, ...}, "warmup": 2, "reps": 8, "sample_reps": 2}
 
-`params` counts the parameters the optimiser updates; the Rust side stops when
-it differs from the library's model, so a twin that drifts from the chapter
+with one JSON line of every timed step, in milliseconds:
+
+    {"params": 105088, "step_ms": [..], "forward_ms": [..], "backward_ms": [..], "optimizer_ms": [..],
+     "other_ms": [..], "sample_ms": [..]}
+
+The spec carries what the Rust side read from the library (batch size,
+vocabulary, widths); the model of a case is built on its first request and
+kept. `params` counts the parameters the optimiser updates; the Rust side stops
+when it differs from the library's model, so a twin that drifts from the chapter
 fails loudly. Each model is written out from the same operations the library
 uses (the attention computes its weights explicitly, as the library's does,
 because the chapters plot them), with PyTorch's own layers and optimisers.
 
-Timing (as examples/bench_chapters.rs): 3 warm-up steps, then the median of
-enough steps for about two seconds, 10 to 50 (--smoke: 1 and 2). Each phase
-(forward with the loss, backward, optimiser with zero_grad and clipping, other:
-reading the loss and the logged metrics) is timed with perf_counter at its
-borders. Inputs are random batches of the right shape, made once.
-Threads: BENCH_THREADS (default 2; the Rust side passes its rayon thread count).
+Timing (as examples/bench_chapters.rs): `warmup` untimed steps, then `reps`
+timed ones, each phase (forward with the loss, backward, optimiser with
+zero_grad and clipping, other: reading the loss and the logged metrics) timed
+with perf_counter at its borders. Inputs are random batches of the right shape,
+made once. Threads: BENCH_THREADS (default 2; the Rust side passes its rayon
+thread count).
 """
 
 import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -59,35 +63,30 @@ class Laps:
         self.last = now
 
 
-def time_steps(step, smoke):
-    """Warm-up steps, then medians of the step and of each phase; keep in sync with the Rust side."""
-    first = 0.0
-    for _ in range(1 if smoke else 3):
-        t0 = time.perf_counter()
+def run_steps(step, warmup, reps):
+    """`warmup` untimed steps, then `reps` timed ones; keep in sync with the Rust side."""
+    for _ in range(warmup):
         step(Laps())
-        first = time.perf_counter() - t0
-    reps = 2 if smoke else max(10, min(50, math.ceil(2.0 / max(first, 1e-6))))
-    totals, phases = [], {p: [] for p in PHASES}
+    out = {f"{p}_ms": [] for p in ("step",) + PHASES}
     for _ in range(reps):
         t0 = time.perf_counter()
         laps = Laps()
         step(laps)
-        totals.append((time.perf_counter() - t0) * 1e3)
+        out["step_ms"].append((time.perf_counter() - t0) * 1e3)
         for p in PHASES:
-            phases[p].append(laps.ms[p])
-    out = {f"{p}_ms": statistics.median(v) for p, v in phases.items()}
-    out.update(step_ms=statistics.median(totals), steps=reps)
+            out[f"{p}_ms"].append(laps.ms[p])
     return out
 
 
 def time_calls(f, reps):
+    """Milliseconds of each of `reps` calls, after one warm-up call."""
     f()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         f()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
 
 
 def trainable(model):
@@ -507,7 +506,7 @@ def build(name, s):
 
         def forward():
             rec, commitment, counts, mse = model(x)
-            stats = usage_and_perplexity(counts)
+            usage_and_perplexity(counts)  # the example logs them each step
             return rec + (torch.tensor(0.0) + commitment), (rec, commitment)
 
         return model, step_fn(model, opt, forward, other=lambda e: (e[0].item(), e[1].item())), None
@@ -529,21 +528,22 @@ def build(name, s):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--spec", required=True, help="JSON: case name -> its sizes (examples/bench_chapters.rs writes it)")
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args()
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    out = {}
-    for name, spec in json.loads(args.spec).items():
-        model, step, sample = build(name, spec)
+    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads())), flush=True)
+    built = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        name, spec = req["case"], req["spec"]
+        if name not in built:
+            built[name] = build(name, spec)
+        model, step, sample = built[name]
         model.train()
-        result = dict(params=trainable(model), **time_steps(step, args.smoke))
-        if sample is not None:
-            result["sample_ms"] = time_calls(sample, 1 if args.smoke else 5) / (spec["context"] - 1)
-        out[name] = result
-    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), cases=out)))
+        reply = dict(params=trainable(model), **run_steps(step, req["warmup"], req["reps"]))
+        if sample is not None and req.get("sample_reps", 0) > 0:
+            reply["sample_ms"] = [ms / (spec["context"] - 1) for ms in time_calls(sample, req["sample_reps"])]
+        print(json.dumps(reply), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,24 +8,26 @@
 //!
 //! Each case builds the chapter's model through the library at the example's
 //! default configuration, with the example's batch size, optimiser, gradient
-//! clipping and loss, and times its training step: three warm-up steps, then
-//! the median of 10 to 50 steps (about two seconds' worth). The inputs are
-//! random batches of the right shape (images in [0, 1], labels, token ids),
-//! made once and fed to every step, so the step time is the model's, not the
-//! loader's; the `data` column times the real batching path (a batch gathered
-//! from the loaded MNIST or CIFAR-10 set, and for CLIP its captions tokenized)
-//! on its own. The step is split where the time goes, with an `Instant` at each
+//! clipping and loss, and times its training step. The inputs are random
+//! batches of the right shape (images in [0, 1], labels, token ids), made once
+//! and fed to every step, so the step time is the model's, not the loader's;
+//! the `data` column times the real batching path (a batch gathered from the
+//! loaded MNIST or CIFAR-10 set, and for CLIP its captions tokenized) on its
+//! own. The step is split where the time goes, with an `Instant` at each
 //! border: forward (the model and the loss, and for the VQ-VAE its EMA codebook
 //! update), backward, optimiser (zero_grad, gradient clipping, the Adam step)
 //! and other (reading the loss and the metrics the example logs).
 //!
-//! With `--torch`, `benches/torch_chapters.py` builds the same model in PyTorch
-//! from the specification this program sends it, right after each case has run
-//! here (so that both sides meet the same load on a shared machine), on as many
-//! threads as rayon uses here, times it the same way and prints its parameter counts, which
-//! must equal ours (the program stops if one differs). The ratio is ours / torch:
-//! below 1 we are faster. The generators also time one sampling step (GPT: one
-//! token for a batch of 200 through the KV cache, as chapter 01 samples).
+//! With `--torch`, `benches/torch_chapters.py` runs beside this program on as
+//! many threads as rayon uses here, builds the same model in PyTorch from the
+//! specification sent to it, and reports its trainable parameter count, which
+//! must equal ours (the program stops if it differs). Each case then alternates
+//! three blocks of steps on each side (ours, PyTorch, ours, ...; each block
+//! two warm-up steps and about a second of timed ones, 4 to 16), so that both
+//! sides meet the same load on a shared machine; the tables give the median
+//! over all timed steps of a side. The ratio is ours / torch: below 1 we are
+//! faster. The generators also time one sampling step (GPT: one token for a
+//! batch of 200 through the KV cache, as chapter 01 samples).
 
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
@@ -117,56 +119,73 @@ struct Case {
     data: Option<Box<dyn FnMut()>>,
 }
 
-/// Medians of a case's timed steps, in milliseconds.
-struct Timing {
-    step: f64,
-    phases: [f64; 4],
-    steps: usize,
+/// Every timed step of one side (ours or the twin), in milliseconds.
+#[derive(Default)]
+struct Samples {
+    step: Vec<f64>,
+    phases: [Vec<f64>; 4],
+    /// Sampling calls, ms per generated token.
+    sample: Vec<f64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Warm-up steps, then the median of enough steps for about two seconds (10 to 50).
-/// Keep in sync with `time_steps` in benches/torch_chapters.py.
-fn time_steps(step: &mut Step, smoke: bool) -> Result<Timing> {
-    let warmup = if smoke { 1 } else { 3 };
-    let mut first = 0.0;
-    for _ in 0..warmup {
-        let t = Instant::now();
-        step(&mut Laps::start())?;
-        first = t.elapsed().as_secs_f64();
+impl Samples {
+    fn push(&mut self, step: f64, phases: [f64; 4]) {
+        self.step.push(step);
+        for (p, ms) in self.phases.iter_mut().zip(phases) {
+            p.push(ms);
+        }
     }
-    let reps = if smoke { 2 } else { (2.0 / first.max(1e-6)).ceil().clamp(10.0, 50.0) as usize };
-    let (mut totals, mut phases) = (Vec::with_capacity(reps), vec![Vec::with_capacity(reps); 4]);
+
+    /// The twin's reply: lists of the same measurements.
+    fn extend_from_json(&mut self, reply: &Value) {
+        let list = |key: &str| -> Vec<f64> { reply[key].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
+        self.step.extend(list("step_ms"));
+        for (p, name) in self.phases.iter_mut().zip(PHASES) {
+            p.extend(list(&format!("{name}_ms")));
+        }
+        self.sample.extend(list("sample_ms"));
+    }
+
+    fn median_step(&self) -> Option<f64> {
+        median(&self.step)
+    }
+
+    fn median_phase(&self, i: usize) -> Option<f64> {
+        median(&self.phases[i])
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied()
+}
+
+/// `warmup` untimed steps, then `reps` timed ones, each split into phases.
+/// Keep in sync with `run_steps` in benches/torch_chapters.py.
+fn run_steps(step: &mut Step, warmup: usize, reps: usize, out: &mut Samples) -> Result<()> {
+    for _ in 0..warmup {
+        step(&mut Laps::start())?;
+    }
     for _ in 0..reps {
         let t = Instant::now();
         let mut laps = Laps::start();
         step(&mut laps)?;
-        totals.push(t.elapsed().as_secs_f64() * 1e3);
-        for (p, ms) in phases.iter_mut().zip(laps.ms) {
-            p.push(ms);
-        }
+        out.push(t.elapsed().as_secs_f64() * 1e3, laps.ms);
     }
-    let mut medians = [0.0; 4];
-    for (m, p) in medians.iter_mut().zip(phases) {
-        *m = median(p);
-    }
-    Ok(Timing { step: median(totals), phases: medians, steps: reps })
+    Ok(())
 }
 
-/// The median of `reps` calls after one warm-up call, in milliseconds.
-fn time_calls(f: &mut dyn FnMut() -> Result<()>, reps: usize) -> Result<f64> {
+/// The median of `reps` calls in milliseconds, after one warm-up call.
+fn time_calls(f: &mut dyn FnMut() -> Result<()>, reps: usize) -> Result<Vec<f64>> {
     f()?;
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(median(times))
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
 }
 
 fn trainable(model: &dyn Module) -> Vec<(String, Tensor)> {
@@ -564,28 +583,60 @@ fn dvae_case(b: usize, sets: &Sets) -> Result<Case> {
     })
 }
 
-/// Run benches/torch_chapters.py with `spec`; its last stdout line is JSON. Err says why it was skipped.
-fn run_torch(spec: &Value, smoke: bool) -> std::result::Result<Value, String> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/torch_chapters.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script).arg("--spec").arg(spec.to_string());
-    if smoke {
-        cmd.arg("--smoke");
+/// benches/torch_chapters.py, kept running: it answers one JSON line per request on stdin.
+struct Twin {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// "PyTorch 2.5.1 on 2 threads"
+    about: String,
+}
+
+impl Twin {
+    /// Start the twin on as many threads as rayon uses here; Err says why it cannot run.
+    fn start() -> std::result::Result<Twin, String> {
+        use std::process::Stdio;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/torch_chapters.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let threads = rayon::current_num_threads().to_string();
+        for var in ["BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
+            cmd.env(var, &threads);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("could not run python3: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut twin = Twin { child, stdin, stdout, about: String::new() };
+        let hello = twin.read()?; // {"torch": "2.5.1", "threads": 2} or {"error": ...}
+        twin.about = format!("PyTorch {} on {} threads", hello["torch"].as_str().unwrap_or("?"), hello["threads"]);
+        Ok(twin)
     }
-    // As many threads as rayon uses here (see bench_engine).
-    let threads = rayon::current_num_threads().to_string();
-    for var in ["BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
-        cmd.env(var, &threads);
+
+    fn read(&mut self) -> std::result::Result<Value, String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| format!("reading from benches/torch_chapters.py: {e}"))?;
+        let json: Value = serde_json::from_str(line.trim()).map_err(|e| format!("benches/torch_chapters.py answered {line:?} ({e}); its error is above"))?;
+        match json.get("error") {
+            Some(err) => Err(err.as_str().unwrap_or("?").to_string()),
+            None => Ok(json),
+        }
     }
-    let out = cmd.output().map_err(|e| format!("could not run python3: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    let json: Value = serde_json::from_str(last)
-        .map_err(|e| format!("{} gave no JSON ({e}); stderr: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()))?;
-    if let Some(err) = json.get("error") {
-        return Err(err.to_string());
+
+    /// Run `reps` steps (and `sample_reps` sampling calls) of case `name` built from `spec`.
+    fn run(&mut self, name: &str, spec: &Value, warmup: usize, reps: usize, sample_reps: usize) -> std::result::Result<Value, String> {
+        use std::io::Write;
+        let request = json!({"case": name, "spec": spec, "warmup": warmup, "reps": reps, "sample_reps": sample_reps});
+        writeln!(self.stdin, "{request}").and_then(|()| self.stdin.flush()).map_err(|e| format!("writing to benches/torch_chapters.py: {e}"))?;
+        self.read()
     }
-    Ok(json)
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// What this CPU offers the kernels (`DALLE_CPU` may one day pick a lower tier).
@@ -651,82 +702,92 @@ fn run(args: Args) -> Result<()> {
         });
     }
 
-    // Each case runs here and then at once in its twin, so that both sides see the same
-    // load on a shared machine (a twin per case costs a second of Python start-up).
-    let mut timings = Vec::new();
-    let mut torch = serde_json::Map::new();
+    // The twin runs beside us: each case alternates blocks of steps here and in PyTorch
+    // (ours, theirs, ours, theirs, ...), so that both sides meet the same load on a shared machine.
+    let mut twin = None;
     let mut note = String::from("PyTorch not run (pass --torch)");
-    let (mut torch_version, mut twin_failed) = (None, false);
+    if args.torch {
+        match Twin::start() {
+            Ok(t) => {
+                note = t.about.clone();
+                twin = Some(t);
+            }
+            Err(why) => note = format!("PyTorch comparison skipped: {why}"),
+        }
+    }
+    let (rounds, warmup) = if args.smoke { (1, 1) } else { (3, 2) };
+    let mut results = Vec::new();
     for case in &mut cases {
-        let t = time_steps(&mut case.step, args.smoke)?;
-        let sample = match &mut case.sample {
-            Some((f, tokens)) => Some(time_calls(f.as_mut(), if args.smoke { 1 } else { 5 })? / *tokens as f64),
-            None => None,
-        };
-        let data = case.data.as_mut().map(|f| {
-            time_calls(&mut || -> Result<()> { f(); Ok(()) }, if args.smoke { 2 } else { 20 }).expect("batching cannot fail")
-        });
-        println!("{:<14} {:>8} params  step {:>8.2} ms (median of {})", case.name, case.params, t.step, t.steps);
-        timings.push((t, sample, data));
-        if args.torch && !twin_failed {
-            match run_torch(&json!({ case.name: case.spec }), args.smoke) {
-                Ok(json) => {
-                    torch_version = Some(format!("PyTorch {} on {} threads", json["torch"].as_str().unwrap_or("?"), json["threads"]));
-                    if let Some(r) = json["cases"].get(case.name) {
+        let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+        // Steps per block: about one second's worth, 4 to 16 (3 blocks a side: 12 to 48 steps).
+        let t = Instant::now();
+        run_steps(&mut case.step, 1, 0, &mut ours)?;
+        let reps = if args.smoke { 2 } else { (1.0 / t.elapsed().as_secs_f64().max(1e-6)).ceil().clamp(4.0, 16.0) as usize };
+        let sample_reps = if case.sample.is_none() { 0 } else if args.smoke { 1 } else { 2 };
+        for _ in 0..rounds {
+            run_steps(&mut case.step, warmup, reps, &mut ours)?;
+            if let Some((f, tokens)) = &mut case.sample {
+                ours.sample.extend(time_calls(f.as_mut(), sample_reps)?.iter().map(|ms| ms / *tokens as f64));
+            }
+            if let Some(tw) = twin.as_mut() {
+                match tw.run(case.name, &case.spec, warmup, reps, sample_reps) {
+                    Ok(reply) => {
                         // The twin must be the same model: equal parameter counts, or no comparison at all.
-                        if r["params"].as_u64() != Some(case.params as u64) {
+                        if reply["params"].as_u64() != Some(case.params as u64) {
                             return Err(Error::Msg(format!(
                                 "{}: the PyTorch twin has {} trainable parameters, ours {}; benches/torch_chapters.py must build the same model",
-                                case.name, r["params"], case.params
+                                case.name, reply["params"], case.params
                             )));
                         }
-                        println!("{:<14} {:>8} params  step {:>8.2} ms in PyTorch", "", r["params"], r["step_ms"].as_f64().unwrap_or(f64::NAN));
-                        torch.insert(case.name.to_string(), r.clone());
+                        theirs.extend_from_json(&reply);
                     }
-                }
-                Err(why) => {
-                    note = format!("PyTorch comparison skipped: {why}");
-                    twin_failed = true;
+                    Err(why) => {
+                        note = format!("PyTorch comparison skipped from case {}: {why}", case.name);
+                        twin = None;
+                    }
                 }
             }
         }
+        let data = match case.data.as_mut() {
+            Some(f) => median(&time_calls(&mut || -> Result<()> { f(); Ok(()) }, if args.smoke { 2 } else { 20 })?),
+            None => None,
+        };
+        println!(
+            "{:<14} {:>8} params  step {:>8.2} ms, PyTorch {} ms (medians of {} steps a side)",
+            case.name,
+            case.params,
+            ours.median_step().unwrap_or(f64::NAN),
+            ms(theirs.median_step()),
+            ours.step.len()
+        );
+        results.push((ours, theirs, data));
     }
-    if let (Some(v), false) = (torch_version, twin_failed) {
-        note = v;
-    }
-    let get = |name: &str, key: &str| torch.get(name).and_then(|v| v[key].as_f64());
+    drop(twin);
+
     let mut steps = String::from("| model | parameters | batch | ours ms | torch ms | ours/torch | forward | backward | optimiser | other | data (ours) ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut split = String::from("| model | ours: forward | backward | optimiser | other | torch: forward | backward | optimiser | other |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut sampling = String::from("| model | ours ms / step | torch ms / step | ours/torch |\n|---|---:|---:|---:|\n");
-    for (case, (t, sample, data)) in cases.iter().zip(&timings) {
-        let phase_ratio = |i: usize| ratio(t.phases[i], get(case.name, &format!("{}_ms", PHASES[i])));
+    for (case, (ours, theirs, data)) in cases.iter().zip(&results) {
+        let step = ours.median_step().unwrap_or(f64::NAN);
+        let phase_ratio = |i: usize| ratio(ours.median_phase(i).unwrap_or(f64::NAN), theirs.median_phase(i));
         steps += &format!(
-            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {step:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
             case.what,
             case.params,
             case.batch,
-            t.step,
-            ms(get(case.name, "step_ms")),
-            ratio(t.step, get(case.name, "step_ms")),
+            ms(theirs.median_step()),
+            ratio(step, theirs.median_step()),
             phase_ratio(0),
             phase_ratio(1),
             phase_ratio(2),
             phase_ratio(3),
             ms(*data),
         );
-        let theirs: Vec<String> = PHASES.iter().map(|p| ms(get(case.name, &format!("{p}_ms")))).collect();
-        split += &format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
-            case.what,
-            t.phases[0],
-            t.phases[1],
-            t.phases[2],
-            t.phases[3],
-            theirs.join(" | ")
-        );
-        if let Some(s) = sample {
-            let theirs = get(case.name, "sample_ms");
-            sampling += &format!("| {}: one token for a batch of {}, KV cache | {s:.3} | {} | {} |\n", case.what, case.spec["samples"], ms(theirs), ratio(*s, theirs));
+        let side = |s: &Samples| (0..4).map(|i| ms(s.median_phase(i))).collect::<Vec<_>>().join(" | ");
+        split += &format!("| {} | {} | {} |\n", case.what, side(ours), side(theirs));
+        if let Some(s) = median(&ours.sample) {
+            let t = median(&theirs.sample);
+            sampling += &format!("| {}: one token for a batch of {}, KV cache | {s:.3} | {} | {} |\n", case.what, case.spec["samples"], ms(t), ratio(s, t));
         }
     }
     let tables = format!(
