@@ -791,7 +791,7 @@ fn run(args: Args) -> Result<()> {
         }
     }
     let tables = format!(
-        "CPU tier: {tier}; {} rayon threads; {note}\n\nTraining step (median ms; the phase columns are ours/torch per phase):\n\n{steps}\nWhere the time goes (median ms per phase):\n\n{split}\nSampling:\n\n{sampling}{}",
+        "CPU tier: {tier}; rayon threads: {}; {note}\n\nTraining step (median ms; the phase columns are ours/torch per phase):\n\n{steps}\nWhere the time goes (median ms per phase):\n\n{split}\nSampling:\n\n{sampling}{}",
         rayon::current_num_threads(),
         if sets.note.is_empty() { String::new() } else { format!("\nData column: {}\n", sets.note) }
     );
