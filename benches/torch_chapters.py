@@ -9,13 +9,13 @@ then answers each request line on stdin,
 
 with one JSON line of every timed step, in milliseconds:
 
-    {"params": 105088, "step_ms": [..], "forward_ms": [..], "backward_ms": [..], "optimizer_ms": [..],
+    {"params": 105088, "shapes": [[27, 64], ..], "step_ms": [..], "forward_ms": [..], "backward_ms": [..], "optimizer_ms": [..],
      "other_ms": [..], "sample_ms": [..]}
 
 The spec carries what the Rust side read from the library (batch size,
 vocabulary, widths); the model of a case is built on its first request and
-kept. `params` counts the parameters the optimiser updates; the Rust side stops
-when it differs from the library's model, so a twin that drifts from the chapter
+kept. `params` counts the parameters the optimiser updates and `shapes` lists their
+tensors' shapes, sorted; the Rust side stops when either differs from the library's model, so a twin that drifts from the chapter
 fails loudly. Each model is written out from the same operations the library
 uses (the attention computes its weights explicitly, as the library's does,
 because the chapters plot them), with PyTorch's own layers and optimisers.
@@ -90,7 +90,9 @@ def time_calls(f, reps):
 
 
 def trainable(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The number of trainable parameters and the sorted shapes of their tensors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return sum(p.numel() for p in params), sorted(list(p.shape) for p in params)
 
 
 def images(b, c, s, lo=0.0, hi=1.0):
@@ -540,7 +542,8 @@ def main():
             built[name] = build(name, spec)
         model, step, sample = built[name]
         model.train()
-        reply = dict(params=trainable(model), **run_steps(step, req["warmup"], req["reps"]))
+        params, shapes = trainable(model)
+        reply = dict(params=params, shapes=shapes, **run_steps(step, req["warmup"], req["reps"]))
         if sample is not None and req.get("sample_reps", 0) > 0:
             reply["sample_ms"] = [ms / (spec["context"] - 1) for ms in time_calls(sample, req["sample_reps"])]
         print(json.dumps(reply), flush=True)

@@ -108,7 +108,7 @@ struct Case {
     /// The example it mirrors and what trains.
     what: String,
     /// Trainable parameters (what the optimiser updates).
-    params: usize,
+    params: Params,
     batch: usize,
     /// What the PyTorch twin needs to build the same model.
     spec: Value,
@@ -192,8 +192,17 @@ fn trainable(model: &dyn Module) -> Vec<(String, Tensor)> {
     model.named_parameters().into_iter().filter(|(_, t)| t.requires_grad()).collect()
 }
 
-fn count(params: &[(String, Tensor)]) -> usize {
-    params.iter().map(|(_, t)| t.len()).sum()
+/// What the optimiser updates: how many numbers, and the sorted shapes of its tensors.
+#[derive(PartialEq)]
+struct Params {
+    total: usize,
+    shapes: Vec<Vec<usize>>,
+}
+
+fn count(params: &[(String, Tensor)]) -> Params {
+    let mut shapes: Vec<Vec<usize>> = params.iter().map(|(_, t)| t.shape().to_vec()).collect();
+    shapes.sort();
+    Params { total: params.iter().map(|(_, t)| t.len()).sum(), shapes }
 }
 
 /// Random images in [0, 1], `(B, C, H, W)`.
@@ -732,11 +741,14 @@ fn run(args: Args) -> Result<()> {
             if let Some(tw) = twin.as_mut() {
                 match tw.run(case.name, &case.spec, warmup, reps, sample_reps) {
                     Ok(reply) => {
-                        // The twin must be the same model: equal parameter counts, or no comparison at all.
-                        if reply["params"].as_u64() != Some(case.params as u64) {
+                        // The twin must be the same model: equal parameter counts and tensor shapes,
+                        // or no comparison at all.
+                        let shapes: Option<Vec<Vec<usize>>> = serde_json::from_value(reply["shapes"].clone()).ok();
+                        if reply["params"].as_u64() != Some(case.params.total as u64) || shapes.as_ref() != Some(&case.params.shapes) {
                             return Err(Error::Msg(format!(
-                                "{}: the PyTorch twin has {} trainable parameters, ours {}; benches/torch_chapters.py must build the same model",
-                                case.name, reply["params"], case.params
+                                "{}: the PyTorch twin has {} trainable parameters in tensors of shapes {}, ours {} in {:?}; \
+                                 benches/torch_chapters.py must build the same model",
+                                case.name, reply["params"], reply["shapes"], case.params.total, case.params.shapes
                             )));
                         }
                         theirs.extend_from_json(&reply);
@@ -755,7 +767,7 @@ fn run(args: Args) -> Result<()> {
         println!(
             "{:<14} {:>8} params  step {:>8.2} ms, PyTorch {} ms (medians of {} steps a side)",
             case.name,
-            case.params,
+            case.params.total,
             ours.median_step().unwrap_or(f64::NAN),
             ms(theirs.median_step()),
             ours.step.len()
@@ -773,7 +785,7 @@ fn run(args: Args) -> Result<()> {
         steps += &format!(
             "| {} | {} | {} | {step:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
             case.what,
-            case.params,
+            case.params.total,
             case.batch,
             ms(theirs.median_step()),
             ratio(step, theirs.median_step()),
