@@ -101,6 +101,7 @@ impl Laps {
 }
 
 type Step = Box<dyn FnMut(&mut Laps) -> Result<()>>;
+type Sampler = Box<dyn FnMut() -> Result<()>>;
 
 /// One chapter's model, ready to step.
 struct Case {
@@ -113,8 +114,8 @@ struct Case {
     /// What the PyTorch twin needs to build the same model.
     spec: Value,
     step: Step,
-    /// One sampling step of a generator (ms per call, how many steps one call makes).
-    sample: Option<(Box<dyn FnMut() -> Result<()>>, usize)>,
+    /// A generator's sampling call and the number of tokens (sampling steps) it makes.
+    sample: Option<(Sampler, usize)>,
     /// The real batching path, timed alone.
     data: Option<Box<dyn FnMut()>>,
 }
@@ -193,7 +194,6 @@ fn trainable(model: &dyn Module) -> Vec<(String, Tensor)> {
 }
 
 /// What the optimiser updates: how many numbers, and the sorted shapes of its tensors.
-#[derive(PartialEq)]
 struct Params {
     total: usize,
     shapes: Vec<Vec<usize>>,
