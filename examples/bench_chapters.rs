@@ -648,8 +648,17 @@ impl Drop for Twin {
     }
 }
 
-/// What this CPU offers the kernels (`DALLE_CPU` may one day pick a lower tier).
+/// What this CPU offers the kernels, and `DALLE_CPU` when it is set (the switch that picks a
+/// lower tier for the kernels is issue 12's; this bench only reports it).
 fn cpu_tier() -> String {
+    let hardware = hardware_tier();
+    match std::env::var("DALLE_CPU") {
+        Ok(v) if !v.is_empty() => format!("{hardware}, DALLE_CPU={v}"),
+        _ => hardware,
+    }
+}
+
+fn hardware_tier() -> String {
     #[cfg(target_arch = "x86_64")]
     {
         let tier = if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
