@@ -150,9 +150,10 @@ fn loss_weighs_text_and_image_parts() {
     let l = no_grad(|| model.loss(&ids, 4, false)).unwrap();
     let expected = 0.125 * l.text + 0.875 * l.image;
     assert!((l.loss.item() - expected).abs() < 1e-5, "{} vs {expected}", l.loss.item());
-    // At initialisation (std 0.02 heads) the predictions are nearly uniform: CE ≈ ln V.
-    assert!((l.image - 16f32.ln()).abs() < 0.1, "image CE {} vs ln 16", l.image);
-    assert!((l.text - 26f32.ln()).abs() < 0.1, "text CE {} vs ln 26", l.text);
+    // At initialisation the logits are small (Linear's U(±1/√C) heads on unit-variance
+    // features: std ≈ 0.6), so each CE is near ln V, a little above it.
+    assert!(l.image > 16f32.ln() - 0.05 && l.image < 16f32.ln() + 0.4, "image CE {} vs ln 16", l.image);
+    assert!(l.text > 26f32.ln() - 0.05 && l.text < 26f32.ln() + 0.4, "text CE {} vs ln 26", l.text);
 }
 
 #[test]

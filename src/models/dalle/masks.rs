@@ -105,17 +105,20 @@ impl MaskPattern {
         }
     }
 
-    /// Parse `full`, `row`, `column`, `conv3` (any odd size) or `paper` (`paper` uses a 3 × 3 window last).
+    /// Parse `full`, `row`, `column`, `conv3` (any odd size), `paper` (a 3 × 3 window last) or `paper5` (5 × 5 last).
     pub fn parse(text: &str) -> Result<Self> {
         let pattern = match text {
             "full" => MaskPattern::Uniform(ImageAttention::Full),
             "row" => MaskPattern::Uniform(ImageAttention::Row),
             "column" => MaskPattern::Uniform(ImageAttention::Column),
             "paper" => MaskPattern::Paper { kernel: 3 },
-            _ => match text.strip_prefix("conv").and_then(|k| k.parse().ok()) {
-                Some(kernel) => MaskPattern::Uniform(ImageAttention::Conv { kernel }),
-                None => {
-                    return Err(Error::Config(format!("attention mask {text:?}: expected full, row, column, convK (K odd) or paper")))
+            _ => match (text.strip_prefix("conv"), text.strip_prefix("paper")) {
+                (Some(k), _) if k.parse::<usize>().is_ok() => MaskPattern::Uniform(ImageAttention::Conv { kernel: k.parse().expect("checked") }),
+                (_, Some(k)) if k.parse::<usize>().is_ok() => MaskPattern::Paper { kernel: k.parse().expect("checked") },
+                _ => {
+                    return Err(Error::Config(format!(
+                        "attention mask {text:?}: expected full, row, column, convK (K odd), paper or paperK (last layer convK)"
+                    )))
                 }
             },
         };
@@ -123,11 +126,12 @@ impl MaskPattern {
         Ok(pattern)
     }
 
-    /// A short name: the uniform mask's, or `paper`.
+    /// A short name that [`MaskPattern::parse`] reads back: the uniform mask's, `paper` or `paperK`.
     pub fn name(&self) -> String {
-        match self {
+        match *self {
             MaskPattern::Uniform(a) => a.name(),
-            MaskPattern::Paper { .. } => "paper".into(),
+            MaskPattern::Paper { kernel: 3 } => "paper".into(),
+            MaskPattern::Paper { kernel } => format!("paper{kernel}"),
         }
     }
 }
