@@ -28,7 +28,7 @@ use dalle::models::dalle::masks::mask_picture;
 use dalle::models::dalle::rerank::{clip_scores, rank_groups};
 use dalle::models::dalle::sample::SamplingConfig;
 use dalle::models::dalle::sequence::{encode_caption, encode_captions, join_sequences};
-use dalle::models::dalle::{Dalle, DalleConfig, MaskPattern};
+use dalle::models::dalle::{dalle_mask, Dalle, DalleConfig, ImageAttention, MaskPattern};
 use dalle::models::image_tokenizer::ImageTokenizer;
 use dalle::models::vqvae::{VqVae, VqVaeConfig};
 use dalle::nn::{Module, TransformerConfig};
@@ -155,11 +155,12 @@ fn train(model: &Dalle, data: &TrainData, c: &CommonArgs, opt: &mut Adam, start:
         // ANCHOR_END: train
         last = step + 1;
         let values = [("loss", loss.loss.item() as f64), ("text", loss.text as f64), ("image", loss.image as f64)];
-        if let Some(path) = checkpoint_path.filter(|_| last % 200 == 0 || last == steps) {
+        let out_of_time = budget.record_step(last, &values, log, &progress)?;
+        if let Some(path) = checkpoint_path.filter(|_| last % 200 == 0 || last == steps || out_of_time) {
             let meta: HashMap<String, String> = model.config.metadata().into_iter().chain([("step".to_string(), last.to_string())]).collect();
             checkpoint::save(path, model, Some(&*opt), &meta)?; // atomic: a crash keeps the previous one
         }
-        if budget.record_step(last, &values, log, &progress)? {
+        if out_of_time {
             break;
         }
     }
@@ -216,24 +217,22 @@ fn notebook() -> Result<()> {
         .collect::<Result<_>>()?;
     let train_data = TrainData { image_tokens: &train_tokens, labels: &train_set.labels, captions: captions.clone() };
     let test_data = TrainData { image_tokens: &test_tokens, labels: &test_set.labels, captions };
-    let patterns = ["full", "row", "column", "conv3", "paper"];
     // ANCHOR: masks
-    let pictures: Vec<Array4<f32>> = patterns
+    let kinds = [ImageAttention::Full, ImageAttention::Row, ImageAttention::Column, ImageAttention::Conv { kernel: 3 }];
+    let pictures: Vec<Array4<f32>> = kinds
         .iter()
-        .map(|p| {
-            let probe = DalleConfig { masks: MaskPattern::parse(p)?, ..config };
-            let n = config.transformer.n_layer;
-            let layer = probe.masks.layer(if *p == "paper" { n - 1 } else { 0 }, n); // paper: its last (convolutional) layer
-            let m = mask_picture(&dalle::models::dalle::dalle_mask(layer, config.seq_len(), config.seq_len(), config.text_len, config.grid.1));
-            Ok(m.insert_axis(Axis(0)).insert_axis(Axis(0)))
+        .map(|&kind| {
+            let mask = dalle_mask(kind, config.seq_len(), config.seq_len(), config.text_len, config.grid.1); // (T, T)
+            mask_picture(&mask).insert_axis(Axis(0)).insert_axis(Axis(0)) // (1, 1, T, T), white = may attend
         })
-        .collect::<Result<_>>()?;
+        .collect();
     // ANCHOR_END: masks
     let views: Vec<_> = pictures.iter().map(|p| p.view()).collect();
     let path = out.join("masks.png");
-    save_image_grid(&path, &ndarray::concatenate(Axis(0), &views).expect("same shape"), &GridOptions { scale: 4, ..GridOptions::with_nrow(4) })?;
+    let options = GridOptions { scale: 4, padding: 3, pad_value: 0.5, nrow: kinds.len() };
+    save_image_grid(&path, &ndarray::concatenate(Axis(0), &views).expect("same shape"), &options)?;
     wrote(&path);
-    println!("masks (white = may attend): full, row, column, conv3 (and the paper's last layer = conv3)");
+    println!("masks (white = may attend, grey = border): full, row, column, conv3; the paper's layers mix row and column and end with conv3");
 
     cell(3, "Train: L = 1/8 CE_text + 7/8 CE_image");
     let steps = if c.weights.is_some() { 0 } else { c.steps_or(1500, 6) };
@@ -260,7 +259,7 @@ fn notebook() -> Result<()> {
     if args.compare_masks > 0 {
         cell(4, "The sparse masks side by side: a short run with each");
         let mut curves = Vec::new();
-        for p in patterns {
+        for p in ["full", "row", "column", "conv3", "paper"] {
             let probe = Dalle::new(DalleConfig { masks: MaskPattern::parse(p)?, ..config }, &mut Rng::new(c.seed))?;
             let mut opt = Adam::new(probe.named_parameters(), c.lr_or(1e-3) as f32);
             let mut log = MetricsLog::open(out.join(format!("masks_{p}.jsonl")), false)?;
