@@ -15,6 +15,7 @@
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Result};
 
+// ANCHOR: encode
 /// The text part of a sequence: `text_len` ids below `vocab_size + text_len`,
 /// with the tokenizer's padding replaced by the position's own padding token.
 pub fn encode_caption(tokenizer: &dyn TextTokenizer, caption: &str, text_len: usize, truncate: bool) -> Result<Vec<usize>> {
@@ -30,6 +31,7 @@ pub fn encode_caption(tokenizer: &dyn TextTokenizer, caption: &str, text_len: us
         .map(|(p, &t)| if p > eot && t == pad { vocab + p } else { t as usize }) // pad at position p -> V_text + p
         .collect())
 }
+// ANCHOR_END: encode
 
 /// [`encode_caption`] for each caption, row after row: `(B · L)` ids.
 pub fn encode_captions(tokenizer: &dyn TextTokenizer, captions: &[String], text_len: usize, truncate: bool) -> Result<Vec<usize>> {
