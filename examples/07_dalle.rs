@@ -27,7 +27,7 @@ use dalle::models::clip::load::load_toy;
 use dalle::models::dalle::masks::mask_picture;
 use dalle::models::dalle::rerank::{clip_scores, rank_groups};
 use dalle::models::dalle::sample::SamplingConfig;
-use dalle::models::dalle::sequence::{encode_caption, encode_captions, join_sequences};
+use dalle::models::dalle::sequence::{decode_caption, encode_caption, encode_captions, join_sequences};
 use dalle::models::dalle::{dalle_mask, Dalle, DalleConfig, ImageAttention, MaskPattern};
 use dalle::models::image_tokenizer::ImageTokenizer;
 use dalle::models::vqvae::{VqVae, VqVaeConfig};
@@ -79,6 +79,12 @@ struct Args {
     /// Nucleus sampling: keep the most likely tokens up to this probability, in (0, 1].
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
+    /// Also draw candidates for this caption of your own and sort them by CLIP score (`prompt.png`).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Cut a `--prompt` longer than the model's text length instead of refusing it.
+    #[arg(long)]
+    truncate: bool,
     /// Also train a fresh model for this many steps with each mask (full, row, column, conv3, paper) and compare losses (0: skip).
     #[arg(long, default_value_t = 0)]
     compare_masks: usize,
@@ -345,8 +351,22 @@ fn notebook() -> Result<()> {
         println!("{:?}: CLIP scores best first {}", prompts[d * per_digit], line.join(" "));
     }
 
+    if let Some(prompt) = &args.prompt {
+        cell(8, "Your caption: candidates sorted by CLIP score");
+        let ids = encode_caption(&bpe, prompt, config.text_len, args.truncate)?; // too long: an error, unless --truncate
+        let prompt = &decode_caption(&bpe, &ids)?; // what the model sees
+        let text: Vec<usize> = std::iter::repeat_n(ids, n).flatten().collect();
+        let images = vqvae.decode(&model.sample(&text, &sampling, true, &mut rng)?.tokens)?;
+        let scores = clip_scores(&clip, &bpe, &images, &vec![prompt.clone(); n])?;
+        let order = &rank_groups(&scores, n)?[0];
+        println!("{prompt:?}: CLIP scores best first {:?}", order.iter().map(|&i| (scores[i] * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+        let path = out.join("prompt.png");
+        save_image_grid(&path, &images.select(Axis(0), order), &GridOptions { scale: 2, ..GridOptions::with_nrow(n) })?;
+        wrote(&path);
+    }
+
     if steps > start {
-        cell(8, "Save the weights");
+        cell(9, "Save the weights");
         let path = out.join("dalle.safetensors");
         let mut meta: HashMap<String, String> = config.metadata().into_iter().collect();
         meta.insert("steps".into(), done.to_string());

@@ -3,7 +3,7 @@
 
 use dalle::models::dalle::masks::{allowed, dalle_mask, ImageAttention, MaskPattern};
 use dalle::models::dalle::sample::SamplingConfig;
-use dalle::models::dalle::sequence::{encode_caption, join_sequences};
+use dalle::models::dalle::sequence::{decode_caption, encode_caption, join_sequences};
 use dalle::models::dalle::{Dalle, DalleConfig};
 use dalle::nn::TransformerConfig;
 use dalle::tensor::no_grad;
@@ -191,6 +191,9 @@ fn captions_pad_with_one_token_per_position() {
     assert!(err.contains("over the context length 10") && err.contains("dalle prompt"), "{err}");
     let cut = encode_caption(&bpe, "a picture of the number seven written by hand in an image of a handwritten 7", 10, true).unwrap();
     assert_eq!((cut.len(), cut[9]), (10, bpe.eot() as usize));
+    // What the model sees after the cut: the first 8 tokens of the caption.
+    assert_eq!(decode_caption(&bpe, &ids).unwrap(), "a handwritten 7");
+    assert_eq!(decode_caption(&bpe, &cut).unwrap(), "a picture of the number seven written by");
     assert!(join_sequences(&[1, 2, 3], &[4, 5], 2, 1).is_err());
 }
 

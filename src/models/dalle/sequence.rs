@@ -33,6 +33,13 @@ pub fn encode_caption(tokenizer: &dyn TextTokenizer, caption: &str, text_len: us
 }
 // ANCHOR_END: encode
 
+/// The caption a row of text ids spells (the words between SOT and EOT): what the
+/// model was given after a truncation.
+pub fn decode_caption(tokenizer: &dyn TextTokenizer, text: &[usize]) -> Result<String> {
+    let words: Vec<u32> = text.iter().skip(1).map(|&t| t as u32).take_while(|&t| t != tokenizer.eot()).collect();
+    tokenizer.decode(&words)
+}
+
 /// [`encode_caption`] for each caption, row after row: `(B · L)` ids.
 pub fn encode_captions(tokenizer: &dyn TextTokenizer, captions: &[String], text_len: usize, truncate: bool) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(captions.len() * text_len);
