@@ -5,13 +5,15 @@
 //! cargo run --release --example 07_dalle
 //! cargo run --release --example 07_dalle -- --weights weights/dalle_mnist.safetensors
 //! cargo run --release --example 07_dalle -- --smoke
-//! cargo run --release --example 07_dalle -- --compare-masks 300 --steps 0 --weights weights/dalle_mnist.safetensors
+//! cargo run --release --example 07_dalle -- --weights weights/dalle_mnist.safetensors --prompt "the digit three"
+//! cargo run --release --example 07_dalle -- --weights weights/dalle_mnist.safetensors --compare-masks 150 --batch-size 32
 //! ```
 //!
 //! Leaves in `runs/07_dalle/`: `masks.png` (the attention masks), `curves.png`,
 //! `samples.npy`, `prompts.txt`, `labels.txt` (the CLIP-best candidate of every
 //! prompt), `reranked.png` (one prompt per digit, its candidates sorted by CLIP
-//! score), `first_samples.png`, `metrics.jsonl`, `checkpoint.safetensors` and `dalle.safetensors`.
+//! score), `first_samples.png`, `metrics.jsonl`, `checkpoint.safetensors` and `dalle.safetensors`;
+//! with `--prompt`, `prompt.png`; with `--compare-masks`, `masks_loss.png` and one `masks_*.jsonl` per mask.
 
 use std::collections::HashMap;
 use std::path::Path;
