@@ -5,99 +5,20 @@ use std::collections::BTreeMap;
 
 use dalle::data::shapes::{Colour, ShapeKind, Shapes, ShapesConfig, SizeKind, SHAPES_VOCAB};
 use dalle::data::{load, DatasetName, Split};
-use ndarray::Array3;
+use dalle::eval::shapes::{components, judge, parse_caption, CaptionContent};
 
-/// A 4-connected region of one exact colour.
-#[derive(Debug, Clone)]
-struct Component {
-    colour: Colour,
-    rows: (usize, usize),
-    cols: (usize, usize),
-    pixels: usize,
-}
-
-impl Component {
-    fn height(&self) -> usize {
-        self.rows.1 - self.rows.0 + 1
-    }
-    fn width(&self) -> usize {
-        self.cols.1 - self.cols.0 + 1
-    }
-    /// Shape from the fill ratio of the bounding box: square 1.0, disc pi/4 = 0.785
-    /// (0.81 at 8 px), triangle about 1/2 (0.625 at 8 px, rows of 2, 2, 4, 4, ...).
-    fn shape(&self) -> ShapeKind {
-        let fill = self.pixels as f64 / (self.height() * self.width()) as f64;
-        if fill > 0.95 {
-            ShapeKind::Square
-        } else if fill > 0.70 {
-            ShapeKind::Circle
-        } else {
-            ShapeKind::Triangle
-        }
-    }
-    /// Small boxes are canvas/4 wide, large ones canvas/2 - 2: split halfway.
-    fn size(&self, canvas: usize) -> SizeKind {
-        if 2 * self.width() < canvas / 4 + canvas / 2 - 2 {
-            SizeKind::Small
-        } else {
-            SizeKind::Large
-        }
-    }
-    fn words(&self, canvas: usize) -> String {
-        format!("{} {} {}", self.size(canvas).name(), self.colour.name(), self.shape().name())
-    }
-}
-
-fn pixel(image: &Array3<f32>, r: usize, c: usize) -> [f32; 3] {
-    [image[[0, r, c]], image[[1, r, c]], image[[2, r, c]]]
-}
-
-fn components(image: &Array3<f32>) -> Vec<Component> {
-    let (_, h, w) = image.dim();
-    let mut seen = vec![false; h * w];
-    let mut found = Vec::new();
-    for r0 in 0..h {
-        for c0 in 0..w {
-            let rgb = pixel(image, r0, c0);
-            if seen[r0 * w + c0] || rgb == [0.0; 3] {
-                continue;
-            }
-            let colour = Colour::from_rgb(rgb).unwrap_or_else(|| panic!("pixel ({r0}, {c0}) has a colour {rgb:?} outside the palette"));
-            let mut comp = Component { colour, rows: (r0, r0), cols: (c0, c0), pixels: 0 };
-            let mut stack = vec![(r0, c0)];
-            seen[r0 * w + c0] = true;
-            while let Some((r, c)) = stack.pop() {
-                comp.pixels += 1;
-                comp.rows = (comp.rows.0.min(r), comp.rows.1.max(r));
-                comp.cols = (comp.cols.0.min(c), comp.cols.1.max(c));
-                let neighbours = [(r.wrapping_sub(1), c), (r + 1, c), (r, c.wrapping_sub(1)), (r, c + 1)];
-                for (nr, nc) in neighbours {
-                    if nr < h && nc < w && !seen[nr * w + nc] && pixel(image, nr, nc) == rgb {
-                        seen[nr * w + nc] = true;
-                        stack.push((nr, nc));
-                    }
-                }
-            }
-            found.push(comp);
-        }
-    }
-    found
-}
-
-fn multiset<I: IntoIterator<Item = String>>(items: I) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for s in items {
-        *m.entry(s).or_insert(0) += 1;
-    }
-    m
-}
-
-/// Checks one sample's pixels against its labels and its caption; returns the caption kind.
+/// Checks one sample's pixels against its labels and, through the Shapes judge
+/// (src/eval/shapes.rs), against its caption; returns the caption kind.
 fn check_sample(shapes: &Shapes, index: u64) -> &'static str {
     let canvas = shapes.config().canvas;
     let sample = shapes.sample(index);
-    let comps = components(&sample.image);
     let ctx = format!("sample {index}: {:?}", sample.caption);
+    // The generator draws exact palette colours on black, nothing else.
+    for px in sample.image.view().into_shape_with_order((3, canvas * canvas)).unwrap().columns() {
+        let rgb = [px[0], px[1], px[2]];
+        assert!(rgb == [0.0; 3] || Colour::from_rgb(rgb).is_some(), "{ctx}: colour {rgb:?} outside the palette");
+    }
+    let comps = components(&sample.image, 1);
 
     // Pixels vs labels: same number of objects, same attributes, same boxes.
     assert_eq!(comps.len(), sample.count(), "{ctx}: components {comps:?}");
@@ -110,40 +31,60 @@ fn check_sample(shapes: &Shapes, index: u64) -> &'static str {
     labelled.sort();
     assert_eq!(by_position, labelled, "{ctx}");
 
-    // Pixels vs caption, parsed without the generator's help.
-    let caption = sample.caption.as_str();
-    let pixel_words = multiset(comps.iter().map(|c| c.words(canvas)));
-    for (word, n) in [("two ", 2), ("three ", 3)] {
-        if let Some(rest) = caption.strip_prefix(word) {
-            let singular = rest.strip_suffix('s').expect("plural noun");
-            assert_eq!(pixel_words, multiset(vec![singular.to_string(); n]), "{ctx}");
-            return "identical";
+    // Pixels vs caption: the judge reads the caption without the generator's help.
+    let verdict = judge(&sample.image, &sample.caption, 1).unwrap();
+    assert!(verdict.all(), "{ctx}: {verdict:?} for {comps:?}");
+    match parse_caption(&sample.caption).unwrap() {
+        CaptionContent::Identical { .. } => "identical",
+        CaptionContent::Relation { .. } => {
+            assert_eq!(verdict.relation, Some(true));
+            "relation"
+        }
+        CaptionContent::Objects(p) if p.len() == 1 => "single",
+        CaptionContent::Objects(_) => "list",
+    }
+}
+
+/// The judge says no when the picture and the caption disagree.
+#[test]
+fn the_judge_rejects_wrong_captions() {
+    let shapes = Shapes::new(ShapesConfig::default()).unwrap();
+    let (mut relations, mut singles) = (0, 0);
+    for i in 0..200 {
+        let s = shapes.sample(i);
+        match parse_caption(&s.caption).unwrap() {
+            CaptionContent::Relation { first, relation, second } if first != second => {
+                // The same two objects the other way round cannot hold (objects that
+                // read the same would satisfy it by swapping them, so they are skipped).
+                let swapped = format!("a {second} {} a {first}", relation.phrase());
+                let v = judge(&s.image, &swapped, 1).unwrap();
+                assert_eq!(v.relation, Some(false), "{:?} judged as {swapped:?}: {v:?}", s.caption);
+                assert!(v.colours && v.shapes && v.count);
+                relations += 1;
+            }
+            CaptionContent::Objects(p) if p.len() == 1 => {
+                let o = s.objects[0];
+                let other_colour = Colour::ALL[(o.colour as usize + 1) % 6];
+                let other_shape = ShapeKind::ALL[(o.shape as usize + 1) % 3];
+                let v = judge(&s.image, &format!("a {} {} {}", o.size.name(), other_colour.name(), o.shape.name()), 1).unwrap();
+                assert!(!v.colours && v.shapes && v.count && !v.all(), "{v:?}");
+                let v = judge(&s.image, &format!("a {} {} {}", o.size.name(), o.colour.name(), other_shape.name()), 1).unwrap();
+                assert!(v.colours && !v.shapes && !v.all(), "{v:?}");
+                let v = judge(&s.image, &format!("two {}s", o.phrase()), 1).unwrap();
+                assert!(!v.count && !v.all(), "{v:?}");
+                singles += 1;
+            }
+            _ => {}
         }
     }
-    for rel in ["above", "below", "left of", "right of"] {
-        if let Some((a, b)) = caption.split_once(&format!(" {rel} ")) {
-            let (a, b) = (a.strip_prefix("a ").unwrap(), b.strip_prefix("a ").unwrap());
-            assert_eq!(comps.len(), 2, "{ctx}");
-            let holds = |p: &Component, q: &Component| match rel {
-                "above" => p.rows.1 < q.rows.0,
-                "below" => p.rows.0 > q.rows.1,
-                "left of" => p.cols.1 < q.cols.0,
-                _ => p.cols.0 > q.cols.1,
-            };
-            let ok = [(0, 1), (1, 0)].iter().any(|&(i, j)| {
-                comps[i].words(canvas) == a && comps[j].words(canvas) == b && holds(&comps[i], &comps[j])
-            });
-            assert!(ok, "{ctx}: no pair of components makes the relation true: {comps:?}");
-            return "relation";
-        }
-    }
-    let phrases: Vec<String> = caption
-        .split(", ")
-        .flat_map(|p| p.split(" and "))
-        .map(|p| p.strip_prefix("a ").unwrap_or_else(|| panic!("{ctx}: phrase {p:?} has no article")).to_string())
-        .collect();
-    assert_eq!(pixel_words, multiset(phrases), "{ctx}");
-    if comps.len() == 1 { "single" } else { "list" }
+    assert!(relations >= 20 && singles >= 20, "{relations} relation and {singles} single-object captions");
+    // A dimmed copy on a grey background (as a decoder might draw it) reads the same.
+    let s = shapes.sample(3);
+    let noisy = s.image.mapv(|v| 0.2 + 0.6 * v);
+    assert!(judge(&noisy, &s.caption, 4).unwrap().all());
+    assert!(parse_caption("a small red").is_ok_and(|c| c.phrases() == ["small red"]));
+    assert!(parse_caption("two small red circle").is_err());
+    assert!(parse_caption("small red circle").unwrap_err().to_string().contains("no article"));
 }
 
 #[test]

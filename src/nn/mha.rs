@@ -100,6 +100,16 @@ impl MultiHeadAttention {
         Ok((self.merge_heads(&y)?, weights))
     }
     // ANCHOR_END: forward_cached
+
+    /// [`MultiHeadAttention::forward_cached`] with an explicit `mask (t, s₀ + t)`
+    /// (`true` = not allowed) instead of the causal one: sparse decoders such as
+    /// DALL-E's row, column and convolutional attention pass the mask rows of the new positions.
+    pub fn forward_cached_masked(&self, x_new: &Tensor, cache: &mut LayerKv, mask: &ArrayD<bool>) -> Result<(Tensor, Tensor)> {
+        let [q, k_new, v_new] = self.project_qkv(x_new)?; // each (B, H, t, D)
+        let (k, v) = cache.append(k_new, v_new)?; // each (B, H, s₀ + t, D)
+        let (y, weights) = scaled_dot_product_attention(&q, &k, &v, Some(mask))?;
+        Ok((self.merge_heads(&y)?, weights))
+    }
 }
 
 impl Module for MultiHeadAttention {

@@ -150,6 +150,15 @@ impl Block {
         let x = x.add(&self.mlp.forward(&self.ln_2.forward(&x)?)?)?;
         Ok((x, weights))
     }
+
+    /// [`Block::forward_cached`] with an explicit attention `mask (t, s₀ + t)`
+    /// (see [`MultiHeadAttention::forward_cached_masked`]).
+    pub fn forward_cached_masked(&self, x_new: &Tensor, cache: &mut LayerKv, mask: &ArrayD<bool>) -> Result<(Tensor, Tensor)> {
+        let (a, weights) = self.attn.forward_cached_masked(&self.ln_1.forward(x_new)?, cache, mask)?;
+        let x = x_new.add(&a)?;
+        let x = x.add(&self.mlp.forward(&self.ln_2.forward(&x)?)?)?;
+        Ok((x, weights))
+    }
 }
 
 impl Module for Block {
