@@ -333,6 +333,10 @@ fn zero_shot_one(weights: &Path, image: &Path, labels: &str, template: &str) -> 
     if labels.len() < 2 {
         return Err(Error::Config(format!("--labels {labels:?}: give at least two comma-separated labels")));
     }
+    if template.matches("{}").count() != 1 {
+        // Without `{}` every label gets the same prompt, and the answer is a coin toss.
+        return Err(Error::Config(format!("--template {}: must hold `{{}}` once, where the label goes", dalle::error::quote(template))));
+    }
     let prompts: Vec<Vec<String>> = labels.iter().map(|l| vec![template.replace("{}", l)]).collect();
     let (model, tokenizer, pixels): (ClipModel, Box<dyn TextTokenizer>, Array4<f32>) = if weights.is_dir() {
         let model = dalle::models::clip::load_pretrained(weights)?;
@@ -341,6 +345,13 @@ fn zero_shot_one(weights: &Path, image: &Path, labels: &str, template: &str) -> 
     } else {
         let model = dalle::models::clip::load_files(&config_path_for(weights), weights)?;
         let v = &model.config.vision_config;
+        if v.num_channels != 1 && v.num_channels != 3 {
+            return Err(Error::Config(format!(
+                "{}: num_channels = {}, but an image file gives 1 (grey) or 3 (RGB) channels",
+                config_path_for(weights).display(),
+                v.num_channels
+            )));
+        }
         let img = image::open(image).map_err(|e| Error::format(image, format!("cannot read image: {e}")))?;
         let img = img.resize_exact(v.image_size as u32, v.image_size as u32, image::imageops::FilterType::Triangle);
         let mut a = Array4::<f32>::zeros((1, v.num_channels, v.image_size, v.image_size));

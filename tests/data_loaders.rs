@@ -271,7 +271,7 @@ fn image_folder_classes_are_sorted_names_and_jpeg_decodes() {
     write_png(&root.join("zebra/b.png"), 8, 6, [255, 0, 0]);
     write_png(&root.join("zebra/a.png"), 8, 6, [0, 255, 0]);
     image::RgbImage::from_pixel(8, 6, image::Rgb([128, 128, 128])).save(root.join("ant/x.jpg")).unwrap();
-    let set = load_image_folder(&root, None).unwrap();
+    let set = load_image_folder(&root, None, None).unwrap();
     assert_eq!(set.classes, vec!["ant", "zebra"]);
     assert_eq!(set.images.dim(), (3, 3, 6, 8));
     assert_eq!(set.labels, vec![0, 1, 1]);
@@ -285,12 +285,12 @@ fn image_folder_unreadable_or_odd_sized_images_are_named() {
     std::fs::create_dir_all(root.join("cat")).unwrap();
     write_png(&root.join("cat/0000.png"), 8, 8, [1, 2, 3]);
     std::fs::write(root.join("cat/0001.jpg"), b"this is not a jpeg").unwrap();
-    let msg = err_text(load_image_folder(&root, None));
+    let msg = err_text(load_image_folder(&root, None, None));
     assert!(msg.contains("0001.jpg") && msg.contains("cannot decode image"), "{msg}");
 
     std::fs::remove_file(root.join("cat/0001.jpg")).unwrap();
     write_png(&root.join("cat/0002.png"), 9, 8, [1, 2, 3]);
-    let msg = err_text(load_image_folder(&root, None));
+    let msg = err_text(load_image_folder(&root, None, None));
     assert!(msg.contains("0002.png") && msg.contains("share one size"), "{msg}");
 }
 
