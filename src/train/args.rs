@@ -200,3 +200,8 @@ pub fn non_negative_finite_f64(text: &str) -> std::result::Result<f64, String> {
     }
     Ok(v)
 }
+
+/// [`non_negative_finite_f64`] for an `f32` flag.
+pub fn non_negative_finite_f32(text: &str) -> std::result::Result<f32, String> {
+    non_negative_finite_f64(text).map(|v| v as f32)
+}

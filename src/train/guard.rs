@@ -36,8 +36,8 @@ pub fn check_finite(step: usize, loss: f32, grad_norm: Option<f32>, params: &[(S
     let culprit = first_non_finite_grad(params)
         .map_or_else(|| "no parameter's gradient is non-finite".to_string(), |name| format!("first non-finite gradient: `{name}`"));
     Err(Error::NonFinite(format!(
-        "step {step}: loss {loss}{norm}; {culprit}. Training stopped before the optimiser step, no checkpoint \
-         was written; try a smaller --lr (or check the input data)"
+        "step {step}: loss {loss}{norm}; {culprit}. Training stopped before the optimiser step; nothing is saved from this state \
+         (earlier checkpoints are kept); try a smaller --lr (or check the input data)"
     )))
 }
 

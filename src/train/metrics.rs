@@ -73,6 +73,16 @@ impl MetricsLog {
         MetricsLog::open(path, true)
     }
 
+    /// `dir/metrics.jsonl` for a run that logs steps from 1: created afresh, or,
+    /// when the run resumed after step `resumed` ([`crate::train::resume`]),
+    /// continued after it ([`MetricsLog::resume`] from `resumed + 1`).
+    pub fn create_or_resume(dir: impl AsRef<Path>, resumed: Option<usize>) -> Result<Self> {
+        match resumed {
+            Some(step) => MetricsLog::resume(dir.as_ref().join("metrics.jsonl"), step + 1),
+            None => MetricsLog::create_in(dir),
+        }
+    }
+
     /// `dir/metrics.jsonl`, created afresh.
     pub fn create_in(dir: impl AsRef<Path>) -> Result<Self> {
         MetricsLog::open(dir.as_ref().join("metrics.jsonl"), false)

@@ -45,6 +45,7 @@ use crate::data::batch::BatchSampler;
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::nn::Module;
 use crate::optim::{Ema, Optimizer};
+use crate::train::CommonArgs;
 use crate::{Error, Result, Rng};
 
 /// The metadata key of the step a checkpoint was saved at.
@@ -56,13 +57,14 @@ pub struct RunState<'a> {
     pub step: usize,
     rngs: Vec<(&'a str, &'a Rng)>,
     samplers: Vec<(&'a str, &'a BatchSampler)>,
+    values: Vec<(&'a str, String)>,
     ema: Option<&'a Ema>,
 }
 
 impl<'a> RunState<'a> {
     /// The state after `step` steps, with no generator yet.
     pub fn new(step: usize) -> Self {
-        RunState { step, rngs: Vec::new(), samplers: Vec::new(), ema: None }
+        RunState { step, rngs: Vec::new(), samplers: Vec::new(), values: Vec::new(), ema: None }
     }
 
     /// Save generator `rng` under `name` (restore it with [`Resumed::restore_rng`]).
@@ -77,6 +79,13 @@ impl<'a> RunState<'a> {
         self
     }
 
+    /// Save any other state as text under `name` (a module's hidden counters and
+    /// generator, e.g. [`crate::nn::quantize::VectorQuantizer::restart_state`]); read it back with [`Resumed::value`].
+    pub fn value(mut self, name: &'a str, text: String) -> Self {
+        self.values.push((name, text));
+        self
+    }
+
     /// Save an EMA's averages (as `ema.<param>` tensors).
     pub fn ema(mut self, ema: &'a Ema) -> Self {
         self.ema = Some(ema);
@@ -87,6 +96,7 @@ impl<'a> RunState<'a> {
         let mut meta = HashMap::from([(STEP_KEY.to_string(), self.step.to_string())]);
         meta.extend(self.rngs.iter().map(|(n, r)| (format!("rng.{n}"), r.state())));
         meta.extend(self.samplers.iter().map(|(n, s)| (format!("sampler.{n}"), s.state())));
+        meta.extend(self.values.iter().map(|(n, v)| (format!("state.{n}"), v.clone())));
         meta
     }
 }
@@ -146,6 +156,11 @@ impl Resumed {
             .map_err(|e| Error::Checkpoint(format!("{}: `sampler.{name}`: {}", self.checkpoint.path.display(), e.message())))
     }
 
+    /// The text saved with [`RunState::value`] under `name`.
+    pub fn value(&self, name: &str) -> Result<&str> {
+        self.meta(&format!("state.{name}"))
+    }
+
     /// Copies the saved `ema.` averages into `ema`.
     pub fn restore_ema(&self, ema: &Ema) -> Result<()> {
         for (name, shadow) in ema.shadow() {
@@ -154,4 +169,38 @@ impl Resumed {
         }
         Ok(())
     }
+}
+
+/// How often a training loop saves its resumable checkpoint, in steps (and at its last step).
+pub const CHECKPOINT_EVERY: usize = 500;
+
+/// The end of training step `done` (1-based) of `steps`: saves a resumable
+/// checkpoint to `path` every [`CHECKPOINT_EVERY`] steps, at the last step and
+/// at `--stop-at`; returns `true` when the loop must stop there (`--stop-at`),
+/// having said how to continue.
+pub fn save_or_stop(
+    common: &CommonArgs,
+    path: &Path,
+    steps: usize,
+    model: &dyn Module,
+    optimizer: &dyn Optimizer,
+    state: &RunState,
+) -> Result<bool> {
+    let done = state.step;
+    let stop = common.stops_after(done, steps);
+    if done.is_multiple_of(CHECKPOINT_EVERY) || done == steps || stop {
+        save_run(path, model, optimizer, state)?;
+    }
+    if stop {
+        println!("stopped after step {done}; continue with --resume {} (and the same flags)", path.display());
+    }
+    Ok(stop)
+}
+
+/// `--resume`, if given: [`Resumed::load`] into `model` and `optimizer`.
+pub fn resume_from(common: &CommonArgs, model: &dyn Module, optimizer: &mut dyn Optimizer, steps: usize) -> Result<Option<Resumed>> {
+    let Some(path) = &common.resume else { return Ok(None) };
+    let resumed = Resumed::load(path, model, optimizer, steps)?;
+    println!("resumed {} at step {}", path.display(), resumed.step);
+    Ok(Some(resumed))
 }
