@@ -204,3 +204,35 @@ fn bad_files_give_errors_that_name_them() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(default_bpe_path().ends_with("clip/bpe_simple_vocab_16e6.txt.gz"));
 }
+
+/// A benchmark line, not a timed test: a 1 MB single word and 1 MB of nested `&amp;`
+/// used to take 112 s and minutes (both quadratic); each is now one BPE heap pass
+/// and one cleaning pass. The assertions check the results, the timings are printed
+/// (`cargo test --release --test clip_tokenizer -- --nocapture long_inputs`).
+#[test]
+fn long_inputs_encode_in_one_pass() {
+    let bpe = tokenizer();
+    let word: String = "abcdefghijklmnopqrstuvwxyz".chars().cycle().take(1 << 20).collect();
+    let started = std::time::Instant::now();
+    let ids = bpe.encode(&word);
+    let word_secs = started.elapsed().as_secs_f64();
+    // BPE only regroups the bytes: decoding gives the word back (with the `</w>` space).
+    assert_eq!(bpe.decode(&ids).unwrap(), format!("{word} "));
+
+    let nested = format!("&{}", "amp;".repeat((1 << 20) / 4));
+    let started = std::time::Instant::now();
+    let nested_ids = bpe.encode(&nested);
+    let nested_secs = started.elapsed().as_secs_f64();
+    // Every level unescapes: ftfy's loop ends at a single `&`.
+    assert_eq!(nested_ids, bpe.encode("&"));
+
+    let started = std::time::Instant::now();
+    let row = bpe.encode_padded(&"a photo of a cat ".repeat(60_000), CONTEXT_LENGTH, true).unwrap();
+    let truncate_secs = started.elapsed().as_secs_f64();
+    assert_eq!(row.len(), CONTEXT_LENGTH);
+    println!(
+        "bench: 1 MB single word {word_secs:.3} s ({} ids), 1 MB nested &amp; {nested_secs:.3} s, \
+         1 MB text truncated to {CONTEXT_LENGTH} tokens {truncate_secs:.3} s",
+        ids.len()
+    );
+}
