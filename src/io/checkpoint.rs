@@ -302,24 +302,34 @@ impl Checkpoint {
     /// The error lists every missing, extra and mis-shaped name.
     pub fn load_into(&self, model: &dyn Module, ignore_prefixes: &[&str]) -> Result<()> {
         let params = model.named_parameters();
-        let mut problems = Vec::new();
+        // Three lists (each sorted, each capped at a few names): a wholly wrong file
+        // would otherwise give a message of thousands of names.
+        let (mut missing, mut misshaped) = (Vec::new(), Vec::new());
         for (name, p) in &params {
             match self.tensors.get(name) {
-                None => problems.push(format!("missing `{name}` (shape {:?})", p.shape())),
+                None => missing.push(format!("missing `{name}` (shape {:?})", p.shape())),
                 Some(a) if a.shape() != p.shape().as_slice() => {
-                    problems.push(format!("`{name}` has shape {:?}, the model expects {:?}", a.shape(), p.shape()))
+                    misshaped.push(format!("`{name}` has shape {:?}, the model expects {:?}", a.shape(), p.shape()))
                 }
                 Some(_) => {}
             }
         }
         let known: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
-        let mut extra: Vec<&String> =
-            self.tensors.keys().filter(|k| !known.contains(k.as_str()) && !ignore_prefixes.iter().any(|p| k.starts_with(p))).collect();
-        extra.sort();
-        problems.extend(extra.into_iter().map(|k| format!("unexpected `{k}`")));
-        if !problems.is_empty() {
-            problems.sort();
-            return Err(Error::Checkpoint(format!("{}: {}", self.path.display(), crate::error::capped_list(&problems))));
+        let mut extra: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !known.contains(k.as_str()) && !ignore_prefixes.iter().any(|p| k.starts_with(p)))
+            .map(|k| format!("unexpected `{k}`"))
+            .collect();
+        let mut groups = Vec::new();
+        for list in [&mut missing, &mut misshaped, &mut extra] {
+            list.sort();
+            if !list.is_empty() {
+                groups.push(crate::error::capped_list(list));
+            }
+        }
+        if !groups.is_empty() {
+            return Err(Error::Checkpoint(format!("{}: {}", self.path.display(), groups.join("; "))));
         }
         // Weights that are not numbers would run to the end and report nonsense metrics.
         if let Some((name, _)) = params.iter().find(|(name, _)| self.tensors[name].iter().any(|v| !v.is_finite())) {

@@ -62,7 +62,8 @@ pub fn load_files(config_path: &Path, weights_path: &Path) -> Result<ClipModel> 
     let ckpt = checkpoint::load(weights_path)?;
     ckpt.load_into(&model, &IGNORED_BUFFERS).map_err(|e| {
         Error::Checkpoint(format!(
-            "{e} (the weights do not match the model built from {}: is it the config of these weights?)",
+            "{} (the weights do not match the model built from {}: is it the config of these weights?)",
+            e.message(),
             config_path.display()
         ))
     })?;
