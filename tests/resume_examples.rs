@@ -183,3 +183,49 @@ fn bad_flags_are_refused() {
     assert!(!o.status.success() && text(&o).contains("invalid value"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// 03's zero-shot command: a template without `{}` would give every label the same
+/// prompt (a coin toss), and a checkpoint whose vision tower wants 4 channels cannot
+/// read an image file; both are refused with a message, not a panic.
+#[test]
+fn zero_shot_refuses_a_template_without_braces_and_odd_channel_counts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = fresh("zero-shot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("digit.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([200])).save(&image).unwrap();
+    let zero_shot = |weights: &Path, template: &str| {
+        Command::new(example("03_clip"))
+            .args(["zero-shot", "--weights"])
+            .arg(weights)
+            .arg("--image")
+            .arg(&image)
+            .args(["--labels", "zero,one", "--template", template])
+            .current_dir(root)
+            .output()
+            .expect("run 03_clip")
+    };
+    let shipped = root.join("weights/clip_mnist.safetensors");
+    let o = zero_shot(&shipped, "a photo of a digit");
+    assert!(!o.status.success() && text(&o).contains("must hold `{}` once"), "{}", text(&o));
+
+    // The shipped checkpoint with a config that claims 4 channels (and a patch
+    // embedding of 4 channels, so that the weights still match the config).
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("weights/clip_mnist.config.json")).unwrap()).unwrap();
+    config["vision_config"]["num_channels"] = 4.into();
+    let ck = dalle::io::checkpoint::load(&shipped).unwrap();
+    let mut tensors: Vec<(String, ndarray::ArrayD<f32>)> = ck.tensors.into_iter().collect();
+    for (name, t) in tensors.iter_mut().filter(|(n, _)| n.ends_with("patch_embedding.weight")) {
+        let s = t.shape().to_vec();
+        *t = ndarray::ArrayD::zeros(vec![s[0], 4, s[2], s[3]]);
+        let _ = name;
+    }
+    let four = dir.join("four.safetensors");
+    dalle::io::checkpoint::save_tensors(&four, &tensors, &Default::default()).unwrap();
+    std::fs::write(dir.join("four.config.json"), config.to_string()).unwrap();
+    std::fs::copy(root.join("weights/clip_mnist.tokenizer.json"), dir.join("four.tokenizer.json")).unwrap();
+    let o = zero_shot(&four, "a photo of the digit {}");
+    let msg = text(&o);
+    assert!(!o.status.success() && msg.contains("num_channels = 4") && !msg.contains("panicked"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
