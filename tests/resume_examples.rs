@@ -229,3 +229,30 @@ fn zero_shot_refuses_a_template_without_braces_and_odd_channel_counts() {
     assert!(!o.status.success() && msg.contains("num_channels = 4") && !msg.contains("panicked"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A data set of one image (a valid MNIST file that happens to be tiny): every
+/// image example runs to the end instead of panicking on a batch of two.
+#[test]
+fn a_one_image_data_set_trains_without_panics() {
+    let data = fresh("tiny-data");
+    let mnist = data.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let idx = |dims: &[u32], body: Vec<u8>| {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        dims.iter().for_each(|d| b.extend_from_slice(&d.to_be_bytes()));
+        b.extend(body);
+        b
+    };
+    for prefix in ["train", "t10k"] {
+        std::fs::write(mnist.join(format!("{prefix}-images-idx3-ubyte")), idx(&[1, 28, 28], (0..784).map(|i| i as u8).collect())).unwrap();
+        std::fs::write(mnist.join(format!("{prefix}-labels-idx1-ubyte")), idx(&[1], vec![3])).unwrap();
+    }
+    let data_arg = data.to_string_lossy().into_owned();
+    for name in ["00_autograd", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae"] {
+        let out = fresh(&format!("{name}-tiny"));
+        let o = run(name, &["--steps", "2", "--data-dir", &data_arg], &out);
+        assert!(o.status.success() && !text(&o).contains("panicked"), "{name} on one image:\n{}", text(&o));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -123,6 +123,9 @@ fn f16_to_f32(h: u16) -> f32 {
 /// ([`read_header`]); problems are said in words (header too large for the
 /// file, offsets past the end...), not as the library's variant names.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    // The file, then its tensors as f32 (at most twice its size, from F16 or BF16).
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    crate::io::limits::check_alloc(&path.display(), &[len as usize, 2], 1)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let header = parse_header(path, &bytes)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, describe_safetensors_error(&e)))?;

@@ -47,6 +47,8 @@ pub fn write_npy<D: Dimension>(path: impl AsRef<Path>, array: &ArrayRef<f32, D>)
 /// Reads a float32 little-endian C-order `.npy` file (versions 1, 2 and 3).
 pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
     let path = path.as_ref();
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    crate::io::limits::check_alloc(&path.display(), &[len as usize], 1)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_npy(path, &bytes)
 }

@@ -133,7 +133,7 @@ impl ClipBpe {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts[..] {
                 [left, right] => pairs.push((left, right)),
-                _ => return Err(format!("line {}: expected two symbols, found {line:?}", n + 2)),
+                _ => return Err(format!("line {}: expected two symbols, found {}", n + 2, crate::error::quote(line))),
             }
         }
 
