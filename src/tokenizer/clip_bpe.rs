@@ -34,6 +34,7 @@ pub const NUM_MERGES: usize = 49152 - 256 - 2;
 pub const VOCAB_SIZE: usize = 2 * 256 + NUM_MERGES + 2;
 /// CLIP's text context: `clip.tokenize(..., context_length=77)`.
 pub const CONTEXT_LENGTH: usize = 77;
+const _: () = assert!(NUM_MERGES < 1 << 16, "merge ranks share a u64 with 48-bit positions in `merge_pairs`");
 /// File name of CLIP's merges list.
 pub const BPE_FILE: &str = "bpe_simple_vocab_16e6.txt.gz";
 
@@ -215,34 +216,43 @@ impl ClipBpe {
         let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { none }).collect();
         let mut prev: Vec<usize> = (0..n).map(|i| if i == 0 { none } else { i - 1 }).collect();
         let mut alive = vec![true; n];
-        let mut heap: BinaryHeap<Reverse<(u32, usize, u32, u32)>> = BinaryHeap::new(); // (rank, left position, left id, right id)
-        let push = |heap: &mut BinaryHeap<_>, i: usize, l: u32, r: u32| {
-            if let Some(&(rank, _)) = self.merges.get(&(l, r)) {
-                heap.push(Reverse((rank, i, l, r)));
+        // Entries are `rank << 48 | left position` (ranks < NUM_MERGES < 2^16), 8 bytes: the
+        // heap's pops are its cost, and small entries keep them in cache. (A rank names one
+        // pair, so an entry is still valid when the pair now at its position has that rank.)
+        let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(n);
+        let rank_of = |l: u32, r: u32| self.merges.get(&(l, r)).copied();
+        let push = |heap: &mut BinaryHeap<Reverse<u64>>, i: usize, l: u32, r: u32| {
+            if let Some((rank, _)) = rank_of(l, r) {
+                heap.push(Reverse((rank as u64) << 48 | i as u64));
             }
         };
         for i in 0..n - 1 {
             push(&mut heap, i, word[i], word[i + 1]);
         }
-        let mut round = Vec::new();
-        while let Some(Reverse((rank, ..))) = heap.peek().copied() {
+        let (mut round, mut created) = (Vec::new(), Vec::new());
+        while let Some(&Reverse(first)) = heap.peek() {
+            let rank = first >> 48;
             round.clear();
+            created.clear();
             while let Some(&Reverse(entry)) = heap.peek() {
-                if entry.0 != rank {
+                if entry >> 48 != rank {
                     break;
                 }
-                round.push(entry);
+                round.push((entry & 0xffff_ffff_ffff) as usize);
                 heap.pop();
             }
-            round.sort_unstable_by_key(|e| e.1); // left to right
-            let mut created = Vec::new();
-            for &(_, i, l, r) in &round {
-                // Still the pair this entry was pushed for? (Earlier merges may have used either side.)
+            round.sort_unstable(); // left to right
+            for &i in &round {
+                // Still a pair of this rank here? (Earlier merges may have used either side.)
                 let j = next[i];
-                if !alive[i] || word[i] != l || j == none || word[j] != r {
+                if !alive[i] || j == none {
                     continue;
                 }
-                word[i] = self.merges[&(l, r)].1;
+                let Some((r, merged)) = rank_of(word[i], word[j]) else { continue };
+                if r as u64 != rank {
+                    continue;
+                }
+                word[i] = merged;
                 alive[j] = false;
                 next[i] = next[j];
                 if next[j] != none {
