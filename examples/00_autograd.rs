@@ -9,7 +9,7 @@ use dalle::eval::{argmax_rows, DigitJudge};
 use dalle::io::{self, checkpoint, GridOptions, Series};
 use dalle::nn::{Activation, Forward, Linear, Module, Sequential};
 use dalle::optim::{Adam, Optimizer, WarmupCosine};
-use dalle::train::{notebook::cell, notebook::wrote, CommonArgs, MetricsLog, Progress};
+use dalle::train::{check_finite, notebook::cell, notebook::wrote, save_run, CommonArgs, MetricsLog, Progress, Resumed, RunState};
 use dalle::{no_grad, Result, Rng, Tensor};
 use ndarray::{arr0, Array2};
 use std::collections::HashMap;
@@ -111,32 +111,28 @@ fn notebook() -> Result<()> {
     // Linear warm-up, then cosine decay: the last epochs at a small rate settle the last 0.5%.
     let schedule = WarmupCosine { base_lr, min_lr: base_lr / 100.0, warmup: steps / 20, total: steps };
     let mut opt = Adam::new(judge.named_parameters(), base_lr);
-    let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(128, 32), c.seed);
+    let mut sampler = BatchSampler::try_new(train.len(), c.batch_size_or(128, 32), c.seed)?;
     // --weights: evaluate a trained judge (e.g. weights/digit_judge.safetensors) without training.
-    // --resume: continue a run from the checkpoint it saved (weights, Adam state, step).
+    // --resume: continue a run from the checkpoint it saved (weights, Adam state, step, and the
+    // positions of the augmentation generator and the batch order: the same losses as an unbroken run).
     let mut start = 0;
     if let Some(path) = &c.weights {
         checkpoint::load(path)?.load_into(&judge, &["optim."])?;
         start = steps;
         println!("loaded {}; skipping training", path.display());
     } else if let Some(path) = &c.resume {
-        let ck = checkpoint::load(path)?;
-        ck.load_into(&judge, &["optim."])?;
-        ck.load_optimizer(&mut opt)?;
-        start = ck.metadata.get("step").and_then(|v| v.parse().ok()).ok_or_else(|| {
-            dalle::Error::Checkpoint(format!("{}: no `step` in the metadata", path.display()))
-        })?;
-        (0..start).for_each(|_| drop(sampler.next_batch())); // the same batch order as an unbroken run
+        let resumed = Resumed::load(path, &judge, &mut opt, steps)?;
+        resumed.restore_rng("augment", &mut rng)?;
+        resumed.restore_sampler("train", &mut sampler)?;
+        start = resumed.step;
         println!("resumed {} at step {start}", path.display());
     }
-    let mut metrics = MetricsLog::open(out.join("metrics.jsonl"), start > 0)?;
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = if c.resume.is_some() { MetricsLog::resume(&metrics_path, start)? } else { MetricsLog::open(&metrics_path, false)? };
     let progress = Progress::new("judge", steps);
     let mut losses = Vec::with_capacity(steps);
     let run_checkpoint = out.join("checkpoint.safetensors");
-    let save_state = |step: usize, opt: &Adam| -> Result<()> {
-        let meta = HashMap::from([("step".to_string(), step.to_string())]);
-        checkpoint::save(&run_checkpoint, &judge, Some(opt), &meta)
-    };
+    let params = judge.named_parameters();
     // ANCHOR: train_judge
     for step in start..steps {
         let (images, labels) = train.batch(&sampler.next_batch()); // (B, 1, 28, 28), (B)
@@ -145,13 +141,22 @@ fn notebook() -> Result<()> {
         opt.zero_grad();
         let loss = judge.forward(&Tensor::new(images.into_dyn()))?.cross_entropy(&labels)?;
         loss.backward();
+        check_finite(step, loss.item(), None, &params)?; // a NaN loss stops here, before Adam spreads it
         opt.step();
         // ANCHOR_END: train_judge
         losses.push(loss.item());
         metrics.log(step, &[("loss", loss.item() as f64)])?;
         progress.update(step + 1, &[("loss", loss.item())]);
-        if (step + 1) % 500 == 0 || step + 1 == steps {
-            save_state(step + 1, &opt)?; // atomic: a crash never loses the previous checkpoint
+        let stop = c.stops_after(step + 1, steps);
+        if (step + 1) % 500 == 0 || step + 1 == steps || stop {
+            // atomic: a crash never loses the previous checkpoint
+            let state = RunState::new(step + 1).rng("augment", &rng).sampler("train", &sampler);
+            save_run(&run_checkpoint, &judge, &opt, &state)?;
+        }
+        if stop {
+            progress.finish();
+            println!("stopped after step {}; continue with --resume {}", step + 1, run_checkpoint.display());
+            return Ok(());
         }
     }
     progress.finish();

@@ -18,7 +18,7 @@ use dalle::models::gpt::{Gpt, GptConfig};
 use dalle::nn::{Activation, Module, TransformerConfig};
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
 use dalle::train::notebook::{cell, wrote};
-use dalle::train::{CommonArgs, MetricsLog, Progress};
+use dalle::train::{check_finite, resume_from, save_or_stop, CommonArgs, MetricsLog, Progress, RunState};
 use dalle::{no_grad, Error, Result, Rng};
 use std::collections::HashSet;
 
@@ -81,7 +81,7 @@ fn main() -> Result<()> {
 fn notebook() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
-    let out = common.start("01_attention", false, false)?;
+    let out = common.start("01_attention", true, false)?;
 
     cell(1, "Shapes captions and a word-level vocabulary");
     let n_train = if common.smoke { 500 } else { 10_000 };
@@ -115,22 +115,33 @@ fn notebook() -> Result<()> {
     let mut opt = Adam::adamw(model.named_parameters(), schedule.base_lr, 0.01);
     let params = model.parameters();
     let mut rng = Rng::new(common.seed + 1);
-    let mut log = MetricsLog::create_in(&out)?;
+    // --resume: weights, AdamW's moments, the step and the batch generator's position.
+    let resumed = resume_from(common, &model, &mut opt, steps)?;
+    if let Some(r) = &resumed {
+        r.restore_rng("batches", &mut rng)?;
+    }
+    let first = resumed.as_ref().map_or(0, |r| r.step);
+    let mut log = MetricsLog::create_or_resume(&out, resumed.as_ref().map(|r| r.step))?;
     let progress = Progress::new("gpt", steps);
     let mut losses = Vec::with_capacity(steps);
+    let named = model.named_parameters();
     let start = std::time::Instant::now();
-    for step in 0..steps {
+    for step in first..steps {
         let batch: Vec<&Vec<usize>> = (0..batch_size).map(|_| &train[rng.below(train.len())]).collect();
         let (ids, t) = pad_batch(&batch);
         let loss = model.loss(&ids, batch_size, t, Some(PAD), true)?; // padding targets do not count
         opt.zero_grad();
         loss.backward();
-        clip_grad_norm(&params, 1.0);
+        let norm = clip_grad_norm(&params, 1.0);
+        check_finite(step + 1, loss.item(), Some(norm), &named)?;
         opt.set_lr(schedule.lr(step));
         opt.step();
         losses.push(loss.item());
         log.log(step + 1, &[("loss", loss.item() as f64)])?;
         progress.update(step + 1, &[("loss", loss.item())]);
+        if save_or_stop(common, &out.join("checkpoint.safetensors"), steps, &model, &opt, &RunState::new(step + 1).rng("batches", &rng))? {
+            return Ok(());
+        }
     }
     progress.finish();
     println!("{steps} steps of {batch_size} captions in {:.0} s", start.elapsed().as_secs_f64());

@@ -21,7 +21,7 @@ use dalle::models::vit::{Vit, VitConfig};
 use dalle::nn::{Activation, Module};
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
 use dalle::train::notebook::{cell, wrote};
-use dalle::train::{CommonArgs, MetricsLog, Progress};
+use dalle::train::{check_finite, resume_from, save_or_stop, CommonArgs, MetricsLog, Progress, RunState};
 use dalle::{no_grad, Result, Rng, Tensor};
 use ndarray::{Array2, Array4, Axis};
 
@@ -70,7 +70,7 @@ fn main() -> Result<()> {
 fn notebook() -> Result<()> {
     let args = Args::parse();
     let common = &args.common;
-    let out = common.start("02_vit", false, false)?;
+    let out = common.start("02_vit", true, false)?;
 
     cell(1, "Load MNIST");
     let dir = common.data_dir();
@@ -86,7 +86,7 @@ fn notebook() -> Result<()> {
     println!("{config:?}");
     println!("{} parameters", model.num_parameters());
     // ANCHOR: shapes
-    let (x, _) = train.batch(&[0, 1]);
+    let (x, _) = train.batch(&[0, 1.min(train.len() - 1)]); // (a data set of one image shows it twice)
     let x = Tensor::new(x.into_dyn()); // (B, 1, 28, 28)
     let tokens = model.embed(&x)?; // (B, N + 1, C)
     let o = model.forward(&x, false)?;
@@ -101,23 +101,34 @@ fn notebook() -> Result<()> {
     let schedule = WarmupCosine { base_lr: common.lr_or(2e-3) as f32, min_lr: 1e-5, warmup: steps / 20, total: steps };
     let mut opt = Adam::adamw(model.named_parameters(), schedule.base_lr, 0.05);
     let params = model.parameters();
-    let mut sampler = BatchSampler::new(train.len(), batch_size, common.seed);
-    let mut log = MetricsLog::create_in(&out)?;
+    let mut sampler = BatchSampler::try_new(train.len(), batch_size, common.seed)?;
+    let resumed = resume_from(common, &model, &mut opt, steps)?; // weights, AdamW, step, data order
+    if let Some(r) = &resumed {
+        r.restore_sampler("train", &mut sampler)?;
+        r.restore_rng("model", &mut rng)?;
+    }
+    let mut log = MetricsLog::create_or_resume(&out, resumed.as_ref().map(|r| r.step))?;
     let progress = Progress::new("vit", steps);
     let mut losses = Vec::with_capacity(steps);
+    let named = model.named_parameters();
     let start = Instant::now();
-    for step in 0..steps {
+    for step in resumed.as_ref().map_or(0, |r| r.step)..steps {
         let (images, labels) = train.batch(&sampler.next_batch());
         let logits = model.classify(&Tensor::new(images.into_dyn()), true)?; // (B, 10)
         let loss = logits.cross_entropy(&labels)?;
         opt.zero_grad();
         loss.backward();
-        clip_grad_norm(&params, 1.0);
+        let norm = clip_grad_norm(&params, 1.0);
+        check_finite(step + 1, loss.item(), Some(norm), &named)?;
         opt.set_lr(schedule.lr(step));
         opt.step();
         losses.push(loss.item());
         log.log(step + 1, &[("loss", loss.item() as f64), ("lr", opt.lr() as f64)])?;
         progress.update(step + 1, &[("loss", loss.item())]);
+        let state = RunState::new(step + 1).sampler("train", &sampler).rng("model", &rng);
+        if save_or_stop(common, &out.join("checkpoint.safetensors"), steps, &model, &opt, &state)? {
+            return Ok(());
+        }
     }
     progress.finish();
     // ANCHOR_END: train

@@ -27,7 +27,7 @@ use dalle::nn::Module;
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
 use dalle::tokenizer::{ClipBpe, TextTokenizer, TrainedBpe};
 use dalle::train::notebook::{cell, wrote};
-use dalle::train::{CommonArgs, MetricsLog, Progress};
+use dalle::train::{check_finite, resume_from, save_or_stop, CommonArgs, MetricsLog, Progress, RunState};
 use dalle::{Error, Rng, Tensor};
 use ndarray::{s, Array2, Array4, Axis};
 
@@ -112,19 +112,21 @@ fn images_tensor(images: &Array4<f32>) -> Tensor {
 // ANCHOR: train_step
 /// One step: embed the batch's images and captions, score all N x N pairs, and
 /// pull the N matching pairs together while pushing the N² - N others apart.
-fn train_step(model: &ClipModel, opt: &mut Adam, images: &Array4<f32>, ids: &Array2<u32>, lr: f32) -> dalle::Result<(f32, f32)> {
+fn train_step(model: &ClipModel, opt: &mut Adam, images: &Array4<f32>, ids: &Array2<u32>, lr: f32, step: usize) -> dalle::Result<(f32, f32)> {
     let out = model.forward(&images_tensor(images), ids)?; // logits (N, N)
     let loss = contrastive_loss(&out.logits_per_image)?; // ½ (CE rows + CE columns)
     opt.zero_grad();
     loss.backward();
-    clip_grad_norm(&model.parameters(), 1.0);
+    let norm = clip_grad_norm(&model.parameters(), 1.0);
+    check_finite(step, loss.item(), Some(norm), &model.named_parameters())?; // NaN stops the run here
     opt.set_lr(lr);
     opt.step();
     Ok((loss.item(), model.logit_scale_exp().item()))
 }
 // ANCHOR_END: train_step
 
-fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(ClipModel, TrainedBpe)> {
+/// Trains a CLIP; `None` when `--stop-at` stopped it (a resumable checkpoint is saved).
+fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<Option<(ClipModel, TrainedBpe)>> {
     cell(1, "Load the data and train a tokenizer on the captions");
     let dir = args.data_dir();
     let limit = match dataset {
@@ -156,12 +158,19 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(
     let batch = args.batch_size_or(128, 16);
     let schedule = WarmupCosine { base_lr: args.lr_or(2e-3) as f32, min_lr: 1e-5, warmup: 200.min(steps / 5).max(1), total: steps };
     let mut opt = Adam::adamw(model.named_parameters(), schedule.base_lr, 0.01);
-    let mut sampler = BatchSampler::new(train_set.len(), batch, args.seed);
+    let mut sampler = BatchSampler::try_new(train_set.len(), batch, args.seed)?;
     let mut caption_rng = Rng::new(args.seed + 1);
-    let mut log = MetricsLog::create_in(out)?;
+    // --resume: weights, AdamW, step, the data order and the caption templates' generator.
+    let resumed = resume_from(args, &model, &mut opt, steps)?;
+    if let Some(r) = &resumed {
+        r.restore_sampler("train", &mut sampler)?;
+        r.restore_rng("captions", &mut caption_rng)?;
+        r.restore_rng("model", &mut rng)?;
+    }
+    let mut log = MetricsLog::create_or_resume(out, resumed.as_ref().map(|r| r.step))?;
     let progress = Progress::new("clip", steps);
     let context = config.text_config.max_position_embeddings;
-    for step in 0..steps {
+    for step in resumed.as_ref().map_or(0, |r| r.step)..steps {
         let idx = sampler.next_batch();
         let (images, labels) = train_set.batch(&idx);
         let captions: Vec<String> = match &train_set.captions {
@@ -171,9 +180,13 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(
         };
         let refs: Vec<&str> = captions.iter().map(|c| c.as_str()).collect();
         let ids = tokenizer.encode_batch(&refs, context, true)?; // (N, T)
-        let (loss, scale) = train_step(&model, &mut opt, &images, &ids, schedule.lr(step))?;
+        let (loss, scale) = train_step(&model, &mut opt, &images, &ids, schedule.lr(step), step + 1)?;
         log.log(step + 1, &[("loss", loss as f64), ("logit_scale", scale as f64)])?;
         progress.update(step + 1, &[("loss", loss), ("exp(t)", scale)]);
+        let state = RunState::new(step + 1).sampler("train", &sampler).rng("captions", &caption_rng).rng("model", &rng);
+        if save_or_stop(args, &out.join("checkpoint.safetensors"), steps, &model, &opt, &state)? {
+            return Ok(None);
+        }
     }
     progress.finish();
     println!("trained {steps} steps of {batch} pairs in {:.0} s", progress.elapsed().as_secs_f64());
@@ -187,7 +200,7 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<(
     std::fs::write(config_path_for(&weights), config.to_json()).map_err(|e| Error::io(config_path_for(&weights), e))?;
     tokenizer.save(tokenizer_path_for(&weights))?;
     wrote(&weights);
-    Ok((model, tokenizer))
+    Ok(Some((model, tokenizer)))
 }
 
 fn evaluate_mnist(args: &CommonArgs, model: &ClipModel, tokenizer: &dyn TextTokenizer, dataset: DatasetName, out: &Path) -> dalle::Result<()> {
@@ -333,6 +346,10 @@ fn zero_shot_one(weights: &Path, image: &Path, labels: &str, template: &str) -> 
     if labels.len() < 2 {
         return Err(Error::Config(format!("--labels {labels:?}: give at least two comma-separated labels")));
     }
+    if template.matches("{}").count() != 1 {
+        // Without `{}` every label gets the same prompt, and the answer is a coin toss.
+        return Err(Error::Config(format!("--template {}: must hold `{{}}` once, where the label goes", dalle::error::quote(template))));
+    }
     let prompts: Vec<Vec<String>> = labels.iter().map(|l| vec![template.replace("{}", l)]).collect();
     let (model, tokenizer, pixels): (ClipModel, Box<dyn TextTokenizer>, Array4<f32>) = if weights.is_dir() {
         let model = dalle::models::clip::load_pretrained(weights)?;
@@ -341,6 +358,13 @@ fn zero_shot_one(weights: &Path, image: &Path, labels: &str, template: &str) -> 
     } else {
         let model = dalle::models::clip::load_files(&config_path_for(weights), weights)?;
         let v = &model.config.vision_config;
+        if v.num_channels != 1 && v.num_channels != 3 {
+            return Err(Error::Config(format!(
+                "{}: num_channels = {}, but an image file gives 1 (grey) or 3 (RGB) channels",
+                config_path_for(weights).display(),
+                v.num_channels
+            )));
+        }
         let img = image::open(image).map_err(|e| Error::format(image, format!("cannot read image: {e}")))?;
         let img = img.resize_exact(v.image_size as u32, v.image_size as u32, image::imageops::FilterType::Triangle);
         let mut a = Array4::<f32>::zeros((1, v.num_channels, v.image_size, v.image_size));
@@ -376,7 +400,7 @@ fn notebook() -> dalle::Result<()> {
     }
     let common = &args.common;
     let dataset = common.dataset_or(DatasetName::Mnist);
-    let out = common.start(&format!("03_clip/{}", dataset.as_str()), false, true)?;
+    let out = common.start(&format!("03_clip/{}", dataset.as_str()), true, true)?;
     let (model, tokenizer) = match &common.weights {
         // A checkpoint of this chapter (with its .config.json and .tokenizer.json): evaluate only.
         Some(weights) => {
@@ -385,7 +409,10 @@ fn notebook() -> dalle::Result<()> {
             println!("loaded {}", weights.display());
             loaded
         }
-        None => train(common, dataset, &out)?,
+        None => match train(common, dataset, &out)? {
+            Some(trained) => trained,
+            None => return Ok(()), // --stop-at
+        },
     };
     match dataset {
         DatasetName::Shapes => evaluate_shapes(common, &model, &tokenizer, &out),

@@ -19,7 +19,7 @@ use dalle::io::{checkpoint, plot_lines, plot_scatter, save_image_grid, save_reco
 use dalle::models::vae::{Vae, VaeConfig};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Optimizer};
-use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
+use dalle::train::{cell, check_finite, positive_usize, resume_from, save_or_stop, series, wrote, CommonArgs, MetricsLog, Progress, RunState, TimeBudget};
 use dalle::{no_grad, Rng, Tensor};
 
 /// Train a VAE and walk its latent space.
@@ -28,7 +28,7 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Latent dimension (2 draws the manifold and the latent scatter).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = positive_usize)]
     latent_dim: usize,
     /// Stop training after this many seconds even if steps remain (0: no limit).
     #[arg(long, default_value_t = 180)]
@@ -43,7 +43,7 @@ fn main() -> dalle::Result<()> {
 fn notebook() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
-    let out = c.start("04_vae", false, true)?;
+    let out = c.start("04_vae", true, true)?;
 
     cell(1, "Load MNIST");
     let train = data::load(DatasetName::Mnist, &c.data_dir(), Split::Train, c.limit_or(512))?;
@@ -64,19 +64,33 @@ fn notebook() -> dalle::Result<()> {
     cell(3, "Train: minimise -ELBO = reconstruction + KL");
     let steps = if c.weights.is_some() { 0 } else { c.steps_or(1500, 20) };
     let mut opt = Adam::new(model.named_parameters(), c.lr_or(2e-3) as f32);
-    let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(128, 16), c.seed);
-    let mut log = MetricsLog::create_in(&out)?;
+    let mut sampler = BatchSampler::try_new(train.len(), c.batch_size_or(128, 16), c.seed)?;
+    // --resume: weights, Adam, step, the data order and the noise generator (ε of z = μ + σε).
+    let resumed = resume_from(c, &model, &mut opt, steps)?;
+    if let Some(r) = &resumed {
+        r.restore_sampler("train", &mut sampler)?;
+        r.restore_rng("noise", &mut rng)?;
+    }
+    let done = resumed.as_ref().map(|r| r.step);
+    let mut log = MetricsLog::create_or_resume(&out, done)?;
     let progress = Progress::new("vae", steps);
     let budget = TimeBudget::new(args.time_limit);
-    for step in 1..=steps {
+    let named = model.named_parameters();
+    for step in done.unwrap_or(0) + 1..=steps {
         let (images, _) = train.batch(&sampler.next_batch());
         let output = model.forward(&Tensor::new(images.into_dyn()), &mut rng)?;
         let loss = output.loss()?; // -ELBO, nats per image
         opt.zero_grad();
         loss.backward();
+        check_finite(step, loss.item(), None, &named)?;
         opt.step();
         let values = [("neg_elbo", loss.item() as f64), ("reconstruction", output.reconstruction.item() as f64), ("kl", output.kl.item() as f64)];
-        if budget.record_step(step, &values, &mut log, &progress)? {
+        let spent = budget.record_step(step, &values, &mut log, &progress)?;
+        let state = RunState::new(step).sampler("train", &sampler).rng("noise", &rng);
+        if save_or_stop(c, &out.join("checkpoint.safetensors"), steps, &model, &opt, &state)? {
+            return Ok(());
+        }
+        if spent {
             break;
         }
     }

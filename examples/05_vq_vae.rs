@@ -22,7 +22,7 @@ use dalle::models::image_tokenizer::{colour_tokens, ImageTokenizer};
 use dalle::models::vqvae::{to_array4, VqVae, VqVaeConfig};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Optimizer};
-use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
+use dalle::train::{cell, check_finite, positive_usize, resume_from, save_or_stop, series, wrote, CommonArgs, MetricsLog, Progress, RunState, TimeBudget};
 use dalle::{Rng, Tensor};
 
 /// Train a VQ-VAE and look at its reconstructions and codes.
@@ -34,10 +34,10 @@ struct Args {
     #[arg(long, default_value_t = 270)]
     time_limit: u64,
     /// Hidden channels (default: the data set's configuration).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     hidden: Option<usize>,
     /// Codebook size K (default: the data set's configuration).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     codes: Option<usize>,
 }
 
@@ -49,7 +49,7 @@ fn main() -> dalle::Result<()> {
 fn notebook() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
-    let out = c.start("05_vq_vae", false, true)?;
+    let out = c.start("05_vq_vae", true, true)?;
     let dataset = c.dataset_or(DatasetName::Mnist);
 
     cell(1, "Load the data");
@@ -78,17 +78,28 @@ fn notebook() -> dalle::Result<()> {
     let steps = if c.weights.is_some() { 0 } else { c.steps_or(1000, 20) };
     let trainable: Vec<_> = model.named_parameters().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     let mut opt = Adam::new(trainable, c.lr_or(2e-3) as f32);
-    let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(64, 16), c.seed);
-    let mut log = MetricsLog::create_in(&out)?;
+    let mut sampler = BatchSampler::try_new(train.len(), c.batch_size_or(64, 16), c.seed)?;
+    // --resume: weights and EMA codebook buffers, Adam, step, data order, and the quantizer's
+    // dead-code bookkeeping (idle counts and its restart generator).
+    let resumed = resume_from(c, &model, &mut opt, steps)?;
+    if let Some(r) = &resumed {
+        r.restore_sampler("train", &mut sampler)?;
+        r.restore_rng("model", &mut rng)?;
+        model.quantizer.set_restart_state(r.value("quantizer")?)?;
+    }
+    let done = resumed.as_ref().map(|r| r.step);
+    let mut log = MetricsLog::create_or_resume(&out, done)?;
     let progress = Progress::new("vq-vae", steps);
     let budget = TimeBudget::new(args.time_limit);
-    for step in 1..=steps {
+    let named = model.named_parameters();
+    for step in done.unwrap_or(0) + 1..=steps {
         let (images, _) = train.batch(&sampler.next_batch());
         let x = Tensor::new(images.into_dyn());
         let output = model.forward(&x, true)?;
         let loss = output.loss()?;
         opt.zero_grad();
         loss.backward();
+        check_finite(step, loss.item(), None, &named)?;
         opt.step();
         let q = &output.quantized;
         let values = [
@@ -99,7 +110,12 @@ fn notebook() -> dalle::Result<()> {
             ("usage", q.usage as f64),
             ("perplexity", q.perplexity as f64),
         ];
-        if budget.record_step(step, &values, &mut log, &progress)? {
+        let spent = budget.record_step(step, &values, &mut log, &progress)?;
+        let state = RunState::new(step).sampler("train", &sampler).rng("model", &rng).value("quantizer", model.quantizer.restart_state());
+        if save_or_stop(c, &out.join("checkpoint.safetensors"), steps, &model, &opt, &state)? {
+            return Ok(());
+        }
+        if spent {
             break;
         }
     }

@@ -20,7 +20,7 @@ use dalle::models::dvae::{Dvae, DvaeConfig, DvaeSchedule};
 use dalle::models::image_tokenizer::{colour_tokens, ImageTokenizer};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Optimizer};
-use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
+use dalle::train::{cell, check_finite, non_negative_finite_f32, resume_from, save_or_stop, series, wrote, CommonArgs, MetricsLog, Progress, RunState, TimeBudget};
 use dalle::{Rng, Tensor};
 
 /// Train a dVAE and look at its reconstructions and tokens.
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 270)]
     time_limit: u64,
     /// Final KL weight β (per-pixel units; see the chapter for the scaling from the paper's 6.6).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = non_negative_finite_f32)]
     kl_weight: f32,
 }
 
@@ -44,7 +44,7 @@ fn main() -> dalle::Result<()> {
 fn notebook() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
-    let out = c.start("06_dvae", false, true)?;
+    let out = c.start("06_dvae", true, true)?;
 
     cell(1, "Load MNIST");
     let train = data::load(DatasetName::Mnist, &c.data_dir(), Split::Train, c.limit_or(512))?;
@@ -66,11 +66,19 @@ fn notebook() -> dalle::Result<()> {
     let steps = if c.weights.is_some() { 0 } else { c.steps_or(900, 20) };
     let schedule = DvaeSchedule { anneal_steps: steps * 4 / 5, kl_ramp_steps: steps / 5, kl_weight_max: args.kl_weight };
     let mut opt = Adam::new(model.named_parameters(), c.lr_or(2e-3) as f32);
-    let mut sampler = BatchSampler::new(train.len(), c.batch_size_or(64, 16), c.seed);
-    let mut log = MetricsLog::create_in(&out)?;
+    let mut sampler = BatchSampler::try_new(train.len(), c.batch_size_or(64, 16), c.seed)?;
+    // --resume: weights, Adam, step (τ and β follow from it), data order, Gumbel noise generator.
+    let resumed = resume_from(c, &model, &mut opt, steps)?;
+    if let Some(r) = &resumed {
+        r.restore_sampler("train", &mut sampler)?;
+        r.restore_rng("noise", &mut rng)?;
+    }
+    let done = resumed.as_ref().map(|r| r.step);
+    let mut log = MetricsLog::create_or_resume(&out, done)?;
     let progress = Progress::new("dvae", steps);
     let budget = TimeBudget::new(args.time_limit);
-    for step in 1..=steps {
+    let named = model.named_parameters();
+    for step in done.unwrap_or(0) + 1..=steps {
         let (tau, beta) = (schedule.temperature(step), schedule.kl_weight(step));
         let (images, _) = train.batch(&sampler.next_batch());
         let x = Tensor::new(images.into_dyn());
@@ -78,6 +86,7 @@ fn notebook() -> dalle::Result<()> {
         let loss = output.reconstruction_loss.add(&output.kl.scale(beta))?; // -ELBO_β per pixel
         opt.zero_grad();
         loss.backward();
+        check_finite(step, loss.item(), None, &named)?;
         opt.step();
         let (usage, perplexity) = dalle::nn::quantize::usage_and_perplexity(&dalle::nn::quantize::code_counts(&output.indices, model.vocab_size()));
         let values = [
@@ -90,7 +99,12 @@ fn notebook() -> dalle::Result<()> {
             ("perplexity", perplexity as f64),
             ("usage", usage as f64),
         ];
-        if budget.record_step(step, &values, &mut log, &progress)? {
+        let spent = budget.record_step(step, &values, &mut log, &progress)?;
+        let state = RunState::new(step).sampler("train", &sampler).rng("noise", &rng);
+        if save_or_stop(c, &out.join("checkpoint.safetensors"), steps, &model, &opt, &state)? {
+            return Ok(());
+        }
+        if spent {
             break;
         }
     }

@@ -37,6 +37,11 @@ pub enum Error {
     Checkpoint(String),
     /// A hyper-parameter or configuration value that cannot work (names the value).
     Config(String),
+    /// A size over a stated resource cap ([`crate::io::limits`]): names what, the size and the cap.
+    Limit(String),
+    /// Training produced a NaN or an infinity (the loss, a gradient or a parameter):
+    /// names the step and the value.
+    NonFinite(String),
     /// A compute device (wgpu adapter, shader, buffer) failed.
     Device(String),
     /// A data set that is missing: says which files to put where.
@@ -63,6 +68,17 @@ impl Error {
     pub fn shape(op: &'static str, what: impl Into<String>) -> Self {
         Error::Shape { op, what: what.into() }
     }
+
+    /// The message without the variant's prefix (`checkpoint: `, `config: `...), to
+    /// wrap one error in another of the same kind without saying `checkpoint: checkpoint:`.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Checkpoint(m) | Error::Config(m) | Error::NonFinite(m) | Error::Limit(m) | Error::Device(m) | Error::MissingData(m) | Error::Msg(m) => {
+                m.clone()
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -73,6 +89,8 @@ impl fmt::Display for Error {
             Error::Shape { op, what } => write!(f, "{op}: {what}"),
             Error::Checkpoint(m) => write!(f, "checkpoint: {m}"),
             Error::Config(m) => write!(f, "config: {m}"),
+            Error::NonFinite(m) => write!(f, "non-finite values: {m}"),
+            Error::Limit(m) => write!(f, "too large: {m}"),
             Error::Device(m) => write!(f, "device: {m}"),
             Error::MissingData(m) => write!(f, "missing data: {m}"),
             Error::Download(m) => write!(f, "download: {m}"),
@@ -93,5 +111,29 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// How many characters of a user's text an error message quotes.
+pub const QUOTE_CHARS: usize = 40;
+
+/// `text` quoted for an error message: in full when short, else its first
+/// [`QUOTE_CHARS`] characters and its length, so a 1 MB input never becomes a 1 MB message.
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// How many items of a list an error message shows.
+pub const LIST_ITEMS: usize = 10;
+
+/// The first [`LIST_ITEMS`] of `items` joined by `"; "`, and how many were left out.
+pub fn capped_list(items: &[String]) -> String {
+    let shown = items.iter().take(LIST_ITEMS).cloned().collect::<Vec<_>>().join("; ");
+    match items.len().saturating_sub(LIST_ITEMS) {
+        0 => shown,
+        more => format!("{shown}; and {more} more"),
     }
 }

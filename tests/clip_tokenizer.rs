@@ -204,3 +204,50 @@ fn bad_files_give_errors_that_name_them() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(default_bpe_path().ends_with("clip/bpe_simple_vocab_16e6.txt.gz"));
 }
+
+/// A benchmark line, not a timed test: a 1 MB single word and 1 MB of nested `&amp;`
+/// used to take 112 s and minutes (both quadratic); each is now one BPE heap pass
+/// and one cleaning pass. The assertions check the results, the timings are printed
+/// (`cargo test --release --test clip_tokenizer -- --nocapture long_inputs`).
+/// This thread's CPU seconds (user + system) where Linux tells them, to print beside the
+/// wall time: on a loaded machine the wall time says more about the neighbours.
+fn thread_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// (wall seconds, CPU seconds) of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let (cpu, wall) = (thread_cpu_secs(), std::time::Instant::now());
+    let out = f();
+    let cpu = match (cpu, thread_cpu_secs()) {
+        (Some(a), Some(b)) => format!(", {:.2} s CPU", b - a),
+        _ => String::new(),
+    };
+    (out, format!("{:.3} s wall{cpu}", wall.elapsed().as_secs_f64()))
+}
+
+#[test]
+fn long_inputs_encode_in_one_pass() {
+    let bpe = tokenizer();
+    let word: String = "abcdefghijklmnopqrstuvwxyz".chars().cycle().take(1 << 20).collect();
+    let (ids, word_time) = timed(|| bpe.encode(&word));
+    // BPE only regroups the bytes: decoding gives the word back (with the `</w>` space).
+    assert_eq!(bpe.decode(&ids).unwrap(), format!("{word} "));
+
+    let nested = format!("&{}", "amp;".repeat((1 << 20) / 4));
+    let (nested_ids, nested_time) = timed(|| bpe.encode(&nested));
+    // Every level unescapes: ftfy's loop ends at a single `&`.
+    assert_eq!(nested_ids, bpe.encode("&"));
+
+    let long_text = "a photo of a cat ".repeat(60_000);
+    let (row, truncate_time) = timed(|| bpe.encode_padded(&long_text, CONTEXT_LENGTH, true).unwrap());
+    assert_eq!(row.len(), CONTEXT_LENGTH);
+    println!(
+        "bench: 1 MB single word {word_time} ({} ids); 1 MB nested &amp; {nested_time}; \
+         1 MB text truncated to {CONTEXT_LENGTH} tokens {truncate_time}",
+        ids.len()
+    );
+}

@@ -60,6 +60,40 @@ impl BatchSampler {
         BatchSampler { n, batch_size: batch_size.min(n), seed, epoch: 0, order: epoch_permutation(n, seed, 0), cursor: 0 }
     }
 
+    /// [`BatchSampler::new`] that returns an error instead of panicking on an
+    /// empty data set or a zero batch size.
+    pub fn try_new(n: usize, batch_size: usize, seed: u64) -> crate::Result<Self> {
+        if n == 0 {
+            return Err(crate::Error::Config("cannot sample batches from a data set of 0 items".into()));
+        }
+        if batch_size == 0 {
+            return Err(crate::Error::Config("batch size 0: a batch needs at least one item".into()));
+        }
+        Ok(BatchSampler::new(n, batch_size, seed))
+    }
+
+    /// Where the sampler stands, `"<epoch>:<cursor>"`, for a checkpoint's metadata
+    /// ([`crate::train::resume`]); [`BatchSampler::restore`] goes back there in O(1).
+    pub fn state(&self) -> String {
+        format!("{}:{}", self.epoch, self.cursor)
+    }
+
+    /// Moves to the position saved by [`BatchSampler::state`] (of a sampler with the
+    /// same `n`, batch size and seed); an error names what is malformed.
+    pub fn restore(&mut self, text: &str) -> crate::Result<()> {
+        let bad = |what: &str| crate::Error::Checkpoint(format!("sampler state {}: {what}", crate::error::quote(text)));
+        let (epoch, cursor) = text.split_once(':').ok_or_else(|| bad("expected `epoch:cursor`"))?;
+        let epoch: u64 = epoch.parse().map_err(|_| bad("the epoch is not a whole number"))?;
+        let cursor: usize = cursor.parse().map_err(|_| bad("the cursor is not a whole number"))?;
+        if cursor > self.n || cursor % self.batch_size != 0 {
+            return Err(bad(&format!("cursor {cursor} is not a batch boundary of {} items in batches of {}", self.n, self.batch_size)));
+        }
+        self.epoch = epoch;
+        self.order = epoch_permutation(self.n, self.seed, epoch);
+        self.cursor = cursor;
+        Ok(())
+    }
+
     /// The batch size in use (the requested one, clamped to `n`).
     pub fn batch_size(&self) -> usize {
         self.batch_size

@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 /// Pixels per CIFAR-10 image: 3 channels of 32x32.
 pub const CIFAR_IMAGE_BYTES: usize = 3 * 32 * 32;
+/// The side of a CIFAR-10 image, in pixels.
+pub const CIFAR_SIDE: u32 = 32;
 /// Bytes per record in a binary batch: the label byte and the pixels.
 pub const CIFAR_RECORD_BYTES: usize = 1 + CIFAR_IMAGE_BYTES;
 
@@ -72,7 +74,7 @@ pub fn load_cifar10(data_dir: &Path, split: Split, limit: Option<usize>) -> Resu
         Some(CifarSource::Binary(dir)) => load_cifar_binary(&dir, split, limit),
         Some(CifarSource::ImageFolder(dir)) => {
             let folder = dir.join(split.as_str());
-            let set = load_image_folder(&folder, limit)?;
+            let set = load_image_folder(&folder, limit, Some((CIFAR_SIDE, CIFAR_SIDE)))?;
             let official = DatasetName::Cifar10.classes();
             if set.classes != official {
                 return Err(Error::format(
@@ -109,6 +111,10 @@ pub fn read_cifar_batch(path: &Path, limit: Option<usize>) -> Result<(Vec<u8>, V
     }
     let records = (len / CIFAR_RECORD_BYTES as u64) as usize;
     let n = limit.map_or(records, |l| l.min(records));
+    if n == 0 {
+        return Err(Error::format(path, "no records to read (--limit 0?)"));
+    }
+    crate::io::limits::check_alloc(&path.display(), &[n, CIFAR_RECORD_BYTES], 4)?;
     let mut bytes = Vec::with_capacity(n * CIFAR_RECORD_BYTES); // bounded by the file's real length
     BufReader::new(file)
         .take((n * CIFAR_RECORD_BYTES) as u64)
@@ -153,8 +159,12 @@ pub fn load_cifar_binary(folder: &Path, split: Split, limit: Option<usize>) -> R
 /// Classes are the sorted sub-folder names. Images are ordered round-robin over
 /// the classes (file 0 of every class, then file 1, ...; files sorted by name),
 /// so every prefix is class-balanced and `limit` gives a fair smoke-test subset.
-/// Decoding runs in parallel with rayon. All images must share one size.
-pub fn load_image_folder(folder: &Path, limit: Option<usize>) -> Result<ImageDataset> {
+/// Decoding runs in parallel with rayon. All images must share one size:
+/// `size` (width, height) when given (CIFAR's 32x32), else the first image's.
+/// Every class folder must hold at least one image. Sizes are read from the
+/// image headers and checked ([`crate::io::limits::check_alloc`]) before the
+/// array is allocated or anything is decoded.
+pub fn load_image_folder(folder: &Path, limit: Option<usize>, size: Option<(u32, u32)>) -> Result<ImageDataset> {
     let mut classes: Vec<String> = read_dir_sorted(folder)?
         .into_iter()
         .filter(|p| p.is_dir())
@@ -168,6 +178,9 @@ pub fn load_image_folder(folder: &Path, limit: Option<usize>) -> Result<ImageDat
             .filter(|p| p.is_file() && is_image_file(p))
             .collect();
         per_class.push(files);
+    }
+    if let Some((class, _)) = classes.iter().zip(&per_class).find(|(_, files)| files.is_empty()) {
+        return Err(Error::format(folder.join(class), "class folder holds no .jpg/.jpeg/.png image"));
     }
     let longest = per_class.iter().map(Vec::len).max().unwrap_or(0);
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
@@ -190,25 +203,27 @@ pub fn load_image_folder(folder: &Path, limit: Option<usize>) -> Result<ImageDat
     }
 
     let (first_path, _) = &files[0];
-    let first = decode_rgb(first_path)?;
-    let (w, h) = first.dimensions();
+    let (w, h) = match size {
+        Some(size) => size,
+        None => image_dimensions(first_path)?,
+    };
+    // The header's size, checked before the array exists (a 500 KB PNG can claim 10000x10000).
+    crate::io::limits::check_alloc(&folder.display(), &[files.len(), 3, h as usize, w as usize], 4)?;
     let mut images = Array4::<f32>::zeros((files.len(), 3, h as usize, w as usize));
     images
         .axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(files.par_iter())
         .try_for_each(|(mut slot, (path, _))| -> Result<()> {
+            // The header first: a wrong size is refused before the pixels are decoded.
+            let (iw, ih) = image_dimensions(path)?;
+            if (iw, ih) != (w, h) {
+                let expected = if size.is_some() { "this data set's".to_string() } else { format!("{}'s", first_path.display()) };
+                return Err(Error::format(path, format!("image is {iw}x{ih}, not {expected} {w}x{h}: all images of a folder must share one size")));
+            }
             let img = decode_rgb(path)?;
             if img.dimensions() != (w, h) {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "image is {}x{}, but {} is {w}x{h}: all images of a folder must share one size",
-                        img.width(),
-                        img.height(),
-                        first_path.display()
-                    ),
-                ));
+                return Err(Error::format(path, format!("decodes to {}x{}, but its header says {w}x{h}", img.width(), img.height())));
             }
             for (x, y, px) in img.enumerate_pixels() {
                 for c in 0..3 {
@@ -219,6 +234,16 @@ pub fn load_image_folder(folder: &Path, limit: Option<usize>) -> Result<ImageDat
         })?;
     let labels = files.iter().map(|(_, l)| *l).collect();
     Ok(ImageDataset { images, labels, classes, captions: None })
+}
+
+/// (width, height) from an image file's header, without decoding its pixels.
+fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|e| Error::format(path, format!("cannot decode image (its header): {e}")))
 }
 
 fn decode_rgb(path: &Path) -> Result<image::RgbImage> {

@@ -102,6 +102,8 @@ pub fn read_idx_u8(path: &Path, expected_ndim: usize, limit: Option<usize>) -> R
     }
 
     let n = limit.map_or(count, |l| l.min(count));
+    // The bytes, then as many f32 (a gzipped file's length says nothing about its data).
+    crate::io::limits::check_alloc(&path.display(), &[n, item_len], 4)?;
     let wanted = n as u64 * item_len as u64;
     // `take` + `read_to_end` grows the buffer with the bytes that really arrive,
     // so the allocation is bounded by the data, never by the header's claim.
@@ -162,6 +164,9 @@ pub fn idx_file_stems(split: Split) -> (&'static str, &'static str) {
     }
 }
 
+/// The side of an MNIST or Fashion-MNIST image, in pixels.
+pub const MNIST_SIDE: usize = 28;
+
 /// Loads `split` of MNIST or Fashion-MNIST from `folder` (which holds the four idx files).
 pub fn load_idx_dataset(folder: &Path, name: DatasetName, split: Split, limit: Option<usize>) -> Result<ImageDataset> {
     let (image_stem, label_stem) = idx_file_stems(split);
@@ -173,6 +178,15 @@ pub fn load_idx_dataset(folder: &Path, name: DatasetName, split: Split, limit: O
     };
     let classes = name.classes();
     let images = read_idx_u8(&image_path, 3, limit)?;
+    if images.dims[1..] != [MNIST_SIDE, MNIST_SIDE] {
+        return Err(Error::format(
+            &image_path,
+            format!("images are {}x{}, but {name} images are {MNIST_SIDE}x{MNIST_SIDE}", images.dims[1], images.dims[2]),
+        ));
+    }
+    if images.n == 0 {
+        return Err(Error::format(&image_path, "holds no images (the header's count is 0)"));
+    }
     let labels = read_idx_u8(&label_path, 1, limit)?;
     if images.dims[0] != labels.dims[0] {
         return Err(Error::format(

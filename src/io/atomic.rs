@@ -44,3 +44,37 @@ fn temp_path(dir: &Path, target: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
+
+/// Removes the temporary files that [`write_atomic`] left in `dir` when a
+/// process died mid-write (`.<name>.tmp.<pid>.<n>` whose process is gone), and
+/// returns how many. Those of a live process are left alone, as are all files
+/// when this platform cannot tell (no `/proc`), except this process's own.
+pub fn remove_stale_temps(dir: impl AsRef<Path>) -> Result<usize> {
+    let dir = dir.as_ref();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let can_tell = Path::new("/proc/self").exists();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_file_pid(&name) else { continue };
+        let gone = if pid == std::process::id() { false } else { can_tell && !Path::new("/proc").join(pid.to_string()).exists() };
+        if gone {
+            fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The process id in a name made by [`temp_path`], `.<name>.tmp.<pid>.<n>`.
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp.")?;
+    let (pid, n) = tail.split_once('.')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}

@@ -6,11 +6,12 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod image_grid;
+pub mod limits;
 pub mod npy;
 pub mod plot;
 pub mod samples;
 
-pub use atomic::write_atomic;
+pub use atomic::{remove_stale_temps, write_atomic};
 pub use image_grid::{make_grid, save_image_grid, save_reconstructions, GridOptions};
 pub use npy::{read_npy, write_npy};
 pub use plot::{plot_heatmap, plot_lines, plot_scatter, Series};

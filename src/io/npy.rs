@@ -47,6 +47,8 @@ pub fn write_npy<D: Dimension>(path: impl AsRef<Path>, array: &ArrayRef<f32, D>)
 /// Reads a float32 little-endian C-order `.npy` file (versions 1, 2 and 3).
 pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
     let path = path.as_ref();
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    crate::io::limits::check_alloc(&path.display(), &[len as usize], 1)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_npy(path, &bytes)
 }
@@ -59,7 +61,8 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<ArrayD<f32>> {
     }
     let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() < 12 => return Err(err(format!("truncated: {} bytes, shorter than a version {} header's 12", bytes.len(), bytes[6]))),
+        2 | 3 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(err(format!(".npy version {v} is not supported: expected 1, 2 or 3"))),
     };
     let header = bytes
@@ -67,23 +70,23 @@ pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<ArrayD<f32>> {
         .ok_or_else(|| err(format!("truncated: header length {header_len} runs past the end of the file")))?;
     let header = std::str::from_utf8(header).map_err(|_| err("header is not text".into()))?;
 
-    let descr = dict_value(header, "descr").ok_or_else(|| err(format!("header has no 'descr': {header}")))?;
+    let descr = dict_value(header, "descr").ok_or_else(|| err(format!("header has no 'descr': {}", crate::error::quote(header))))?;
     if descr.trim_matches(|c| c == '\'' || c == '"') != "<f4" {
-        return Err(err(format!("dtype {descr} is not supported: expected '<f4' (little-endian float32)")));
+        return Err(err(format!("dtype {} is not supported: expected '<f4' (little-endian float32)", crate::error::quote(descr))));
     }
     if dict_value(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
         return Err(err("fortran_order is True: only C order is supported".into()));
     }
-    let shape_text = dict_value(header, "shape").ok_or_else(|| err(format!("header has no 'shape': {header}")))?;
+    let shape_text = dict_value(header, "shape").ok_or_else(|| err(format!("header has no 'shape': {}", crate::error::quote(header))))?;
     let inner = shape_text
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| err(format!("shape {shape_text} is not a tuple")))?;
+        .ok_or_else(|| err(format!("shape {} is not a tuple", crate::error::quote(shape_text))))?;
     let shape = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| err(format!("shape entry `{s}` is not a number"))))
+        .map(|s| s.parse::<usize>().map_err(|_| err(format!("shape entry {} is not a number", crate::error::quote(s)))))
         .collect::<Result<Vec<usize>>>()?;
 
     let data = &bytes[start + header_len..];

@@ -351,6 +351,9 @@ impl ImageTokenizer for VqVae {
 
 /// `10 log10(1 / mse)` for pixels in `[0, 1]`.
 pub fn psnr(mse: f64) -> f64 {
+    if mse.is_nan() {
+        return f64::NAN; // `max` below would turn NaN into 1e-12, i.e. a perfect 120 dB
+    }
     10.0 * (1.0 / mse.max(1e-12)).log10()
 }
 

@@ -148,6 +148,27 @@ impl VectorQuantizer {
         })
     }
 
+    /// The dead-code restart bookkeeping (steps since each code was picked, and
+    /// the restart generator) as text, for a resumable checkpoint.
+    pub fn restart_state(&self) -> String {
+        let guard = self.restart_state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let idle: Vec<String> = guard.0.iter().map(usize::to_string).collect();
+        format!("{}|{}", guard.1.state(), idle.join(","))
+    }
+
+    /// Restores what [`VectorQuantizer::restart_state`] saved; an error names what is malformed.
+    pub fn set_restart_state(&self, text: &str) -> Result<()> {
+        let bad = |what: &str| Error::Checkpoint(format!("quantizer restart state {}: {what}", crate::error::quote(text)));
+        let (rng, idle) = text.split_once('|').ok_or_else(|| bad("expected `generator|counts`"))?;
+        let idle: Vec<usize> = idle.split(',').map(|v| v.parse().map_err(|_| bad("a count is not a whole number"))).collect::<Result<_>>()?;
+        if idle.len() != self.config.num_codes {
+            return Err(bad(&format!("{} counts for {} codes", idle.len(), self.config.num_codes)));
+        }
+        let rng = Rng::from_state(rng)?;
+        *self.restart_state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = (idle, rng);
+        Ok(())
+    }
+
     /// A loss-driven quantizer around a given codebook `(K, D)` (e.g. a parameter under test).
     pub fn from_codebook(codebook: Tensor, beta: f32) -> Result<Self> {
         let shape = codebook.shape();

@@ -2,25 +2,57 @@
 
 use super::Tensor;
 use ndarray::{ArrayD, IxDyn};
-use ndarray_rand::rand::rngs::StdRng;
 use ndarray_rand::rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use ndarray_rand::rand_distr::{StandardNormal, Uniform};
 use ndarray_rand::RandomExt;
 
-/// A seeded random number generator (ChaCha12 via `StdRng`).
+/// A seeded random number generator: ChaCha12, the algorithm behind `rand`'s
+/// `StdRng` (the same stream for the same seed), held directly so that its
+/// position can be saved in a checkpoint and restored ([`Rng::state`]).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rng {
-    inner: StdRng,
+    inner: ChaCha12Rng,
 }
 
 impl Rng {
     /// A generator whose stream is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng { inner: StdRng::seed_from_u64(seed) }
+        Rng { inner: ChaCha12Rng::seed_from_u64(seed) }
     }
 
     /// The underlying `rand` generator, for other distributions.
-    pub fn inner(&mut self) -> &mut StdRng {
+    pub fn inner(&mut self) -> &mut ChaCha12Rng {
         &mut self.inner
+    }
+
+    /// The generator's whole state as text, `"<64 hex digits of key>:<stream>:<word position>"`,
+    /// for a checkpoint's metadata: [`Rng::from_state`] continues the stream exactly where it was.
+    pub fn state(&self) -> String {
+        let key: String = self.inner.get_seed().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{key}:{}:{}", self.inner.get_stream(), self.inner.get_word_pos())
+    }
+
+    /// The generator saved by [`Rng::state`]; an error names what is malformed.
+    pub fn from_state(text: &str) -> crate::Result<Rng> {
+        let bad = |what: &str| crate::Error::Checkpoint(format!("random generator state {}: {what}", crate::error::quote(text)));
+        let mut parts = text.split(':');
+        let (Some(key), Some(stream), Some(pos), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("expected `key:stream:position`"));
+        };
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("the key is not 64 hex digits"));
+        }
+        let mut seed = [0u8; 32];
+        for (i, byte) in seed.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&key[2 * i..2 * i + 2], 16).map_err(|_| bad("the key is not hex"))?;
+        }
+        let stream: u64 = stream.parse().map_err(|_| bad("the stream is not an integer"))?;
+        let pos: u128 = pos.parse().map_err(|_| bad("the word position is not an integer"))?;
+        let mut inner = ChaCha12Rng::from_seed(seed);
+        inner.set_stream(stream);
+        inner.set_word_pos(pos);
+        Ok(Rng { inner })
     }
 
     /// A fresh generator seeded from this one (e.g. one per data-loader worker).

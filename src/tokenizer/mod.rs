@@ -38,6 +38,15 @@ pub trait TextTokenizer: Send + Sync {
     /// Padding id, written after the end token.
     fn pad(&self) -> u32;
 
+    /// The first `max_ids` ids of [`encode`](TextTokenizer::encode); a tokenizer
+    /// that can stop early (CLIP's BPE) overrides it, so truncation does not
+    /// encode a whole megabyte to keep 77 tokens.
+    fn encode_prefix(&self, text: &str, max_ids: usize) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        ids.truncate(max_ids);
+        Ok(ids)
+    }
+
     /// `[SOT, ids..., EOT, PAD, ...]`, exactly `context_length` long.
     ///
     /// Too long a text is an error unless `truncate`, which keeps the first
@@ -49,15 +58,15 @@ pub trait TextTokenizer: Send + Sync {
             )));
         }
         let mut tokens = vec![self.sot()];
-        tokens.extend(self.encode(text)?);
+        // One id more than fits tells whether the text is too long, without encoding all of it.
+        tokens.extend(self.encode_prefix(text, context_length - 1)?);
         tokens.push(self.eot());
         if tokens.len() > context_length {
             if !truncate {
                 return Err(Error::Msg(format!(
-                    "text {:?} is {} tokens with SOT and EOT, over the context length {context_length} \
+                    "text {} is over the context length {context_length} with SOT and EOT \
                      (pass truncate = true to cut it)",
-                    text,
-                    tokens.len()
+                    crate::error::quote(text),
                 )));
             }
             tokens.truncate(context_length);

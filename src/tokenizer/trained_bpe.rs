@@ -126,7 +126,7 @@ impl TextTokenizer for TrainedBpe {
         let encoding = self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| Error::Msg(format!("trained_bpe encode {text:?}: {e}")))?;
+            .map_err(|e| Error::Msg(format!("trained_bpe encode {}: {e}", crate::error::quote(text))))?;
         Ok(encoding.get_ids().to_vec())
     }
 

@@ -45,13 +45,13 @@ pub struct CommonArgs {
     #[arg(long)]
     pub smoke: bool,
     /// Number of optimisation steps (default: the example's own, smaller with --smoke).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub steps: Option<usize>,
     /// Images per training step (default: the example's own).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub batch_size: Option<usize>,
     /// Learning rate (default: the example's own).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_finite_f64)]
     pub lr: Option<f64>,
     /// Seed for initialisation, shuffling and sampling: the same seed gives the same run.
     #[arg(long, default_value_t = 0)]
@@ -77,6 +77,10 @@ pub struct CommonArgs {
     /// Start from these model weights (a .safetensors file) instead of a random initialisation.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Stop after this step as if interrupted, saving a resumable checkpoint
+    /// (continue with --resume OUT/checkpoint.safetensors and the same flags).
+    #[arg(long, value_parser = positive_usize)]
+    pub stop_at: Option<usize>,
 }
 
 impl CommonArgs {
@@ -88,6 +92,12 @@ impl CommonArgs {
     /// `--batch-size` if given, else `smoke` under `--smoke`, else `full`.
     pub fn batch_size_or(&self, full: usize, smoke: usize) -> usize {
         self.batch_size.unwrap_or(if self.smoke { smoke } else { full })
+    }
+
+    /// Whether the loop should stop after `done` of its `steps` steps because of
+    /// `--stop-at` (saving a resumable checkpoint first).
+    pub fn stops_after(&self, done: usize, steps: usize) -> bool {
+        self.stop_at == Some(done) && done < steps
     }
 
     /// `--lr` if given, else `default`.
@@ -119,6 +129,8 @@ impl CommonArgs {
     pub fn create_out_dir(&self, example: &str) -> Result<PathBuf> {
         let dir = self.out_dir(example);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Temporary files of a save that a crash interrupted are never renamed: remove them.
+        crate::io::remove_stale_temps(&dir)?;
         Ok(dir)
     }
 
@@ -136,8 +148,14 @@ impl CommonArgs {
     }
 
     /// Refuse `--resume` / `--weights` when this example does not implement
-    /// them, rather than silently ignoring a flag the user asked for.
+    /// them, rather than silently ignoring a flag the user asked for; refuse
+    /// both at once (`--weights` skips training, `--resume` continues it).
     pub fn refuse_unsupported(&self, example: &str, resume: bool, weights: bool) -> Result<()> {
+        if self.resume.is_some() && self.weights.is_some() {
+            return Err(Error::Config(
+                "--resume and --weights together: --resume continues training from a checkpoint, --weights only samples or evaluates; pick one".into(),
+            ));
+        }
         if !resume && self.resume.is_some() {
             return Err(Error::Config(format!("{example} does not support --resume yet")));
         }
@@ -164,4 +182,39 @@ impl CommonArgs {
         println!("device: {}", self.apply_device()?);
         self.create_out_dir(example)
     }
+}
+
+/// A clap value parser for sizes and counts that must be at least 1
+/// (`--batch-size 0` would ask for empty batches): `#[arg(value_parser = positive_usize)]`.
+pub fn positive_usize(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}
+
+/// A clap value parser for rates and scales that must be finite and above zero
+/// (`--lr NaN`, `--lr -1` and `--lr inf` train nothing but noise).
+pub fn positive_finite_f64(text: &str) -> std::result::Result<f64, String> {
+    let v: f64 = text.parse().map_err(|e| format!("not a number ({e})"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("must be a finite number above 0, got {v}"));
+    }
+    Ok(v)
+}
+
+/// A clap value parser for values that must be finite and at least 0 (a weight
+/// decay, a loss weight, a temperature of 0 meaning greedy...).
+pub fn non_negative_finite_f64(text: &str) -> std::result::Result<f64, String> {
+    let v: f64 = text.parse().map_err(|e| format!("not a number ({e})"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("must be a finite number of at least 0, got {v}"));
+    }
+    Ok(v)
+}
+
+/// [`non_negative_finite_f64`] for an `f32` flag.
+pub fn non_negative_finite_f32(text: &str) -> std::result::Result<f32, String> {
+    non_negative_finite_f64(text).map(|v| v as f32)
 }

@@ -50,6 +50,39 @@ impl MetricsLog {
         Ok(MetricsLog { path, writer: BufWriter::new(file) })
     }
 
+    /// Continues the log at `path` for a resumed run whose next logged step is
+    /// `next_step`: lines with a step at or after it (logged after the checkpoint
+    /// by the run that stopped) and a torn last line are dropped, so no step
+    /// appears twice. A missing log starts empty.
+    pub fn resume(path: impl AsRef<Path>, next_step: usize) -> Result<Self> {
+        let path = path.as_ref();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let kept: String = text
+            .lines()
+            .filter(|line| {
+                let step = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+                step.is_some_and(|s| (s as usize) < next_step)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        crate::io::write_atomic(path, kept.as_bytes())?;
+        MetricsLog::open(path, true)
+    }
+
+    /// `dir/metrics.jsonl` for a run that logs steps from 1: created afresh, or,
+    /// when the run resumed after step `resumed` ([`crate::train::resume`]),
+    /// continued after it ([`MetricsLog::resume`] from `resumed + 1`).
+    pub fn create_or_resume(dir: impl AsRef<Path>, resumed: Option<usize>) -> Result<Self> {
+        match resumed {
+            Some(step) => MetricsLog::resume(dir.as_ref().join("metrics.jsonl"), step + 1),
+            None => MetricsLog::create_in(dir),
+        }
+    }
+
     /// `dir/metrics.jsonl`, created afresh.
     pub fn create_in(dir: impl AsRef<Path>) -> Result<Self> {
         MetricsLog::open(dir.as_ref().join("metrics.jsonl"), false)

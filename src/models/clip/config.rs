@@ -221,8 +221,36 @@ fn eps_ok(tower: &str, eps: f64) -> Result<()> {
     Ok(())
 }
 
+/// Parameters of one encoder: per layer `4(C² + C)` (q, k, v, out), `2·2C` (two
+/// layer norms), `CI + I + IC + C` (the MLP).
+fn encoder_parameters(c: u128, intermediate: u128, layers: u128) -> u128 {
+    let layer = (4 * c).saturating_mul(c).saturating_add(9 * c).saturating_add((2 * c).saturating_mul(intermediate)).saturating_add(intermediate);
+    layers.saturating_mul(layer)
+}
+
 impl ClipConfig {
-    /// Checks every value; the error names the field and the value.
+    /// The number of parameters [`super::ClipModel::new`] would allocate, computed
+    /// from the sizes alone (in `u128`, saturating: a lying config cannot overflow it).
+    pub fn num_parameters(&self) -> u128 {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        let ct = t.hidden_size as u128;
+        let text = (t.vocab_size as u128 + t.max_position_embeddings as u128)
+            .saturating_mul(ct)
+            .saturating_add(encoder_parameters(ct, t.intermediate_size as u128, t.num_hidden_layers as u128))
+            .saturating_add(2 * ct); // final layer norm
+        let cv = v.hidden_size as u128;
+        let patch = (v.patch_size as u128).saturating_mul(v.patch_size as u128).saturating_mul(v.num_channels as u128);
+        let grid = (v.image_size / v.patch_size.max(1)) as u128;
+        let vision = (1 + patch + grid.saturating_mul(grid) + 1) // class token, patch conv (no bias), positions
+            .saturating_mul(cv)
+            .saturating_add(encoder_parameters(cv, v.intermediate_size as u128, v.num_hidden_layers as u128))
+            .saturating_add(4 * cv); // pre and post layer norms
+        let projections = (ct + cv).saturating_mul(self.projection_dim as u128);
+        text.saturating_add(vision).saturating_add(projections).saturating_add(1) // + logit scale
+    }
+
+    /// Checks every value (the error names the field and the value), and that
+    /// the model is within [`crate::io::limits::MAX_PARAMETERS`].
     pub fn validate(&self) -> Result<()> {
         let t = &self.text_config;
         for (f, v) in [
@@ -267,7 +295,7 @@ impl ClipConfig {
         if !self.logit_scale_init_value.is_finite() {
             return Err(Error::Config(format!("clip: logit_scale_init_value = {} is not finite", self.logit_scale_init_value)));
         }
-        Ok(())
+        crate::io::limits::check_parameters(&"clip config", self.num_parameters())
     }
 
     /// Parses a `config.json` text (Hugging Face's layout; the legacy keys
@@ -291,7 +319,10 @@ impl ClipConfig {
         }
         let config: ClipConfig =
             serde_json::from_value(value).map_err(|e| Error::format(path, format!("bad CLIP config: {e}")))?;
-        config.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        config.validate().map_err(|e| match e {
+            Error::Limit(m) => Error::Limit(format!("{}: {m}", path.display())),
+            e => Error::format(path, e.to_string()),
+        })?;
         Ok(config)
     }
 

@@ -33,13 +33,37 @@ pub fn load_pretrained(dir: &Path) -> Result<ClipModel> {
 ///
 /// Errors: a bad config names the field; a weights file that does not match
 /// the config lists every missing, unexpected and mis-shaped tensor.
+///
+/// Nothing large is built before the weights file has been opened and its
+/// header read: the config is checked against the parameter cap, and the
+/// header's parameter count against the config's, so a config far larger
+/// than its weights fails in milliseconds instead of after building its model.
 pub fn load_files(config_path: &Path, weights_path: &Path) -> Result<ClipModel> {
     let config = ClipConfig::from_file(config_path)?;
+    let header = checkpoint::read_header(weights_path)?;
+    let in_file: u128 = header
+        .tensors
+        .iter()
+        .filter(|(name, _)| !IGNORED_BUFFERS.contains(&name.as_str()))
+        .map(|(_, t)| t.shape.iter().map(|&d| d as u128).product::<u128>())
+        .sum();
+    // A near miss is worth building the model for: its error lists every name and shape that
+    // differs. A config far larger than its weights is refused before anything is allocated.
+    let expected = config.num_parameters();
+    if in_file != expected && expected > (2 * in_file).max(1 << 20) {
+        return Err(Error::Checkpoint(format!(
+            "{} holds {in_file} parameters, but {} describes a model of {} (is it the config of these weights?)",
+            weights_path.display(),
+            config_path.display(),
+            expected
+        )));
+    }
     let model = ClipModel::new(&config, &mut Rng::new(0))?;
     let ckpt = checkpoint::load(weights_path)?;
     ckpt.load_into(&model, &IGNORED_BUFFERS).map_err(|e| {
         Error::Checkpoint(format!(
-            "{e} (the weights do not match the model built from {}: is it the config of these weights?)",
+            "{} (the weights do not match the model built from {}: is it the config of these weights?)",
+            e.message(),
             config_path.display()
         ))
     })?;
