@@ -91,7 +91,7 @@ fn serial_matches_naive_on_odd_sizes_and_layouts() {
 
 /// Every micro-kernel this CPU can run (not only the tier `DALLE_CPU` picked),
 /// called through the packed GEMM on the same odd sizes: the AVX-512 (12 x 32),
-/// AVX2 (6 x 16) and portable (4 x 8) tiles each meet their own edges here.
+/// AVX2 (6 x 16) and portable (6 x 8) tiles each meet their own edges here.
 #[test]
 fn every_micro_kernel_this_cpu_runs_matches_naive() {
     use dalle::backend::cpu::microkernel::MicroKernel;

@@ -55,7 +55,7 @@ use std::cell::RefCell;
 
 /// Depth of a k block.
 const KC: usize = 384;
-/// Rows of C per A block (a multiple of every kernel's MR: 12, 6, 4).
+/// Rows of C per A block (a multiple of every kernel's MR: 12 and 6).
 const MC: usize = 1032;
 /// Columns of a B block (a multiple of every kernel's NR: 32, 16, 8).
 const NC: usize = 384;

@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | [`avx512::Avx512`] | AVX-512 | 12 x 32 | 24 of the 32 `zmm` (16 floats) |
 //! | [`avx2::Avx2`] | AVX2 + FMA | 6 x 16 | 12 of the 16 `ymm` (8 floats) |
-//! | [`portable::Portable`] | the baseline | 4 x 8 | 8 of the 16 `xmm` (4 floats), in plain Rust |
+//! | [`portable::Portable`] | the baseline | 6 x 8 | 12 of the 16 `xmm` (4 floats), in plain Rust |
 //!
 //! Everything around the tile (blocking, packing, the edges) is shared and
 //! reads the tile's size from [`MicroKernel::MR`] and [`MicroKernel::NR`].

@@ -1,16 +1,22 @@
 //! The portable micro-kernel: one `R x 8` tile of C from a packed sliver of A
-//! and a packed panel of B (`R <= MR = 4`), in plain Rust.
+//! and a packed panel of B (`R <= MR = 6`), in plain Rust.
 //!
 //! The baseline of x86-64 is SSE2: 16 `xmm` registers of 4 floats, and no
-//! fused multiply-add. The tile keeps `4 x 8` partial sums in 8 of them, two
-//! per row; each step of the `k` loop is the same rank-1 update as in the
+//! fused multiply-add. The tile keeps `6 x 8` partial sums in 12 of them, two
+//! per row; the row of B, the broadcast of A and the product take the other
+//! four. Each step of the `k` loop is the same rank-1 update as in the
 //! [AVX-512 kernel](super::avx512), written as loops over fixed-size arrays
-//! that the compiler unrolls and keeps in registers:
+//! that the compiler unrolls and keeps in registers (the generated loop has
+//! no loads or stores of the accumulators):
 //!
 //! ```text
-//! for i in 0..4:
+//! for i in 0..6:
 //!     acc[i][0..8] += A_sliver[p, i] * B_panel[p, 0..8]    a multiply and an add per 4 floats
 //! ```
+//!
+//! Without FMA and at half AVX2's width, this tier does at best half the
+//! AVX2 kernel's work per cycle (and the broadcasts of A share the
+//! floating-point ports on AMD's cores).
 //!
 //! On aarch64 the same code compiles to NEON, where the multiply-add is one
 //! fused instruction ([`PORTABLE_HAS_FMA`]). C is touched once, after the
@@ -19,7 +25,7 @@
 use crate::backend::cpu::tier::PORTABLE_HAS_FMA;
 
 /// Rows of a micro-tile (the broadcast operand, from packed A).
-pub const MR: usize = 4;
+pub const MR: usize = 6;
 /// Columns of a micro-tile: two 4-float SSE2 vectors (from packed B).
 pub const NR: usize = 8;
 
@@ -33,6 +39,8 @@ impl super::MicroKernel for Portable {
 
     unsafe fn tile(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
         match mr {
+            6 => tile::<6>(kc, a, b, c, rsc, nr, alpha, beta),
+            5 => tile::<5>(kc, a, b, c, rsc, nr, alpha, beta),
             4 => tile::<4>(kc, a, b, c, rsc, nr, alpha, beta),
             3 => tile::<3>(kc, a, b, c, rsc, nr, alpha, beta),
             2 => tile::<2>(kc, a, b, c, rsc, nr, alpha, beta),
