@@ -202,7 +202,8 @@ mod transpose_tests {
         let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
         let mut out = vec![0.0f32; 256];
         unsafe {
-                    let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+            use std::arch::x86_64::*;
+            let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
             for (j, v) in super::transpose16(r).into_iter().enumerate() {
                 _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), v);
             }
