@@ -10,6 +10,10 @@ case takes about a second, between 5 and 50), exactly as the Rust side does.
 Threads: BENCH_THREADS (default 2; the Rust side passes its rayon thread
 count), applied with torch.set_num_threads and the OMP/OpenBLAS/MKL variables
 before numpy loads.
+
+Instruction set: the Rust side sets ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA,
+MKL_ENABLE_INSTRUCTIONS and OPENBLAS_CORETYPE to hold PyTorch and numpy to its
+own CPU tier; "capability" in the JSON is what ATen reports it used.
 """
 
 import argparse
@@ -34,10 +38,13 @@ except ImportError as e:  # the Rust side prints this and skips the comparison
 
 def shapes(smoke):
     """The shapes of every case; keep in sync with `Shapes` in examples/bench_engine.rs."""
+    # unet: gn ((N, C, H, W), groups), convs [(N, C, H, W)] C -> C, attn (B, T, C, heads), res ((N, C, H, W), temb width)
     if smoke:
-        return dict(sgemm=[64, 128], conv=(4, 16, 16, 8, 8), ln=(4, 16, 32), sm=(2, 2, 16, 16), block=(2, 8, 32, 4))
+        unet = dict(gn=((2, 16, 8, 8), 8), convs=[(2, 16, 6, 6), (2, 32, 3, 3)], attn=(2, 9, 32, 4), res=((2, 16, 6, 6), 32))
+        return dict(sgemm=[64, 128], conv=(4, 16, 16, 8, 8), ln=(4, 16, 32), sm=(2, 2, 16, 16), block=(2, 8, 32, 4), unet=unet)
     # conv: (N, C, OC, H, W); ln: (B, T, C); sm: (B, H, T, T); block: (B, T, C, heads)
-    return dict(sgemm=[256, 512, 1024, 2048], conv=(64, 64, 64, 28, 28), ln=(32, 256, 256), sm=(32, 4, 128, 128), block=(32, 64, 256, 4))
+    unet = dict(gn=((64, 64, 28, 28), 8), convs=[(64, 64, 14, 14), (64, 128, 7, 7)], attn=(64, 49, 128, 4), res=((64, 64, 14, 14), 256))
+    return dict(sgemm=[256, 512, 1024, 2048], conv=(64, 64, 64, 28, 28), ln=(32, 256, 256), sm=(32, 4, 128, 128), block=(32, 64, 256, 4), unet=unet)
 
 
 def median_ms(f, smoke):
@@ -78,18 +85,25 @@ def block_params(c, g):
                 ln2_g=ones(c), ln2_b=zeros(c), w_fc=p(4 * c, c), b_fc=zeros(4 * c), w_proj=p(c, 4 * c), b_proj=zeros(c))
 
 
-def block_forward(x, P, heads, mask):
-    """Pre-LN transformer block: x + attn(ln1(x)), then h + mlp(ln2(h)), written from the ops."""
-    b, t, c = x.shape
+def self_attention(h, w_qkv, b_qkv, w_o, b_o, heads, mask=None):
+    """proj(softmax(Q K^T / sqrt(d) (+ mask)) V), Q, K, V from one linear layer, written from the ops."""
+    b, t, c = h.shape
     d = c // heads
-    h = F.layer_norm(x, (c,), P["ln1_g"], P["ln1_b"], 1e-5)
-    qkv = F.linear(h, P["w_qkv"], P["b_qkv"])  # (B, T, 3C)
+    qkv = F.linear(h, w_qkv, b_qkv)  # (B, T, 3C)
     q, k, v = qkv.chunk(3, -1)
     q, k, v = (z.reshape(b, t, heads, d).permute(0, 2, 1, 3) for z in (q, k, v))  # (B, H, T, D)
     att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d))  # (B, H, T, T)
-    att = att.masked_fill(mask, float("-inf")).softmax(-1)
-    y = (att @ v).permute(0, 2, 1, 3).reshape(b, t, c)  # (B, T, C)
-    x = x + F.linear(y, P["w_o"], P["b_o"])
+    if mask is not None:
+        att = att.masked_fill(mask, float("-inf"))
+    y = (att.softmax(-1) @ v).permute(0, 2, 1, 3).reshape(b, t, c)  # (B, T, C)
+    return F.linear(y, w_o, b_o)
+
+
+def block_forward(x, P, heads, mask):
+    """Pre-LN transformer block: x + attn(ln1(x)), then h + mlp(ln2(h)), written from the ops."""
+    c = x.shape[-1]
+    h = F.layer_norm(x, (c,), P["ln1_g"], P["ln1_b"], 1e-5)
+    x = x + self_attention(h, P["w_qkv"], P["b_qkv"], P["w_o"], P["b_o"], heads, mask)
     h = F.layer_norm(x, (c,), P["ln2_g"], P["ln2_b"], 1e-5)
     h = F.linear(F.gelu(F.linear(h, P["w_fc"], P["b_fc"])), P["w_proj"], P["b_proj"])
     return x + h
@@ -108,7 +122,7 @@ def numpy_sgemm(smoke):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", default="sgemm,conv,layernorm,softmax,block")
+    ap.add_argument("--cases", default="sgemm,conv,layernorm,softmax,block,unet")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--numpy-only", action="store_true", help="internal: print numpy's sgemm timings")
     args = ap.parse_args()
@@ -189,7 +203,59 @@ def main():
 
         out["block_fwd_bwd"] = dict(torch_ms=median_ms(block_step, args.smoke))
 
-    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), blas=numpy["blas"], cases=out)))
+    if "unet" in cases:
+        out.update(unet_cases(S["unet"], g, args.smoke))
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), capability=capability, blas=numpy["blas"], cases=out)))
+
+
+def fwd_bwd_ms(params, dy, forward, smoke):
+    """Median time of forward().backward(dy), gradients cleared first (as the Rust side does, untimed there too)."""
+
+    def step():
+        grads_to_none(params)
+        forward().backward(dy)
+
+    return median_ms(step, smoke)
+
+
+def unet_cases(U, g, smoke):
+    """The pieces of a small diffusion U-Net's training step (see examples/bench_engine.rs)."""
+    out = {}
+    randn = lambda *s: torch.randn(*s, generator=g)
+    param = lambda t: t.requires_grad_()
+
+    shape, groups = U["gn"]
+    x, gm, bt, dy = param(randn(*shape)), param(torch.ones(shape[1])), param(torch.zeros(shape[1])), randn(*shape)
+    out["unet_gn_silu_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, gm, bt], dy, lambda: F.silu(F.group_norm(x, groups, gm, bt, 1e-5)), smoke))
+
+    for n, c, h, w in U["convs"]:
+        x, dy = param(randn(n, c, h, w)), randn(n, c, h, w)
+        wt, bias = param(randn(c, c, 3, 3) * (1.0 / (9 * c)) ** 0.5), param(torch.zeros(c))
+        out[f"unet_conv{c}_{h}x{w}_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, wt, bias], dy, lambda: F.conv2d(x, wt, bias, padding=1), smoke))
+
+    b, t, c, heads = U["attn"]
+    w_qkv, b_qkv, w_o, b_o = param(randn(3 * c, c) * 0.02), param(torch.zeros(3 * c)), param(randn(c, c) * 0.02), param(torch.zeros(c))
+    x, dy = param(randn(b, t, c)), randn(b, t, c)
+    out["unet_attn_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, w_qkv, b_qkv, w_o, b_o], dy, lambda: self_attention(x, w_qkv, b_qkv, w_o, b_o, heads), smoke))
+
+    (n, c, h, w), temb = U["res"]
+    x, emb, dy = param(randn(n, c, h, w)), param(randn(n, temb)), randn(n, c, h, w)
+    conv = lambda: (param(randn(c, c, 3, 3) * (1.0 / (9 * c)) ** 0.5), param(torch.zeros(c)))
+    (w1, c1), (w2, c2) = conv(), conv()
+    (g1, n1), (g2, n2) = [(param(torch.ones(c)), param(torch.zeros(c))) for _ in range(2)]
+    wt, bt = param(randn(c, temb) * 0.02), param(torch.zeros(c))
+
+    def block():
+        # h = SiLU(GN(conv1(x))) + W t, out = x + SiLU(GN(conv2(h)))
+        hh = F.silu(F.group_norm(F.conv2d(x, w1, c1, padding=1), 8, g1, n1, 1e-5))
+        hh = hh + F.linear(emb, wt, bt)[:, :, None, None]
+        hh = F.silu(F.group_norm(F.conv2d(hh, w2, c2, padding=1), 8, g2, n2, 1e-5))
+        return x + hh
+
+    out["unet_resblock_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, emb, w1, c1, w2, c2, g1, n1, g2, n2, wt, bt], dy, block, smoke))
+    return out
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
 //! cargo run --release --example bench_engine -- --smoke            # tiny sizes, seconds (CI)
 //! cargo run --release --example bench_engine -- --cases sgemm,block --torch
 //! RAYON_NUM_THREADS=1 cargo run --release --example bench_engine -- --torch   # both sides on one core
+//! DALLE_CPU=avx2 cargo run --release --example bench_engine -- --torch        # one lower CPU tier
+//! cargo run --release --example bench_engine -- --torch --tiers              # every tier, side by side
 //! ```
 //!
 //! Every case runs twice to warm up, then `reps` times (about one second's
@@ -14,9 +16,24 @@
 //! `benches/torch_bench.py` runs the same cases at the same shapes (2 threads,
 //! OpenBLAS's own kernel choice for numpy) and its medians are printed beside
 //! ours; `ratio` is ours / theirs, so below 1 means we are faster.
+//!
+//! CPU tiers: the run uses this process's [tier](dalle::backend::cpu::tier)
+//! (the best the CPU has, or the lower one `DALLE_CPU` forces), prints it, and
+//! holds PyTorch to the same instruction set (`ATEN_CPU_CAPABILITY`,
+//! `ONEDNN_MAX_CPU_ISA`, `MKL_ENABLE_INSTRUCTIONS`; OpenBLAS's
+//! `OPENBLAS_CORETYPE` for numpy) so that each ratio compares like with like.
+//! `--tiers` runs this program again once per tier the CPU supports, one after
+//! another, and prints one table with a column group per tier.
+//!
+//! The `unet` cases are the shapes of a small diffusion U-Net's training step
+//! (chapter 08), batch 64: GroupNorm(8) + SiLU on (64, 64, 28, 28), the 3x3
+//! convolutions 64->64 at 14x14 and 128->128 at 7x7, self-attention over
+//! 7x7 = 49 tokens of width 128 with 4 heads, and one residual block at
+//! (64, 64, 14, 14) with a timestep embedding added, all forward+backward.
 
 use clap::Parser;
 use dalle::backend::cpu::gemm::{sgemm, MatPtr};
+use dalle::backend::cpu::tier::{detected, tier, Tier};
 use dalle::{Rng, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::BTreeMap;
@@ -25,7 +42,7 @@ use std::process::Command;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(about = "Time sgemm, conv2d, layer_norm, softmax and a transformer block against PyTorch")]
+#[command(about = "Time sgemm, conv2d, layer_norm, softmax, a transformer block and U-Net pieces against PyTorch")]
 struct Args {
     /// Tiny sizes and 3 repetitions: a check that every case runs, in seconds.
     #[arg(long)]
@@ -33,9 +50,13 @@ struct Args {
     /// Also run benches/torch_bench.py (skipped with a message when python or torch is missing).
     #[arg(long)]
     torch: bool,
-    /// Comma-separated cases: sgemm, conv, layernorm, softmax, block.
-    #[arg(long, default_value = "sgemm,conv,layernorm,softmax,block")]
+    /// Comma-separated cases: sgemm, conv, layernorm, softmax, block, unet.
+    #[arg(long, default_value = "sgemm,conv,layernorm,softmax,block,unet")]
     cases: String,
+    /// Run every CPU tier this machine supports (each in a child process with
+    /// DALLE_CPU set), side by side in one table.
+    #[arg(long)]
+    tiers: bool,
     /// Where to write the table as markdown.
     #[arg(long, default_value = "runs/bench_engine/bench.md")]
     out: PathBuf,
@@ -52,14 +73,29 @@ struct Shapes {
     softmax: [usize; 4],
     /// (B, T, C, heads).
     block: (usize, usize, usize, usize),
+    unet: UnetShapes,
+}
+
+/// The U-Net cases' shapes (see the module docs).
+struct UnetShapes {
+    /// (N, C, H, W) and the number of groups of GroupNorm + SiLU.
+    gn: ([usize; 4], usize),
+    /// (N, C, H, W) of the 3x3 "same" convolutions (C -> C).
+    convs: [[usize; 4]; 2],
+    /// (B, T, C, heads) of the self-attention.
+    attn: (usize, usize, usize, usize),
+    /// (N, C, H, W) of the residual block, and the timestep embedding's width.
+    res: ([usize; 4], usize),
 }
 
 impl Shapes {
     fn new(smoke: bool) -> Shapes {
         if smoke {
-            Shapes { sgemm: vec![64, 128], conv: (4, 16, 16, 8, 8), layernorm: [4, 16, 32], softmax: [2, 2, 16, 16], block: (2, 8, 32, 4) }
+            let unet = UnetShapes { gn: ([2, 16, 8, 8], 8), convs: [[2, 16, 6, 6], [2, 32, 3, 3]], attn: (2, 9, 32, 4), res: ([2, 16, 6, 6], 32) };
+            Shapes { sgemm: vec![64, 128], conv: (4, 16, 16, 8, 8), layernorm: [4, 16, 32], softmax: [2, 2, 16, 16], block: (2, 8, 32, 4), unet }
         } else {
-            Shapes { sgemm: vec![256, 512, 1024, 2048], conv: (64, 64, 64, 28, 28), layernorm: [32, 256, 256], softmax: [32, 4, 128, 128], block: (32, 64, 256, 4) }
+            let unet = UnetShapes { gn: ([64, 64, 28, 28], 8), convs: [[64, 64, 14, 14], [64, 128, 7, 7]], attn: (64, 49, 128, 4), res: ([64, 64, 14, 14], 256) };
+            Shapes { sgemm: vec![256, 512, 1024, 2048], conv: (64, 64, 64, 28, 28), layernorm: [32, 256, 256], softmax: [32, 4, 128, 128], block: (32, 64, 256, 4), unet }
         }
     }
 }
@@ -190,22 +226,29 @@ impl Block {
 
     /// `x + attn(ln1(x))`, then `h + mlp(ln2(h))`; `mask` is true above the diagonal.
     fn forward(&self, x: &Tensor, mask: &ArrayD<bool>) -> dalle::Result<Tensor> {
-        let linear = |x: &Tensor, (w, b): &(Tensor, Tensor)| x.linear(w, Some(b)); // F.linear
-        let (bsz, t, c) = (x.dim(0) as isize, x.dim(1) as isize, x.dim(2) as isize);
-        let (nh, d) = (self.heads as isize, c / self.heads as isize);
         let h = x.layer_norm(&self.ln1.0, &self.ln1.1, 1e-5)?; // (B, T, C)
-        let qkv = linear(&h, &self.qkv)?.chunk(3, -1)?; // 3 x (B, T, C)
-        let heads = |z: &Tensor| z.reshape(&[bsz, t, nh, d])?.permute(&[0, 2, 1, 3]); // (B, H, T, D)
-        let (q, k, v) = (heads(&qkv[0])?, heads(&qkv[1])?, heads(&qkv[2])?);
-        // softmax(Q Kᵀ / √d + causal mask) V
-        let att = q.matmul(&k.t())?.scale(1.0 / (d as f32).sqrt()); // (B, H, T, T)
-        let att = att.masked_fill(mask, f32::NEG_INFINITY)?.softmax(-1);
-        let y = att.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bsz, t, c])?; // (B, T, C)
-        let x = x.add(&linear(&y, &self.proj)?)?;
+        let x = x.add(&self_attention(&h, &self.qkv, &self.proj, self.heads, Some(mask))?)?;
         let h = x.layer_norm(&self.ln2.0, &self.ln2.1, 1e-5)?;
+        let linear = |x: &Tensor, (w, b): &(Tensor, Tensor)| x.linear(w, Some(b)); // F.linear
         let h = linear(&linear(&h, &self.fc)?.gelu(), &self.fc_out)?; // (B, T, C)
         x.add(&h)
     }
+}
+
+/// Multi-head self-attention written from the ops, `proj(softmax(Q Kᵀ / √d (+ mask)) V)`
+/// with `Q, K, V` from one `qkv` linear layer; `mask` is true where a score is dropped.
+fn self_attention(h: &Tensor, qkv: &(Tensor, Tensor), proj: &(Tensor, Tensor), heads: usize, mask: Option<&ArrayD<bool>>) -> dalle::Result<Tensor> {
+    let (bsz, t, c) = (h.dim(0) as isize, h.dim(1) as isize, h.dim(2) as isize);
+    let (nh, d) = (heads as isize, c / heads as isize);
+    let qkv = h.linear(&qkv.0, Some(&qkv.1))?.chunk(3, -1)?; // 3 x (B, T, C)
+    let split = |z: &Tensor| z.reshape(&[bsz, t, nh, d])?.permute(&[0, 2, 1, 3]); // (B, H, T, D)
+    let (q, k, v) = (split(&qkv[0])?, split(&qkv[1])?, split(&qkv[2])?);
+    let mut att = q.matmul(&k.t())?.scale(1.0 / (d as f32).sqrt()); // (B, H, T, T)
+    if let Some(mask) = mask {
+        att = att.masked_fill(mask, f32::NEG_INFINITY)?;
+    }
+    let y = att.softmax(-1).matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[bsz, t, c])?; // (B, T, C)
+    y.linear(&proj.0, Some(&proj.1))
 }
 
 fn bench_block(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) {
@@ -234,6 +277,98 @@ fn bench_block(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) {
     rows.push(Row { case: "block_fwd_bwd".into(), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
 }
 
+/// Time `loss(params).backward_with(dy)` (forward and backward), gradients cleared untimed.
+fn fwd_bwd(smoke: bool, params: &[&Tensor], dy: &ArrayD<f32>, forward: impl Fn() -> Tensor) -> f64 {
+    median_ms_with(
+        smoke,
+        || {
+            clear_grads(params);
+            dy.clone()
+        },
+        |dy| forward().backward_with(dy),
+    )
+}
+
+/// A 3x3 "same" convolution's weight and bias, `c -> oc` (PyTorch's default scale, roughly).
+fn conv_params(c: usize, oc: usize, rng: &mut Rng) -> (Tensor, Tensor) {
+    (Tensor::param(rng.normal_array(&[oc, c, 3, 3]) * (1.0 / (9 * c) as f32).sqrt()), Tensor::param(ArrayD::zeros(IxDyn(&[oc]))))
+}
+
+/// GroupNorm's γ = 1, β = 0 for `c` channels.
+fn norm_params(c: usize) -> (Tensor, Tensor) {
+    (Tensor::param(ArrayD::ones(IxDyn(&[c]))), Tensor::param(ArrayD::zeros(IxDyn(&[c]))))
+}
+
+/// The pieces of a small diffusion U-Net's training step (see the module docs).
+fn bench_unet(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) -> dalle::Result<()> {
+    let u = &s.unet;
+    let mut rng = Rng::new(5);
+
+    // GroupNorm(G) + SiLU
+    let (shape, groups) = u.gn;
+    let x = Tensor::param(rng.normal_array(&shape));
+    let (g, b) = norm_params(shape[1]);
+    let dy = rng.normal_array(&shape);
+    let ms = fwd_bwd(smoke, &[&x, &g, &b], &dy, || x.group_norm(groups, &g, &b, 1e-5).expect("group_norm shapes").silu());
+    rows.push(Row { case: "unet_gn_silu_fwd_bwd".into(), ours_ms: ms, flops: None });
+
+    // 3x3 convolutions, C -> C, padding 1
+    for shape in u.convs {
+        let [n, c, h, w] = shape;
+        let x = Tensor::param(rng.normal_array(&shape));
+        let (wt, bias) = conv_params(c, c, &mut rng);
+        let dy = rng.normal_array(&shape);
+        let ms = fwd_bwd(smoke, &[&x, &wt, &bias], &dy, || x.conv2d(&wt, Some(&bias), 1, 1).expect("conv shapes"));
+        let fwd_flops = 2.0 * (n * c * h * w * c * 9) as f64;
+        rows.push(Row { case: format!("unet_conv{c}_{h}x{w}_fwd_bwd"), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
+    }
+
+    // self-attention over the pixels of a feature map, no mask
+    let (bsz, t, c, heads) = u.attn;
+    let lin = |o: usize, i: usize, rng: &mut Rng| (Tensor::param(rng.normal_array(&[o, i]) * 0.02), Tensor::param(ArrayD::zeros(IxDyn(&[o]))));
+    let (qkv, proj) = (lin(3 * c, c, &mut rng), lin(c, c, &mut rng));
+    let x = Tensor::param(rng.normal_array(&[bsz, t, c]));
+    let dy = rng.normal_array(&[bsz, t, c]);
+    let ms = fwd_bwd(smoke, &[&x, &qkv.0, &qkv.1, &proj.0, &proj.1], &dy, || self_attention(&x, &qkv, &proj, heads, None).expect("attention shapes"));
+    // Linear layers: 2·B·T·4C²; attention: 2 · 2·B·T²·C; backward twice the forward.
+    let fwd_flops = 2.0 * (bsz * t) as f64 * (4 * c * c) as f64 + 4.0 * (bsz * t * t * c) as f64;
+    rows.push(Row { case: "unet_attn_fwd_bwd".into(), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
+
+    // a residual block: h = SiLU(GN(conv1(x))) + W t, out = x + SiLU(GN(conv2(h)))
+    let (shape, temb) = u.res;
+    let [n, c, _, _] = shape;
+    let x = Tensor::param(rng.normal_array(&shape));
+    let emb = Tensor::param(rng.normal_array(&[n, temb]));
+    let (conv1, conv2) = (conv_params(c, c, &mut rng), conv_params(c, c, &mut rng));
+    let (gn1, gn2) = (norm_params(c), norm_params(c));
+    let t_proj = lin(c, temb, &mut rng);
+    let dy = rng.normal_array(&shape);
+    let params = [&x, &emb, &conv1.0, &conv1.1, &conv2.0, &conv2.1, &gn1.0, &gn1.1, &gn2.0, &gn2.1, &t_proj.0, &t_proj.1];
+    let block = || -> dalle::Result<Tensor> {
+        let h = x.conv2d(&conv1.0, Some(&conv1.1), 1, 1)?.group_norm(8, &gn1.0, &gn1.1, 1e-5)?.silu(); // (N, C, H, W)
+        let t = emb.linear(&t_proj.0, Some(&t_proj.1))?.reshape(&[n as isize, c as isize, 1, 1])?; // (N, C, 1, 1)
+        let h = h.add(&t)?.conv2d(&conv2.0, Some(&conv2.1), 1, 1)?.group_norm(8, &gn2.0, &gn2.1, 1e-5)?.silu();
+        x.add(&h)
+    };
+    let ms = fwd_bwd(smoke, &params, &dy, || block().expect("residual block shapes"));
+    rows.push(Row { case: "unet_resblock_fwd_bwd".into(), ours_ms: ms, flops: None });
+    Ok(())
+}
+
+/// The environment that holds PyTorch (and numpy's OpenBLAS) to our tier's
+/// instruction set: ATen's vectorised kernels, oneDNN (convolutions) and MKL
+/// (GEMM) each have their own switch. At the AVX-512 tier they choose for
+/// themselves. There is no SSE2-only setting: "portable" holds them to their
+/// lowest, ATen's scalar-compiled `default` kernels and SSE4.1/4.2 in oneDNN
+/// and MKL.
+fn torch_tier_env(tier: Tier) -> Vec<(&'static str, &'static str)> {
+    match tier {
+        Tier::Avx512 => vec![],
+        Tier::Avx2Fma => vec![("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2"), ("OPENBLAS_CORETYPE", "Haswell")],
+        Tier::Portable => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41"), ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"), ("OPENBLAS_CORETYPE", "Nehalem")],
+    }
+}
+
 /// Run benches/torch_bench.py; its last stdout line is JSON. Err says why it was skipped.
 fn run_torch(cases: &str, smoke: bool) -> Result<serde_json::Value, String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/torch_bench.py");
@@ -250,6 +385,9 @@ fn run_torch(cases: &str, smoke: bool) -> Result<serde_json::Value, String> {
         cmd.env(var, &threads);
     }
     cmd.env_remove("OPENBLAS_CORETYPE").env_remove("OPENBLAS_L2_SIZE");
+    for (var, value) in torch_tier_env(tier()) {
+        cmd.env(var, value);
+    }
     let out = cmd.output().map_err(|e| format!("could not run python3: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
@@ -278,13 +416,17 @@ fn main() {
 }
 
 fn run(args: Args) -> dalle::Result<()> {
+    if args.tiers {
+        return run_tiers(&args);
+    }
     let shapes = Shapes::new(args.smoke);
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
-    let known = ["sgemm", "conv", "layernorm", "softmax", "block"];
+    let known = ["sgemm", "conv", "layernorm", "softmax", "block", "unet"];
     if let Some(bad) = wanted.iter().find(|c| !known.contains(c)) {
         return Err(dalle::Error::Config(format!("--cases: unknown case {bad:?}, expected some of {known:?}")));
     }
-    println!("== bench_engine: {} rayon threads, {} sizes", rayon::current_num_threads(), if args.smoke { "smoke" } else { "full" });
+    let size = if args.smoke { "smoke" } else { "full" };
+    println!("== bench_engine: {} rayon threads, {size} sizes, CPU tier {} (this CPU's best: {})", rayon::current_num_threads(), tier(), detected());
     let mut rows = Vec::new();
     for case in &wanted {
         match *case {
@@ -292,7 +434,8 @@ fn run(args: Args) -> dalle::Result<()> {
             "conv" => bench_conv(&shapes, args.smoke, &mut rows),
             "layernorm" => bench_layernorm(&shapes, args.smoke, &mut rows),
             "softmax" => bench_softmax(&shapes, args.smoke, &mut rows),
-            _ => bench_block(&shapes, args.smoke, &mut rows),
+            "block" => bench_block(&shapes, args.smoke, &mut rows),
+            _ => bench_unet(&shapes, args.smoke, &mut rows)?,
         }
     }
 
@@ -301,7 +444,13 @@ fn run(args: Args) -> dalle::Result<()> {
     if args.torch {
         match run_torch(&wanted.join(","), args.smoke) {
             Ok(json) => {
-                note = format!("PyTorch {} on {} threads; numpy BLAS: {}", json["torch"].as_str().unwrap_or("?"), json["threads"], json["blas"].as_str().unwrap_or("?"));
+                note = format!(
+                    "PyTorch {} on {} threads, CPU capability {}; numpy BLAS: {}",
+                    json["torch"].as_str().unwrap_or("?"),
+                    json["threads"],
+                    json["capability"].as_str().unwrap_or("?"),
+                    json["blas"].as_str().unwrap_or("?")
+                );
                 if let Some(cases) = json["cases"].as_object() {
                     for (k, v) in cases {
                         reference.insert(k.clone(), (v["torch_ms"].as_f64(), v["numpy_ms"].as_f64()));
@@ -314,6 +463,7 @@ fn run(args: Args) -> dalle::Result<()> {
 
     let header = "| case | ours ms | torch ms | numpy ms | ours/torch | ours/numpy | ours GFLOP/s |";
     let mut table = format!("{header}\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut json_rows = Vec::new();
     for r in &rows {
         let (t, np) = reference.get(&r.case).copied().unwrap_or((None, None));
         let gflops = r.flops.map(|f| format!("{:.1}", f / (r.ours_ms * 1e6))).unwrap_or_else(|| "-".into());
@@ -321,13 +471,88 @@ fn run(args: Args) -> dalle::Result<()> {
             "| {} | {:.3} | {} | {} | {} | {} | {} |\n",
             r.case, r.ours_ms, fmt_ms(t), fmt_ms(np), fmt_ratio(r.ours_ms, t), fmt_ratio(r.ours_ms, np), gflops
         );
+        json_rows.push(serde_json::json!({ "case": r.case, "ours_ms": r.ours_ms, "torch_ms": t, "numpy_ms": np }));
     }
-    println!("{table}\n{note}");
-    if let Some(dir) = args.out.parent() {
+    let tier_line = format!("CPU tier {} (this CPU's best: {})", tier(), detected());
+    println!("{table}\n{tier_line}; {note}");
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let md = format!("# bench_engine\n\nCommand: `cargo run --release --example bench_engine -- {command}`\n\n{table}\n{tier_line}; {note}\n");
+    write(&args.out, &md)?;
+    // The same numbers for `--tiers`, which runs this program once per tier.
+    let json = serde_json::json!({ "tier": tier().name(), "note": note, "rows": json_rows });
+    write(&args.out.with_extension("json"), &json.to_string())?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Write `text` to `path`, making its folder.
+fn write(path: &std::path::Path, text: &str) -> dalle::Result<()> {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| dalle::Error::io(dir, e))?;
     }
-    let md = format!("# bench_engine\n\nCommand: `cargo run --release --example bench_engine -- {}`\n\n{table}\n{note}\n", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
-    std::fs::write(&args.out, md).map_err(|e| dalle::Error::io(&args.out, e))?;
+    std::fs::write(path, text).map_err(|e| dalle::Error::io(path, e))
+}
+
+/// `--tiers`: this program again for every tier the CPU supports, highest
+/// first, each in a child process with `DALLE_CPU` set (a process picks its
+/// tier once), then one table with ours, PyTorch's and the ratio per tier, and
+/// the portable tier's time over the AVX2 tier's.
+fn run_tiers(args: &Args) -> dalle::Result<()> {
+    let tiers = Tier::supported();
+    let exe = std::env::current_exe().map_err(|e| dalle::Error::Config(format!("--tiers: cannot find this program: {e}")))?;
+    let mut results: Vec<(Tier, serde_json::Value)> = Vec::new();
+    for &t in &tiers {
+        let out = args.out.with_file_name(format!("bench_{}.md", t.name()));
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--cases", &args.cases, "--out"]).arg(&out).env("DALLE_CPU", t.name());
+        if args.smoke {
+            cmd.arg("--smoke");
+        }
+        if args.torch {
+            cmd.arg("--torch");
+        }
+        let status = cmd.status().map_err(|e| dalle::Error::Config(format!("--tiers: could not run {}: {e}", exe.display())))?;
+        if !status.success() {
+            return Err(dalle::Error::Config(format!("--tiers: the {t} run failed ({status})")));
+        }
+        let path = out.with_extension("json");
+        let text = std::fs::read_to_string(&path).map_err(|e| dalle::Error::io(&path, e))?;
+        let json = serde_json::from_str(&text).map_err(|e| dalle::Error::Config(format!("{}: {e}", path.display())))?;
+        results.push((t, json));
+    }
+    let cell = |v: &serde_json::Value| v.as_f64();
+    let mut header = String::from("| case |");
+    let mut rule = String::from("|---|");
+    for (t, _) in &results {
+        header += &format!(" {t} ms | torch ms | ratio |");
+        rule += "---:|---:|---:|";
+    }
+    let compare = tiers.contains(&Tier::Avx2Fma) && tiers.contains(&Tier::Portable);
+    if compare {
+        header += " portable / avx2 |";
+        rule += "---:|";
+    }
+    let mut table = format!("{header}\n{rule}\n");
+    let cases: Vec<String> = results[0].1["rows"].as_array().map(|r| r.iter().filter_map(|r| r["case"].as_str().map(String::from)).collect()).unwrap_or_default();
+    for case in &cases {
+        let mut line = format!("| {case} |");
+        let mut ours_at = BTreeMap::new();
+        for (t, json) in &results {
+            let row = json["rows"].as_array().and_then(|rs| rs.iter().find(|r| r["case"] == case.as_str()));
+            let (ours, torch) = row.map(|r| (cell(&r["ours_ms"]), cell(&r["torch_ms"]))).unwrap_or((None, None));
+            ours_at.insert(*t, ours);
+            line += &format!(" {} | {} | {} |", fmt_ms(ours), fmt_ms(torch), ours.map(|o| fmt_ratio(o, torch)).unwrap_or_else(|| "-".into()));
+        }
+        if compare {
+            let (p, a) = (ours_at[&Tier::Portable], ours_at[&Tier::Avx2Fma]);
+            line += &format!(" {} |", p.map(|p| fmt_ratio(p, a)).unwrap_or_else(|| "-".into()));
+        }
+        table += &format!("{line}\n");
+    }
+    let notes: Vec<String> = results.iter().map(|(t, j)| format!("- {t}: {}", j["note"].as_str().unwrap_or("?"))).collect();
+    println!("\n== bench_engine --tiers: {} rayon threads, tiers {:?} one after another\n\n{table}\n{}", rayon::current_num_threads(), tiers.iter().map(|t| t.name()).collect::<Vec<_>>(), notes.join("\n"));
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    write(&args.out, &format!("# bench_engine --tiers\n\nCommand: `cargo run --release --example bench_engine -- {command}`\n\n{table}\n{}\n", notes.join("\n")))?;
     println!("wrote {}", args.out.display());
     Ok(())
 }

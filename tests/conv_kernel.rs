@@ -1,7 +1,8 @@
 //! The CPU convolution kernels against a direct six-deep loop, forward and
 //! both gradients, for strides 1 and 2, paddings 0 to 2, 1x1 and 3x3 and
 //! non-square kernels, and images narrower than a micro-tile: the dispatching
-//! entry points (the implicit GEMM on an AVX-512 CPU) and the portable
+//! entry points (the implicit GEMM on the micro-kernel of the `DALLE_CPU`
+//! tier), the implicit GEMM on every micro-kernel this CPU runs, and the
 //! im2col path, each run explicitly.
 //!
 //! Tolerance: sums of at most C·KH·KW·N·OH·OW ≈ 5000 products of values
@@ -60,6 +61,23 @@ type Backward = fn(&ConvGeom, &[f32], &[f32], &[f32], Option<&mut [f32]>, Option
 #[test]
 fn conv_forward_and_backward_match_direct_loops() {
     check_against_direct_loops(conv2d_forward, conv2d_backward);
+}
+
+/// The implicit GEMM on every micro-kernel this CPU can run, whatever tier
+/// `DALLE_CPU` picked for the dispatching entry points.
+#[test]
+fn implicit_gemm_on_every_micro_kernel_matches_direct_loops() {
+    use dalle::backend::cpu::conv::implicit;
+    use dalle::backend::cpu::tier::Tier;
+    for tier in Tier::supported() {
+        match tier {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => check_against_direct_loops(implicit::forward::<dalle::backend::cpu::microkernel::Avx512>, implicit::backward::<dalle::backend::cpu::microkernel::Avx512>),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2Fma => check_against_direct_loops(implicit::forward::<dalle::backend::cpu::microkernel::Avx2>, implicit::backward::<dalle::backend::cpu::microkernel::Avx2>),
+            _ => check_against_direct_loops(implicit::forward::<dalle::backend::cpu::microkernel::Portable>, implicit::backward::<dalle::backend::cpu::microkernel::Portable>),
+        }
+    }
 }
 
 #[test]

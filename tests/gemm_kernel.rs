@@ -1,5 +1,5 @@
 //! The packed GEMM against a naive triple loop, on sizes that hit every edge:
-//! smaller than one micro-tile (12 x 32), not a multiple of it (including
+//! smaller than one micro-tile (AVX-512: 12 x 32), not a multiple of it (including
 //! remainders that are split into two shorter slivers: 64 and 28 rows), several k
 //! blocks (KC = 256), transposed and strided operands, beta 0 and 1.
 //!
@@ -43,18 +43,24 @@ fn at(buf: &[f32], rs: isize, cs: isize, i: usize, j: usize) -> f64 {
 }
 
 fn check(m: usize, k: usize, n: usize, la: Layout, lb: Layout, alpha: f32, beta: f32, parallel: bool) {
-    let (a, ars, acs) = store(m, k, la, 1 + m as u64);
-    let (b, brs, bcs) = store(k, n, lb, 2 + n as u64);
-    let c0 = values(m * n, 3 + k as u64);
-    let mut c = c0.clone();
-    let (ap, bp) = (MatPtr { ptr: a.as_ptr(), rs: ars, cs: acs }, MatPtr { ptr: b.as_ptr(), rs: brs, cs: bcs });
-    unsafe {
+    check_with(m, k, n, la, lb, alpha, beta, &format!("parallel {parallel}"), |ap, bp, c| unsafe {
         if parallel {
             sgemm(m, k, n, alpha, ap, bp, beta, c.as_mut_ptr(), n as isize, 1);
         } else {
             sgemm_serial(m, k, n, alpha, ap, bp, beta, c.as_mut_ptr(), n as isize, 1);
         }
-    }
+    })
+}
+
+/// `run(A, B, C)` computes `C = alpha A B + beta C` (C row-major `m x n`); checked against f64 loops.
+#[allow(clippy::too_many_arguments)]
+fn check_with(m: usize, k: usize, n: usize, la: Layout, lb: Layout, alpha: f32, beta: f32, what: &str, run: impl Fn(MatPtr, MatPtr, &mut [f32])) {
+    let (a, ars, acs) = store(m, k, la, 1 + m as u64);
+    let (b, brs, bcs) = store(k, n, lb, 2 + n as u64);
+    let c0 = values(m * n, 3 + k as u64);
+    let mut c = c0.clone();
+    let (ap, bp) = (MatPtr { ptr: a.as_ptr(), rs: ars, cs: acs }, MatPtr { ptr: b.as_ptr(), rs: brs, cs: bcs });
+    run(ap, bp, &mut c);
     for i in 0..m {
         for j in 0..n {
             let dot: f64 = (0..k).map(|p| at(&a, ars, acs, i, p) * at(&b, brs, bcs, p, j)).sum();
@@ -62,7 +68,7 @@ fn check(m: usize, k: usize, n: usize, la: Layout, lb: Layout, alpha: f32, beta:
             let got = c[i * n + j] as f64;
             assert!(
                 (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "{m}x{k}x{n} A {la:?} B {lb:?} alpha {alpha} beta {beta} parallel {parallel}: C[{i},{j}] = {got}, expected {want}"
+                "{m}x{k}x{n} A {la:?} B {lb:?} alpha {alpha} beta {beta} {what}: C[{i},{j}] = {got}, expected {want}"
             );
         }
     }
@@ -79,6 +85,35 @@ fn serial_matches_naive_on_odd_sizes_and_layouts() {
                     check(m, k, n, la, lb, 1.0, beta, false);
                 }
             }
+        }
+    }
+}
+
+/// Every micro-kernel this CPU can run (not only the tier `DALLE_CPU` picked),
+/// called through the packed GEMM on the same odd sizes: the AVX-512 (12 x 32),
+/// AVX2 (6 x 16) and portable (6 x 8) tiles each meet their own edges here.
+#[test]
+fn every_micro_kernel_this_cpu_runs_matches_naive() {
+    use dalle::backend::cpu::microkernel::MicroKernel;
+    use dalle::backend::cpu::packed_gemm::gemm;
+    use dalle::backend::cpu::tier::Tier;
+    fn each_size<K: MicroKernel>(name: &str) {
+        for &(m, k, n) in SIZES.iter().chain(&[(64, 33, 48), (7, 9, 17), (1100, 40, 20)]) {
+            for (la, lb) in [(Layout::RowMajor, Layout::RowMajor), (Layout::RowMajor, Layout::Transposed), (Layout::Transposed, Layout::Padded)] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0)] {
+                    let what = format!("kernel {name}");
+                    check_with(m, k, n, la, lb, alpha, beta, &what, |ap, bp, c| unsafe { gemm::<K>(m, k, n, alpha, ap, bp, beta, c.as_mut_ptr(), n) });
+                }
+            }
+        }
+    }
+    for tier in Tier::supported() {
+        match tier {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => each_size::<dalle::backend::cpu::microkernel::Avx512>("avx512"),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2Fma => each_size::<dalle::backend::cpu::microkernel::Avx2>("avx2"),
+            _ => each_size::<dalle::backend::cpu::microkernel::Portable>("portable"),
         }
     }
 }

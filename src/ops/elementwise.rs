@@ -4,7 +4,7 @@
 //! `dL/dx = reduce(dL/dz * df/dx)`, where `reduce` sums over the dimensions
 //! along which `x` was stretched ([`reduce_to_shape`]).
 
-use super::kernels::{broadcast_map2, broadcast_map3, erf, exp, map, map2};
+use super::kernels::{broadcast_map2, broadcast_map3, erf, exp, map, map2, map2_as, map3_as, map_as, MulAdd, Plain};
 use crate::tensor::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref, Tensor};
 use crate::Result;
 use ndarray::ArrayD;
@@ -39,29 +39,43 @@ fn binary(
 /// GELU's value `x Φ(x)`, `#[inline(always)]` so that the elementwise loops
 /// inline it and vectorise.
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
+fn gelu<M: MulAdd>(x: f32) -> f32 {
     let h = 0.5 * x;
-    h.mul_add(erf(x * std::f32::consts::FRAC_1_SQRT_2), h) // x/2 + x/2 · erf(x/√2)
+    M::mul_add(h, erf::<M>(x * std::f32::consts::FRAC_1_SQRT_2), h) // x/2 + x/2 · erf(x/√2)
 }
 
 /// GELU's `g * d/dx = g (Φ(x) + x φ(x))`.
 #[inline(always)]
-fn gelu_grad(g: f32, x: f32) -> f32 {
-    let cdf = 0.5f32.mul_add(erf(x * std::f32::consts::FRAC_1_SQRT_2), 0.5); // Φ(x) = (1 + erf(x/√2)) / 2
-    let pdf = exp(-0.5 * x * x) * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
-    g * x.mul_add(pdf, cdf)
+fn gelu_grad<M: MulAdd>(g: f32, x: f32) -> f32 {
+    let cdf = M::mul_add(0.5, erf::<M>(x * std::f32::consts::FRAC_1_SQRT_2), 0.5); // Φ(x) = (1 + erf(x/√2)) / 2
+    let pdf = exp::<M>(-0.5 * x * x) * 0.398_942_3; // φ(x) = e^{-x²/2} / √(2π)
+    g * M::mul_add(x, pdf, cdf)
+}
+
+/// The logistic function `σ(x) = 1 / (1 + e^{-x})` from [`exp`], so that the
+/// loops calling it vectorise (SiLU's; [`sigmoid`] calls libm's `expf`, one
+/// element at a time). `e^{-x}` is 0 for x > 87.3 and at most 2.4e38 for
+/// x < -88.4, so σ goes smoothly to 1 and to 0 without overflow.
+#[inline(always)]
+fn logistic<M: MulAdd>(x: f32) -> f32 {
+    1.0 / (1.0 + exp::<M>(-x))
 }
 
 /// A unary op whose derivative needs the input only: `dfdx(g, x) = g * f'(x)`,
 /// a two-operand loop over the gradient and the input (the output is not read).
 fn unary_x(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
+    unary_x_as::<Plain>(op, a, f, dfdx)
+}
+
+/// [`unary_x`] for `f` and `dfdx` that use the multiply-add `M` (see [`MulAdd`]).
+fn unary_x_as<M: MulAdd>(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 'static, dfdx: impl Fn(f32, f32) -> f32 + Copy + Send + Sync + 'static) -> Tensor {
     #[cfg(feature = "wgpu")]
     if let Some(y) = super::on_gpu::unary_named(a, op) {
         return y;
     }
-    let out = map(&a.data(), f);
+    let out = map_as::<M>(&a.data(), f);
     let ac = a.clone();
-    Tensor::from_op(out, op, &[a], move |g, _| vec![Some(map2(g, &ac.data(), dfdx))])
+    Tensor::from_op(out, op, &[a], move |g, _| vec![Some(map2_as::<M>(g, &ac.data(), dfdx))])
 }
 
 /// A unary op whose derivative is computed from the input `x` and the output `y`:
@@ -75,7 +89,7 @@ fn unary(op: &'static str, a: &Tensor, f: impl Fn(f32) -> f32 + Send + Sync + 's
     let ac = a.clone();
     Tensor::from_op(out, op, &[a], move |g, y| {
         let x = ac.data();
-        vec![Some(super::kernels::map3(g, &x, y, dfdx))]
+        vec![Some(map3_as::<Plain>(g, &x, y, dfdx))]
     })
 }
 
@@ -241,7 +255,7 @@ impl Tensor {
     pub fn gelu(&self) -> Tensor {
         // Closures marked `#[inline(always)]` so that the vectorised loops of
         // `kernels::simd` inline them (a plain fn item reaches them through a shim that is not inlined).
-        unary_x("gelu", self, #[inline(always)] |x| gelu(x), #[inline(always)] |g, x| gelu_grad(g, x))
+        crate::with_mul_add!(M => unary_x_as::<M>("gelu", self, #[inline(always)] |x| gelu::<M>(x), #[inline(always)] |g, x| gelu_grad::<M>(g, x)))
     }
 
     /// GELU, tanh approximation: `x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
@@ -257,18 +271,18 @@ impl Tensor {
 
     /// SiLU (swish): `x σ(x)`. d/dx = σ(x)(1 + x(1 - σ(x))). PyTorch: `F.silu`.
     pub fn silu(&self) -> Tensor {
-        unary_x("silu", self, |x| x * sigmoid(x), |g, x| {
-            let s = sigmoid(x);
+        crate::with_mul_add!(M => unary_x_as::<M>("silu", self, #[inline(always)] |x| x * logistic::<M>(x), #[inline(always)] |g, x| {
+            let s = logistic::<M>(x);
             g * s * (1.0 + x * (1.0 - s))
-        })
+        }))
     }
 
     /// CLIP's QuickGELU: `x σ(1.702 x)`. d/dx = σ(1.702x)(1 + 1.702 x (1 - σ(1.702x))).
     pub fn quick_gelu(&self) -> Tensor {
-        unary_x("quick_gelu", self, |x| x * sigmoid(1.702 * x), |g, x| {
-            let s = sigmoid(1.702 * x);
+        crate::with_mul_add!(M => unary_x_as::<M>("quick_gelu", self, #[inline(always)] |x| x * logistic::<M>(1.702 * x), #[inline(always)] |g, x| {
+            let s = logistic::<M>(1.702 * x);
             g * s * (1.0 + 1.702 * x * (1.0 - s))
-        })
+        }))
     }
 }
 

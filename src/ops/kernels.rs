@@ -4,6 +4,7 @@
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use crate::backend::cpu::tier::{tier, Tier, PORTABLE_HAS_FMA};
 
 /// Arrays smaller than this are mapped on one thread: rayon's overhead would dominate.
 pub const PARALLEL_MIN_LEN: usize = 1 << 15;
@@ -26,22 +27,96 @@ const CHUNK: usize = 1 << 13;
 //     (C) against (B, T, C): the output is a stack of rows of that operand's
 //     length, and each row is a flat loop against the same small slice.
 
-/// Runs `f` compiled for AVX-512 (16 floats per instruction) when this CPU
-/// has it, else as the portable build compiled it (SSE2 on x86-64: 4 floats).
+/// How a polynomial multiplies and adds: [`Fused`] (`a·b + c` rounded once,
+/// `f32::mul_add`) or [`Plain`] (a multiply, then an add: two roundings).
+///
+/// `f32::mul_add` is one instruction only where the code is compiled with
+/// FMA enabled (the AVX2 and AVX-512 tiers, and aarch64); elsewhere it is a
+/// call to the exactly rounded software `fmaf`, about fifteen times slower
+/// than the multiply and add it replaces (softmax took 14x PyTorch's time on
+/// an AVX2 CPU that way). So the polynomials ([`exp`], [`erf`], GELU) take
+/// the choice as a type parameter, the op picks it from the tier
+/// ([`with_mul_add!`](crate::with_mul_add)), and [`simd_as`] refuses to
+/// compile a `Fused` kernel for a tier without FMA. The two differ by at most
+/// one rounding per Horner step: a few ulp of the result (see the tier tests).
+pub trait MulAdd: Copy + Send + Sync + 'static {
+    /// Whether [`MulAdd::mul_add`] is fused (needs FMA in hardware to be fast).
+    const FUSED: bool;
+    /// `a · b + c`.
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// `a · b + c` with one rounding (`f32::mul_add`): for code under an FMA tier only.
+#[derive(Clone, Copy, Debug)]
+pub struct Fused;
+
+/// `a · b + c` as a multiply and an add: for the portable tier.
+#[derive(Clone, Copy, Debug)]
+pub struct Plain;
+
+impl MulAdd for Fused {
+    const FUSED: bool = true;
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+impl MulAdd for Plain {
+    const FUSED: bool = false;
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Evaluates `$body` with the type `$m` set to the [`MulAdd`] of this
+/// process's tier: [`Fused`] where the tier has FMA, else [`Plain`]. The body
+/// is compiled once for each, e.g.
+/// `with_mul_add!(M => map_as::<M>(x, |v| exp::<M>(v)))`.
+#[macro_export]
+macro_rules! with_mul_add {
+    ($m:ident => $body:expr) => {
+        if $crate::backend::cpu::tier::tier().fused() {
+            type $m = $crate::ops::kernels::Fused;
+            $body
+        } else {
+            type $m = $crate::ops::kernels::Plain;
+            $body
+        }
+    };
+}
+
+/// Runs `f` compiled for this process's [CPU tier](crate::backend::cpu::tier):
+/// AVX-512 (16 floats per instruction), AVX2 with FMA (8), or as the portable
+/// build compiled it (SSE2 on x86-64: 4 floats).
 ///
 /// Rust builds for a baseline CPU unless told otherwise; a function marked
 /// `#[target_feature]` may use more, and the generic `f` is inlined into it,
 /// so the loops inside `f` vectorise at the wider width. Only the instruction
 /// width changes: without fast-math the compiler keeps every operation and its
-/// order (no fused multiply-add is formed), so both paths give the same bits.
+/// order (no fused multiply-add is formed unless the code asks for one with
+/// [`Fused`]), so every tier gives the same bits for plain arithmetic.
 #[inline(always)]
 pub fn simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has the features `avx512` is compiled for (checked just above).
-        return unsafe { avx512(f) };
+    simd_as::<Plain, R>(f)
+}
+
+/// [`simd`] for a kernel whose polynomials use the multiply-add `M`. A
+/// [`Fused`] kernel is compiled only into the FMA tiers: its portable copy
+/// (which would call the software `fmaf`) is never generated, and asking for
+/// it is a panic, not a slow path (the callers pick `M` with [`with_mul_add!`](crate::with_mul_add)).
+#[inline(always)]
+pub fn simd_as<M: MulAdd, R>(f: impl FnOnce() -> R) -> R {
+    match tier() {
+        // SAFETY: `tier()` returns a tier only when this CPU has its features.
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => unsafe { avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => unsafe { avx2(f) },
+        _ if M::FUSED && !PORTABLE_HAS_FMA => unreachable!("a fused multiply-add kernel on the portable tier"),
+        _ => f(),
     }
-    f()
 }
 
 /// `f()`, compiled with AVX-512 enabled (see [`simd`]).
@@ -51,17 +126,24 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `f()`, compiled with AVX2 and FMA enabled (see [`simd`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Fills `out[i] = f(i-th element)` by calling `kernel(out_chunk, start)` on
 /// chunks of `chunk` elements (on rayon when large, each chunk under
-/// [`simd`]), where `start` is the chunk's offset in the flat output. The
+/// [`simd_as`] with the multiply-add `M`), where `start` is the chunk's offset in the flat output. The
 /// kernel must write every element of its chunk: the buffer is not zeroed first.
-fn fill(len: usize, chunk: usize, kernel: impl Fn(&mut [MaybeUninit<f32>], usize) + Sync + Send) -> Vec<f32> {
+fn fill<M: MulAdd>(len: usize, chunk: usize, kernel: impl Fn(&mut [MaybeUninit<f32>], usize) + Sync + Send) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     if len < PARALLEL_MIN_LEN {
-        simd(#[inline(always)] || kernel(spare, 0));
+        simd_as::<M, _>(#[inline(always)] || kernel(spare, 0));
     } else {
-        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| simd(#[inline(always)] || kernel(o, i * chunk)));
+        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| simd_as::<M, _>(#[inline(always)] || kernel(o, i * chunk)));
     }
     // SAFETY: every kernel writes each element of its chunk, and the chunks cover 0..len.
     unsafe { out.set_len(len) };
@@ -87,65 +169,68 @@ fn row_chunk(p: usize) -> usize {
 
 /// `out[i] = f(x[i])`.
 pub fn map(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    map_as::<Plain>(x, f)
+}
+
+/// [`map`] whose `f` uses the multiply-add `M` (see [`MulAdd`]).
+pub fn map_as<M: MulAdd>(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     if let Some(xs) = x.as_slice() {
-        let out = fill(xs.len(), CHUNK, #[inline(always)] |o, s| {
+        let out = fill::<M>(xs.len(), CHUNK, #[inline(always)] |o, s| {
             for (o, &v) in o.iter_mut().zip(&xs[s..]) {
                 o.write(f(v));
             }
         });
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
     }
-    if x.len() < PARALLEL_MIN_LEN {
-        return x.mapv(f);
-    }
-    let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-    Zip::from(&mut out).and(x).par_for_each(|o, &v| *o = f(v));
-    out
+    // A strided x: copied to row-major first, so that `f` runs only inside the
+    // tier's compiled loop (a [`Fused`] `f` must never run outside it).
+    map_as::<M>(&x.as_standard_layout().into_owned(), f)
 }
 
 /// `out[i] = f(x[i], y[i])` for two arrays of the same shape.
 pub fn map2(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    map2_as::<Plain>(x, y, f)
+}
+
+/// [`map2`] whose `f` uses the multiply-add `M` (see [`MulAdd`]).
+pub fn map2_as<M: MulAdd>(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     if let (Some(xs), Some(ys)) = (x.as_slice(), y.as_slice()) {
-        let out = fill(xs.len(), CHUNK, #[inline(always)] |o, s| {
+        let out = fill::<M>(xs.len(), CHUNK, #[inline(always)] |o, s| {
             for ((o, &a), &b) in o.iter_mut().zip(&xs[s..]).zip(&ys[s..]) {
                 o.write(f(a, b));
             }
         });
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
     }
-    let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-    if x.len() < PARALLEL_MIN_LEN {
-        Zip::from(&mut out).and(x).and(y).for_each(|o, &a, &b| *o = f(a, b));
-    } else {
-        Zip::from(&mut out).and(x).and(y).par_for_each(|o, &a, &b| *o = f(a, b));
-    }
-    out
+    // Strided operands: copied to row-major first (see `map_as`).
+    map2_as::<M>(&x.as_standard_layout().into_owned(), &y.as_standard_layout().into_owned(), f)
 }
 
 /// `out[i] = f(x[i], y[i], z[i])` for three arrays of the same shape.
 pub fn map3(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
+    map3_as::<Plain>(x, y, z, f)
+}
+
+/// [`map3`] whose `f` uses the multiply-add `M` (see [`MulAdd`]).
+pub fn map3_as<M: MulAdd>(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> ArrayD<f32> {
     if let (Some(xs), Some(ys), Some(zs)) = (x.as_slice(), y.as_slice(), z.as_slice()) {
-        let out = fill(xs.len(), CHUNK, #[inline(always)] |o, s| {
+        let out = fill::<M>(xs.len(), CHUNK, #[inline(always)] |o, s| {
             for (((o, &a), &b), &c) in o.iter_mut().zip(&xs[s..]).zip(&ys[s..]).zip(&zs[s..]) {
                 o.write(f(a, b, c));
             }
         });
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
     }
-    let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-    if x.len() < PARALLEL_MIN_LEN {
-        Zip::from(&mut out).and(x).and(y).and(z).for_each(|o, &a, &b, &c| *o = f(a, b, c));
-    } else {
-        Zip::from(&mut out).and(x).and(y).and(z).par_for_each(|o, &a, &b, &c| *o = f(a, b, c));
-    }
-    out
+    // Strided operands: copied to row-major first (see `map_as`).
+    let (x, y, z) = (x.as_standard_layout(), y.as_standard_layout(), z.as_standard_layout());
+    map3_as::<M>(&x.into_owned(), &y.into_owned(), &z.into_owned(), f)
 }
 
 /// `out[i] = f(full[i], small[i mod p])`: `small` (length `p`) repeated along
 /// the leading dimensions of the output, row by row.
 fn map_rows2(full: &[f32], small: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let p = small.len();
-    fill(full.len(), row_chunk(p), #[inline(always)] |o, s| {
+    fill::<Plain>(full.len(), row_chunk(p), #[inline(always)] |o, s| {
         for (o, xr) in o.chunks_mut(p).zip(full[s..].chunks(p)) {
             for ((o, &a), &b) in o.iter_mut().zip(xr).zip(small) {
                 o.write(f(a, b));
@@ -157,7 +242,7 @@ fn map_rows2(full: &[f32], small: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + S
 /// `out[i] = f(g[i], full[i], small[i mod p])`, as [`map_rows2`].
 fn map_rows3(g: &[f32], full: &[f32], small: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let p = small.len();
-    fill(full.len(), row_chunk(p), #[inline(always)] |o, s| {
+    fill::<Plain>(full.len(), row_chunk(p), #[inline(always)] |o, s| {
         for ((o, gr), xr) in o.chunks_mut(p).zip(g[s..].chunks(p)).zip(full[s..].chunks(p)) {
             for (((o, &g), &a), &b) in o.iter_mut().zip(gr).zip(xr).zip(small) {
                 o.write(f(g, a, b));
@@ -173,8 +258,13 @@ fn map_rows3(g: &[f32], full: &[f32], small: &[f32], f: impl Fn(f32, f32, f32) -
 /// rows run in parallel blocks under [`simd`]. Pass `f` as an
 /// `#[inline(always)]` closure so that its loops are compiled wide.
 pub fn rows_from(init: &[f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) -> Vec<f32> {
+    rows_from_as::<Plain>(init, other, d, f)
+}
+
+/// [`rows_from`] whose `f` uses the multiply-add `M` (see [`MulAdd`]).
+pub fn rows_from_as<M: MulAdd>(init: &[f32], other: &[f32], d: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) -> Vec<f32> {
     assert!(d > 0 && init.len() % d == 0 && (other.is_empty() || other.len() == init.len()), "rows_from: rows of {d} over {} and {} values", init.len(), other.len());
-    fill(init.len(), row_chunk(d), #[inline(always)] |o, s| {
+    fill::<M>(init.len(), row_chunk(d), #[inline(always)] |o, s| {
         for (r, o_row) in o.chunks_mut(d).enumerate() {
             let start = s + r * d;
             for (o, &v) in o_row.iter_mut().zip(&init[start..start + d]) {
@@ -194,7 +284,7 @@ pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
     if p == 0 {
         return Vec::new();
     }
-    fill(p * rows, row_chunk(p), #[inline(always)] |o, _| {
+    fill::<Plain>(p * rows, row_chunk(p), #[inline(always)] |o, _| {
         for o_row in o.chunks_mut(p) {
             for (o, &v) in o_row.iter_mut().zip(row) {
                 o.write(v);
@@ -219,7 +309,7 @@ pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
     }
     let d = shape[nd - 1];
     let base = x.as_ptr() as usize;
-    let out = fill(x.len(), row_chunk(d), #[inline(always)] |o, s| {
+    let out = fill::<Plain>(x.len(), row_chunk(d), #[inline(always)] |o, s| {
         // The rows of this chunk: unravel the first row's index once, then count up.
         let mut idx: Vec<usize> = vec![0; nd - 1];
         let mut r = s / d;
@@ -378,23 +468,22 @@ pub fn broadcast_map3(g: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl
 /// the golden tests' 1e-5; f32 keeps `exp` in single precision, which halves
 /// the time GELU takes in a transformer block. Inlined, so that the
 /// elementwise loops calling it vectorise. The polynomials (here and in
-/// [`exp`]) are evaluated by Horner's rule in fused multiply-adds
-/// (`mul_add`: one rounding per step): one instruction each under [`simd`]
-/// (GELU's forward and backward took 1.6 times as long as separate multiplies
-/// and adds), a call to libm's exactly rounded `fmaf` with the same result on
-/// a CPU without FMA.
+/// [`exp`]) are evaluated by Horner's rule in the multiply-adds of `M`:
+/// fused (one rounding per step, one instruction) on a tier with FMA, where
+/// GELU's forward and backward took 1.6 times as long with separate
+/// multiplies and adds; a multiply and an add on the portable tier (see [`MulAdd`]).
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
+pub fn erf<M: MulAdd>(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     // -z² - 1.26551223 + t (1.00002368 + t (0.37409196 + ...)), Horner's rule with fused multiply-adds
     const C: [f32; 10] = [-1.265_512_2, 1.000_023_7, 0.374_091_96, 0.096_784_18, -0.186_288_06, 0.278_868_07, -1.135_204, 1.488_515_9, -0.822_152_2, 0.170_872_77];
     let mut p = C[9];
     for &c in C[..9].iter().rev() {
-        p = p.mul_add(t, c);
+        p = M::mul_add(p, t, c);
     }
-    let poly = (-z).mul_add(z, p);
-    let r = (-t).mul_add(exp(poly), 1.0); // 1 - t·exp(poly)
+    let poly = M::mul_add(-z, z, p);
+    let r = M::mul_add(-t, exp::<M>(poly), 1.0); // 1 - t·exp(poly)
     if x >= 0.0 { r } else { -r }
 }
 
@@ -406,7 +495,7 @@ pub fn erf(x: f32) -> f32 {
 /// e^88.38 ≈ 2.4e38 above 88.38 (libm: up to 3.4e38, then inf); NaN stays NaN.
 /// Softmax and GELU only ever pass arguments <= 0 (softmax) or < 1 (erf).
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub fn exp<M: MulAdd>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4; // ln 2 split in two, so that n·LN2_HI is exact
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -414,12 +503,12 @@ pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(-87.336_55, 88.376_26); // keeps n within -126..=127, a normal 2ⁿ
     let shifted = xc * LOG2E + ROUND; // n sits in the low mantissa bits
     let n = shifted - ROUND;
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc)); // x - n ln 2, in two exact-ish steps
+    let r = M::mul_add(-n, LN2_LO, M::mul_add(-n, LN2_HI, xc)); // x - n ln 2, in two exact-ish steps
     let mut q = 1.987_569_1e-4f32;
     for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
-        q = q.mul_add(r, c);
+        q = M::mul_add(q, r, c);
     }
-    let p = (q * r).mul_add(r, r) + 1.0; // 1 + r + r² q(r)
+    let p = M::mul_add(q * r, r, r) + 1.0; // 1 + r + r² q(r)
     // 2ⁿ: the biased exponent n + 127 shifted into place. n is read from the
     // mantissa bits of `shifted` (bits(ROUND + n) = bits(ROUND) + n), integer
     // arithmetic only: `n as i32` (a saturating float-to-int cast) would

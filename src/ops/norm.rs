@@ -16,13 +16,23 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Normalise each contiguous group of `group` values of `x` (row-major), with
-/// an affine `γ`, `β` either per element of the group (`per_element`, layer
-/// norm: `γ[i]`) or one shared pair (`γ[0]`, group norm before its per-channel affine).
+/// Normalise each contiguous group of `group` values of `x` (row-major), then
+/// apply the affine `γ`, `β` as `affine` says.
 struct Groups {
     group: usize,
     eps: f32,
-    per_element: bool,
+    affine: Affine,
+}
+
+/// Which `γ`, `β` a value of a group gets.
+#[derive(Clone, Copy)]
+enum Affine {
+    /// Layer norm: `γ[i]` for the i-th value of every group.
+    PerElement,
+    /// Group norm: a group is `channels` runs of `spatial` values (its
+    /// channels in NCHW), and group `k` (counting over the whole batch) is
+    /// group `k mod G` of its sample, so run `j` is channel `(k mod G) · channels + j`.
+    PerChannel { channels: usize, spatial: usize },
 }
 
 /// `Σ_i f(a[i], b[i])` in 8 independent f64 lanes, so that the loop vectorises;
@@ -67,34 +77,45 @@ impl Groups {
         ((x as f64 - mu) * rs) as f32
     }
 
+    /// The first channel of group `k` for [`Affine::PerChannel`] with `nparams` channels in all.
+    fn first_channel(k: usize, channels: usize, nparams: usize) -> usize {
+        k % (nparams / channels) * channels
+    }
+
     /// Returns y and `(μ, 1/σ)` per group.
     fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<Stats>) {
         let n = self.group;
         let groups_per_task = (8192 / n.max(1)).max(1);
         let mut stats = vec![(0.0, 0.0); x.len() / n.max(1)];
         let y = uninit_vec(x.len(), |y| {
-            y.par_chunks_mut(groups_per_task * n).zip(stats.par_chunks_mut(groups_per_task)).zip(x.par_chunks(groups_per_task * n)).for_each(
-                |((y, st), x)| {
-                    simd(#[inline(always)] || {
-                        for ((y, st), x) in y.chunks_mut(n).zip(st.iter_mut()).zip(x.chunks(n)) {
-                            // Statistics in f64: the golden tests compare to 1e-5.
-                            let mu = sum_f64(x, x, |v, _| v as f64) / n as f64;
-                            let var = sum_f64(x, x, |v, _| (v as f64 - mu) * (v as f64 - mu)) / n as f64;
-                            *st = (mu, 1.0 / (var + self.eps as f64).sqrt());
-                            if self.per_element {
+            let tasks = y.par_chunks_mut(groups_per_task * n).zip(stats.par_chunks_mut(groups_per_task)).zip(x.par_chunks(groups_per_task * n));
+            tasks.enumerate().for_each(|(task, ((y, st), x))| {
+                simd(#[inline(always)] || {
+                    for (i, ((y, st), x)) in y.chunks_mut(n).zip(st.iter_mut()).zip(x.chunks(n)).enumerate() {
+                        // Statistics in f64: the golden tests compare to 1e-5.
+                        let mu = sum_f64(x, x, |v, _| v as f64) / n as f64;
+                        let var = sum_f64(x, x, |v, _| (v as f64 - mu) * (v as f64 - mu)) / n as f64;
+                        *st = (mu, 1.0 / (var + self.eps as f64).sqrt());
+                        // y = γ x̂ + β
+                        match self.affine {
+                            Affine::PerElement => {
                                 for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
                                     y.write(g * Self::xhat(x, *st) + b);
                                 }
-                            } else {
-                                let (g, b) = (gamma[0], beta[0]);
-                                y.iter_mut().zip(x).for_each(|(y, &x)| {
-                                    y.write(g * Self::xhat(x, *st) + b);
-                                });
+                            }
+                            Affine::PerChannel { channels, spatial } => {
+                                let c0 = Self::first_channel(task * groups_per_task + i, channels, gamma.len());
+                                for (j, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+                                    let (g, b) = (gamma[c0 + j], beta[c0 + j]);
+                                    y.iter_mut().zip(x).for_each(|(y, &x)| {
+                                        y.write(g * Self::xhat(x, *st) + b);
+                                    });
+                                }
                             }
                         }
-                    })
-                },
-            );
+                    }
+                })
+            });
         });
         (y, stats)
     }
@@ -112,7 +133,8 @@ impl Groups {
                 .zip(dy.par_chunks(block))
                 .zip(x.par_chunks(block))
                 .zip(stats.par_chunks(GROUPS_PER_BLOCK))
-                .map(|(((dx, dy), x), st)| simd(#[inline(always)] || self.backward_block(dx, dy, x, st, gamma, nparams)))
+                .enumerate()
+                .map(|(b, (((dx, dy), x), st))| simd(#[inline(always)] || self.backward_block(b * GROUPS_PER_BLOCK, dx, dy, x, st, gamma, nparams)))
                 .collect();
         });
         let (mut dgamma, mut dbeta) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
@@ -123,25 +145,36 @@ impl Groups {
         (dx, dgamma, dbeta)
     }
 
-    /// One block of groups of [`Self::backward`]: writes its dx, returns its share of dγ, dβ.
+    /// One block of groups of [`Self::backward`], the first of them group
+    /// `first` overall: writes its dx, returns its share of dγ, dβ.
     #[inline(always)]
-    fn backward_block(&self, dx: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>) {
+    #[allow(clippy::too_many_arguments)] // the block's place, its slices and the parameters
+    fn backward_block(&self, first: usize, dx: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>) {
         let n = self.group;
         let (mut dg, mut db) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
-        // x̂ and ĝ = γ · dy, one group at a time (a shared γ is a group of one parameter).
+        // x̂ and ĝ = γ · dy, one group at a time.
         let (mut xh, mut gh) = (vec![0.0f32; n], vec![0.0f32; n]);
-        for (((dx, dy), x), &st) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(x.chunks(n)).zip(stats) {
+        for (i, (((dx, dy), x), &st)) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(x.chunks(n)).zip(stats).enumerate() {
             xh.iter_mut().zip(x).for_each(|(h, &x)| *h = Self::xhat(x, st));
-            if self.per_element {
-                gh.iter_mut().zip(dy).zip(gamma).for_each(|((h, &d), &g)| *h = g * d);
-                for (((dg, db), &d), &x) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xh) {
-                    *dg += d * x;
-                    *db += d;
+            match self.affine {
+                Affine::PerElement => {
+                    gh.iter_mut().zip(dy).zip(gamma).for_each(|((h, &d), &g)| *h = g * d);
+                    for (((dg, db), &d), &x) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(&xh) {
+                        *dg += d * x;
+                        *db += d;
+                    }
                 }
-            } else {
-                gh.iter_mut().zip(dy).for_each(|(h, &d)| *h = gamma[0] * d);
-                dg[0] += sum_f64(dy, &xh, |d, x| d as f64 * x as f64) as f32;
-                db[0] += sum_f64(dy, dy, |d, _| d as f64) as f32;
+                Affine::PerChannel { channels, spatial } => {
+                    // dγ_c = Σ dy x̂, dβ_c = Σ dy over the channel's run (and, summed by the caller, the batch)
+                    let c0 = Self::first_channel(first + i, channels, nparams);
+                    let runs = gh.chunks_mut(spatial).zip(dy.chunks(spatial)).zip(xh.chunks(spatial));
+                    for (j, ((gh, dy), xh)) in runs.enumerate() {
+                        let g = gamma[c0 + j];
+                        gh.iter_mut().zip(dy).for_each(|(h, &d)| *h = g * d);
+                        dg[c0 + j] += sum_f64(dy, xh, |d, x| d as f64 * x as f64) as f32;
+                        db[c0 + j] += sum_f64(dy, dy, |d, _| d as f64) as f32;
+                    }
+                }
             }
             let mean_g = (sum_f64(&gh, &gh, |h, _| h as f64) / n as f64) as f32;
             let mean_gx = (sum_f64(&gh, &xh, |h, x| h as f64 * x as f64) / n as f64) as f32;
@@ -193,7 +226,7 @@ impl Tensor {
         if let Some(y) = super::on_gpu::layer_norm(self, gamma, beta, eps) {
             return Ok(y);
         }
-        Ok(norm_op("layer_norm", self, gamma, beta, Groups { group: c, eps, per_element: true }))
+        Ok(norm_op("layer_norm", self, gamma, beta, Groups { group: c, eps, affine: Affine::PerElement }))
     }
 
     /// Group normalisation: `x (N, C, ...)` split into `groups` groups of
@@ -210,15 +243,9 @@ impl Tensor {
         }
         let spatial: usize = shape[2..].iter().product();
         let per_group = c / groups;
-        // Groups are contiguous in NCHW: normalise each (n, g) block of
-        // C/G · spatial values without affine, then apply γ, β per channel.
-        let xs = self.reshape(&[shape[0] as isize, groups as isize, -1])?;
-        let ones = Tensor::ones(&[1]);
-        let zeros = Tensor::zeros(&[1]);
-        let normed = norm_op("group_norm", &xs, &ones, &zeros, Groups { group: per_group * spatial, eps, per_element: false });
-        let mut pshape = vec![1isize, c as isize];
-        pshape.extend(std::iter::repeat_n(1, shape.len() - 2));
-        let y = normed.reshape(&shape.iter().map(|&d| d as isize).collect::<Vec<_>>())?;
-        y.mul(&gamma.reshape(&pshape)?)?.add(&beta.reshape(&pshape)?)
+        // Groups are contiguous in NCHW: each (n, g) block of C/G · spatial
+        // values is normalised, and its channels' γ, β applied, in one pass.
+        let affine = Affine::PerChannel { channels: per_group, spatial };
+        Ok(norm_op("group_norm", self, gamma, beta, Groups { group: per_group * spatial, eps, affine }))
     }
 }

@@ -1,6 +1,6 @@
 //! Reductions over axes: sum, mean, max, variance; softmax and log-softmax.
 
-use super::kernels::{map2, rows_from, PARALLEL_MIN_LEN};
+use super::kernels::{map2, rows_from, rows_from_as, PARALLEL_MIN_LEN};
 use crate::tensor::{normalize_axis, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
@@ -134,13 +134,13 @@ impl Tensor {
         if a + 1 == x.ndim() && x.is_standard_layout() && x.len() > 0 {
             // The usual case (attention rows): contiguous rows, one pass each, in parallel.
             let d = x.shape()[a];
-            let y = rows_from(x.as_slice().expect("standard layout"), &[], d, #[inline(always)] |row, _| {
+            let y = crate::with_mul_add!(M => rows_from_as::<M>(x.as_slice().expect("standard layout"), &[], d, #[inline(always)] |row, _| {
                 let m = row.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
                 // Separate passes so that each vectorises: exp, then the sum, then the scaling.
-                row.iter_mut().for_each(|v| *v = super::kernels::exp(*v - m));
+                row.iter_mut().for_each(|v| *v = super::kernels::exp::<M>(*v - m));
                 let inv = 1.0 / lane_sum(row);
                 row.iter_mut().for_each(|v| *v *= inv);
-            });
+            }));
             let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
             drop(x);
             return Tensor::from_op(out, "softmax", &[self], move |g, y| {

@@ -10,19 +10,23 @@
 //!
 //! Two ways to run it:
 //!
-//! - [`implicit`] (a CPU with AVX-512): `col_n` is never stored. The GEMM reads
-//!   its right operand in panels of 32 columns, and each panel is packed
-//!   straight from the image; both gradients are GEMMs of the same kind.
-//! - [`im2col`] (any CPU): `col_n` is written out as a matrix and handed to
-//!   the general GEMM; `dX` comes back through `col2im`.
+//! - [`implicit`] (every tier, on its micro-kernel): `col_n` is never stored.
+//!   The GEMM reads its right operand in panels of NR columns, and each panel
+//!   is packed straight from the image; both gradients are GEMMs of the same kind.
+//! - [`im2col`] (a strided convolution's dX): `col_n` is written out as a
+//!   matrix and handed to the general GEMM; `dX` comes back through `col2im`.
 //!
 //! Both cut the batch into a fixed number of runs of images, spread over
 //! rayon's threads, with single-threaded GEMMs inside a run and scratch
 //! buffers kept per thread.
 
 pub mod im2col;
-#[cfg(target_arch = "x86_64")]
 pub mod implicit;
+
+#[cfg(target_arch = "x86_64")]
+use super::microkernel::{Avx2, Avx512};
+use super::microkernel::Portable;
+use super::tier::{tier, Tier};
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -104,11 +108,13 @@ pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 /// [`conv2d_forward`] into fresh memory: every element of `y` is written, so it
 /// need not be zero-filled first (the output of a conv layer skips that pass).
 pub fn conv2d_forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::microkernel::available() {
-        return implicit::forward_into(g, x, w, y);
+    match tier() {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => implicit::forward_into::<Avx512>(g, x, w, y),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => implicit::forward_into::<Avx2>(g, x, w, y),
+        _ => implicit::forward_into::<Portable>(g, x, w, y),
     }
-    im2col::forward_into(g, x, w, y)
 }
 
 /// An initialised slice seen as possibly-uninitialised memory, for a function
@@ -122,9 +128,11 @@ fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The dW sum over the
 /// batch is deterministic: it is added in a fixed order of runs of images.
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
-    #[cfg(target_arch = "x86_64")]
-    if super::microkernel::available() {
-        return implicit::backward(g, x, w, dy, dx, dw);
+    match tier() {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => implicit::backward::<Avx512>(g, x, w, dy, dx, dw),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => implicit::backward::<Avx2>(g, x, w, dy, dx, dw),
+        _ => implicit::backward::<Portable>(g, x, w, dy, dx, dw),
     }
-    im2col::backward(g, x, w, dy, dx, dw)
 }

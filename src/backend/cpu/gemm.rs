@@ -1,13 +1,18 @@
 //! Single-precision GEMM on the CPU: `C = alpha * A B + beta * C` with arbitrary
 //! strides, parallelised with rayon.
 //!
-//! On a CPU with AVX-512 the work runs in our own packed GEMM
-//! ([`super::packed_gemm`], [`super::microkernel`]); elsewhere (or for a C
-//! that is strided both ways) in `matrixmultiply`'s portable kernels.
+//! The work runs in our own packed GEMM ([`super::packed_gemm`]) on the
+//! micro-kernel of this process's [CPU tier](super::tier)
+//! ([`super::microkernel`]); only a C that is strided both ways goes to
+//! `matrixmultiply` (which picks its own kernel).
 //!
 //! Strides are in elements, so a transposed operand is the same memory with
 //! its row and column strides swapped: no copy is ever made to transpose.
 
+#[cfg(target_arch = "x86_64")]
+use super::microkernel::{Avx2, Avx512};
+use super::microkernel::{MicroKernel, Portable};
+use super::tier::{tier, Tier};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -51,18 +56,42 @@ pub unsafe fn sgemm_serial(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, 
         }
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::microkernel::available() {
-        if csc == 1 && rsc >= 0 {
-            return super::packed_gemm::gemm(m, k, n, alpha, a, b, beta, c, rsc as usize);
-        }
-        if rsc == 1 && csc >= 0 {
-            // A column-major C is a row-major Cᵀ: Cᵀ (n x m) = Bᵀ (n x k) · Aᵀ (k x m).
-            let (at, bt) = (MatPtr { ptr: a.ptr, rs: a.cs, cs: a.rs }, MatPtr { ptr: b.ptr, rs: b.cs, cs: b.rs });
-            return super::packed_gemm::gemm(n, k, m, alpha, bt, at, beta, c, csc as usize);
-        }
+    match tier() {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => sgemm_packed::<Avx512>(m, k, n, alpha, a, b, beta, c, rsc, csc),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => sgemm_packed::<Avx2>(m, k, n, alpha, a, b, beta, c, rsc, csc),
+        _ => sgemm_packed::<Portable>(m, k, n, alpha, a, b, beta, c, rsc, csc),
+    }
+}
+
+/// [`sgemm_serial`] on the micro-kernel `K`, for a C with one unit stride.
+///
+/// # Safety
+/// As [`sgemm_serial`], and the CPU must support `K`'s tier.
+#[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
+unsafe fn sgemm_packed<K: MicroKernel>(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: isize, csc: isize) {
+    if csc == 1 && rsc >= 0 {
+        return super::packed_gemm::gemm::<K>(m, k, n, alpha, a, b, beta, c, rsc as usize);
+    }
+    if rsc == 1 && csc >= 0 {
+        // A column-major C is a row-major Cᵀ: Cᵀ (n x m) = Bᵀ (n x k) · Aᵀ (k x m).
+        let (at, bt) = (MatPtr { ptr: a.ptr, rs: a.cs, cs: a.rs }, MatPtr { ptr: b.ptr, rs: b.cs, cs: b.rs });
+        return super::packed_gemm::gemm::<K>(n, k, m, alpha, bt, at, beta, c, csc as usize);
     }
     matrixmultiply::sgemm(m, k, n, alpha, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c, rsc, csc);
+}
+
+/// (rows, columns) of this tier's micro-tile: parallel blocks of C are
+/// multiples of it, so that no tile straddles two threads.
+fn tile_size() -> (usize, usize) {
+    match tier() {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => (Avx512::MR, Avx512::NR),
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => (Avx2::MR, Avx2::NR),
+        _ => (Portable::MR, Portable::NR),
+    }
 }
 
 /// `C = alpha * A B + beta * C`, split across rayon's threads when large: over
@@ -77,8 +106,9 @@ pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatP
         return sgemm_serial(m, k, n, alpha, a, b, beta, c, rsc, csc);
     }
     let by_rows = m >= n;
-    // Blocks a multiple of the micro-tile (12 rows x 32 columns) so that no tile straddles two threads.
-    let (len, unit) = if by_rows { (m, 12) } else { (n, 32) };
+    // Blocks a multiple of the micro-tile so that no tile straddles two threads.
+    let (mr, nr) = tile_size();
+    let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let block = len.div_ceil(threads).div_ceil(unit) * unit;
     let (ap, bp, cp) = (SendPtr(a), SendPtr(b), SendPtr(c));
     (0..len.div_ceil(block)).into_par_iter().for_each(|blk| {

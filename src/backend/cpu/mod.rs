@@ -1,26 +1,39 @@
-//! The CPU loops: a packed AVX-512 GEMM (with `matrixmultiply` as the portable
-//! fallback) and convolution by im2col, both parallel with rayon.
+//! The CPU loops: a packed GEMM with one micro-kernel per [CPU tier](tier)
+//! (AVX-512, AVX2 + FMA, portable), and convolution as an implicit GEMM on
+//! the same kernels, all parallel with rayon.
 
 pub mod conv;
 pub mod gemm;
 pub mod memory;
-#[cfg(target_arch = "x86_64")]
 pub mod microkernel;
-#[cfg(target_arch = "x86_64")]
 pub mod packed_gemm;
 pub mod pool;
+pub mod tier;
 pub mod upsample;
 
 /// `dst.copy_from_slice(src)` for the short copies of packing (one panel row
-/// of `N` floats, or fewer at an edge). A copy of a compile-time length is
-/// inlined as vector moves; a variable-length one is a call to `memmove`,
-/// which costs more than moving 128 bytes.
+/// of NR floats or one sliver column of MR, or fewer at an edge). A copy of a
+/// compile-time length is inlined as vector moves; a variable-length one is a
+/// call to `memmove`, which costs more than moving 128 bytes. So the widths
+/// of the micro-kernels' tiles get a fixed-length copy each.
 #[inline]
-pub(crate) fn copy_short<const N: usize>(dst: &mut [f32], src: &[f32]) {
-    match (<&mut [f32; N]>::try_from(&mut *dst), <&[f32; N]>::try_from(src)) {
-        (Ok(d), Ok(s)) => *d = *s,
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    match src.len() {
+        32 => copy_fixed::<32>(dst, src),
+        16 => copy_fixed::<16>(dst, src),
+        12 => copy_fixed::<12>(dst, src),
+        8 => copy_fixed::<8>(dst, src),
+        6 => copy_fixed::<6>(dst, src),
+        4 => copy_fixed::<4>(dst, src),
         _ => dst.copy_from_slice(src),
     }
+}
+
+/// [`copy_short`] of exactly `N` floats.
+#[inline(always)]
+fn copy_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    let d: &mut [f32; N] = dst.try_into().expect("lengths checked by copy_short");
+    *d = src.try_into().expect("lengths checked by copy_short");
 }
 
 /// A 64-byte aligned window of `len` floats inside `buf` (grown when needed).

@@ -1,22 +1,23 @@
-//! Convolution as an implicit GEMM on the AVX-512 micro-kernel: the im2col
-//! matrix is never written out.
+//! Convolution as an implicit GEMM on the micro-kernel of the CPU tier
+//! ([`crate::backend::cpu::microkernel`]): the im2col matrix is never written out.
 //!
 //! The packed GEMM ([`crate::backend::cpu::packed_gemm`]) copies its right
-//! operand into panels of NR = 32 columns before the micro-kernel reads them.
+//! operand into panels of NR columns (AVX-512: 32, AVX2: 16, portable: 8)
+//! before the micro-kernel reads them.
 //! For a convolution that operand is `col_n`, and each panel of it can be
 //! packed straight from the image, used by every sliver of the packed weights
 //! while it is in cache, and forgotten:
 //!
 //! ```text
 //! y_n (OC, OHW) = W (OC, CKK) · col_n (CKK, OHW)
-//! panel t: [(c, i, j)][l] = x_n[c, src(i, j, q)],  q = 32 t + l     (0 where the tap is in the padding)
+//! panel t: [(c, i, j)][l] = x_n[c, src(i, j, q)],  q = NR t + l     (0 where the tap is in the padding)
 //! ```
 //!
 //! `src(i, j, q)` is the input pixel under output pixel `q` for tap `(i, j)`
 //! (`Taps`). For a stride-1 convolution whose output is as wide as its input
 //! (a "same" convolution), `src(i, j, q) = q + (i - p) W + (j - p)`: a panel row
-//! is 32 consecutive floats of one input plane, read by two vector loads
-//! whose lane masks zero the padding.
+//! is NR consecutive floats of one input plane, read by vector loads whose
+//! lane masks zero the padding ([`MicroKernel::masked_row`]).
 //!
 //! The gradients are GEMMs of the same kind:
 //!
@@ -29,7 +30,7 @@
 //! dX of a stride-1 convolution is the full correlation of dY with the
 //! flipped kernel (each input pixel collects every output it fed), which is
 //! the forward pass again. dW's GEMM runs along output pixels, so its panels
-//! hold 32 columns of `(tap, channel)`: with the image transposed to
+//! hold NR columns of `(tap, channel)`: with the image transposed to
 //! channels-last, a panel row is one contiguous copy again. dW' is dW with its
 //! columns in `(i, j, c)` order; it is put back at the end. A strided
 //! convolution's dX goes through [`super::im2col`]'s col2im.
@@ -37,21 +38,21 @@
 use super::{im2col, images_per_task, with_scratch, ConvGeom};
 use crate::backend::cpu::copy_short;
 use crate::backend::cpu::gemm::MatPtr;
-use crate::backend::cpu::microkernel::{tile_rows, MR, NR};
+use crate::backend::cpu::microkernel::MicroKernel;
 use crate::backend::cpu::packed_gemm::{pack_a, sliver, sliver_count};
 use rayon::prelude::*;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// Depth of a k block: the block of a B panel (KC x 32 floats, 32 KiB) stays
+/// Depth of a k block: the block of a B panel (KC x NR floats, AVX-512: 32 KiB) stays
 /// in L1 while every sliver of A passes over it. Depths are balanced: 576 gives
 /// three blocks of 192, 840 four of 210. (Tuned on the 64-channel 3x3 conv of
 /// `bench_engine`, one thread: 256 ran 5 to 10% faster than 400 or 600.)
 const KC: usize = 256;
 
-/// Where each tap of the kernel reads in the input.
-struct Taps {
+/// Where each tap of the kernel reads in the input, for panels of `K::NR` pixels.
+struct Taps<K> {
     /// Output pixels OH * OW.
     ohw: usize,
     /// `src[tap * OHW + q]`, `tap = i * KW + j`: the input pixel `iy * W + ix`
@@ -60,10 +61,12 @@ struct Taps {
     /// For a stride-1 convolution with OW == W, per `(tap, panel)`: the plane
     /// offset of the panel's first pixel and the mask of its lanes inside the image.
     shifted: Option<Vec<(isize, u32)>>,
+    kernel: PhantomData<K>,
 }
 
-impl Taps {
-    fn new(g: &ConvGeom) -> Taps {
+impl<K: MicroKernel> Taps<K> {
+    fn new(g: &ConvGeom) -> Taps<K> {
+        let nr = K::NR;
         let (oh, ow) = (g.oh(), g.ow());
         let ohw = oh * ow;
         let mut src = Vec::with_capacity(g.kh * g.kw * ohw);
@@ -80,54 +83,49 @@ impl Taps {
                 }
             }
         }
-        let panels = ohw.div_ceil(NR);
+        let panels = ohw.div_ceil(nr);
         let shifted = (g.stride == 1 && ow == g.w).then(|| {
             let mut v = Vec::with_capacity(g.kh * g.kw * panels);
             for (tap, row) in src.chunks_exact(ohw).enumerate() {
                 // src = q + (i - p) W + (j - p) wherever the tap is inside the image
                 let shift = ((tap / g.kw) * g.w + tap % g.kw) as isize - (g.pad * g.w + g.pad) as isize;
                 for t in 0..panels {
-                    let lanes = &row[t * NR..ohw.min((t + 1) * NR)];
-                    debug_assert!(lanes.iter().enumerate().all(|(l, &s)| s < 0 || s as isize == (t * NR + l) as isize + shift));
+                    let lanes = &row[t * nr..ohw.min((t + 1) * nr)];
+                    debug_assert!(lanes.iter().enumerate().all(|(l, &s)| s < 0 || s as isize == (t * nr + l) as isize + shift));
                     let mask = lanes.iter().enumerate().filter(|&(_, &s)| s >= 0).fold(0u32, |m, (l, _)| m | 1 << l);
-                    v.push(((t * NR) as isize + shift, mask));
+                    v.push(((t * nr) as isize + shift, mask));
                 }
             }
             v
         });
-        Taps { ohw, src, shifted }
+        Taps { ohw, src, shifted, kernel: PhantomData }
     }
 }
 
 /// Pack rows `rows` of panel `t` of `col_n (CKK, OHW)` from one image `x (C, H*W)`:
 /// `panel[r - rows.start][l] = col_n[r, t*NR + l]`, zero past the last pixel.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_pixels(g: &ConvGeom, taps: &Taps, x: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
+///
+/// # Safety
+/// The CPU must support `K`'s tier.
+unsafe fn pack_pixels<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, x: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
+    let nr = K::NR;
     let (hw, kk) = (g.h * g.w, g.kh * g.kw);
-    let panels = taps.ohw.div_ceil(NR);
-    let cols = NR.min(taps.ohw - t * NR);
+    let panels = taps.ohw.div_ceil(nr);
+    let cols = nr.min(taps.ohw - t * nr);
     // row r of col_n is (c, tap) = (r / KK, r % KK), stepped without a division per row
     let (mut c, mut tap) = (rows.start / kk, rows.start % kk);
-    for row in panel.chunks_exact_mut(NR).take(rows.len()) {
+    for row in panel.chunks_exact_mut(nr).take(rows.len()) {
         let plane = &x[c * hw..(c + 1) * hw];
         match &taps.shifted {
             Some(shifted) => {
+                // NR floats of the plane from `start`, the lanes in the padding zeroed.
+                // Only the masked-in lanes are read when the run crosses an end of the plane.
                 let (start, mask) = shifted[tap * panels + t];
-                // Inside the plane: plain loads, then zero the padding lanes (faster
-                // than masked loads). At its ends a masked load, which never
-                // touches its masked-off lanes, so nothing outside `x` is read.
-                let p = plane.as_ptr().wrapping_offset(start);
-                let (m0, m1) = (mask as __mmask16, (mask >> 16) as __mmask16);
-                let (v0, v1) = if start >= 0 && start as usize + NR <= hw {
-                    (_mm512_maskz_mov_ps(m0, _mm512_loadu_ps(p)), _mm512_maskz_mov_ps(m1, _mm512_loadu_ps(p.add(16))))
-                } else {
-                    (_mm512_maskz_loadu_ps(m0, p), _mm512_maskz_loadu_ps(m1, p.wrapping_add(16)))
-                };
-                _mm512_storeu_ps(row.as_mut_ptr(), v0);
-                _mm512_storeu_ps(row.as_mut_ptr().add(16), v1);
+                let inside = start >= 0 && start as usize + nr <= hw;
+                K::masked_row(row, plane.as_ptr().wrapping_offset(start), mask, inside);
             }
             None => {
-                let src = &taps.src[tap * taps.ohw + t * NR..][..cols];
+                let src = &taps.src[tap * taps.ohw + t * nr..][..cols];
                 for (d, &s) in row.iter_mut().zip(src) {
                     *d = if s >= 0 { plane[s as usize] } else { 0.0 };
                 }
@@ -144,25 +142,25 @@ unsafe fn pack_pixels(g: &ConvGeom, taps: &Taps, x: &[f32], t: usize, rows: Rang
 /// Pack rows `rows` (output pixels) of panel `t` of `colᵀ_n (OHW, KK*C)`, columns in
 /// `(tap, channel)` order, from the channels-last image `xt (H*W, C)`:
 /// `panel[q - rows.start][l] = colᵀ_n[q, t*NR + l]`.
-fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
-    let c = g.c;
-    let cols = NR.min(g.kh * g.kw * c - t * NR);
+fn pack_taps<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, xt: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
+    let (c, nr) = (g.c, K::NR);
+    let cols = nr.min(g.kh * g.kw * c - t * nr);
     // The panel's columns as runs of channels of one tap: (tap, first channel, first lane, length).
-    let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
+    let mut runs = [(0usize, 0usize, 0usize, 0usize); 32]; // NR <= 32
     let (mut count, mut l) = (0, 0);
     while l < cols {
-        let (tap, ch) = ((t * NR + l) / c, (t * NR + l) % c);
+        let (tap, ch) = ((t * nr + l) / c, (t * nr + l) % c);
         let len = (c - ch).min(cols - l);
         runs[count] = (tap, ch, l, len);
         count += 1;
         l += len;
     }
-    for (q, row) in rows.zip(panel.chunks_exact_mut(NR)) {
+    for (q, row) in rows.zip(panel.chunks_exact_mut(nr)) {
         for &(tap, ch, l, len) in &runs[..count] {
             let s = taps.src[tap * taps.ohw + q];
             let dst = &mut row[l..l + len];
             if s >= 0 {
-                copy_short::<NR>(dst, &xt[s as usize * c + ch..][..len]);
+                copy_short(dst, &xt[s as usize * c + ch..][..len]);
             } else {
                 dst.fill(0.0);
             }
@@ -183,51 +181,56 @@ fn pack_taps(g: &ConvGeom, taps: &Taps, xt: &[f32], t: usize, rows: Range<usize>
 /// sliver of A passes over it, so it is read from L1.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `c` must address an `m x n` matrix with row
+/// The CPU must support `K`'s tier; `c` must address an `m x n` matrix with row
 /// stride `rsc`; the blocks `panel_block` returns must hold `rows.len() * NR` floats.
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output, as `sgemm`
-unsafe fn gemm_panels(m: usize, k: usize, n: usize, apack: &[f32], mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
+unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
+    let (mr, nr) = (K::MR, K::NR);
     let kc_step = k.div_ceil(k.div_ceil(KC));
-    for t in 0..n.div_ceil(NR) {
-        let nr = NR.min(n - t * NR);
+    for t in 0..n.div_ceil(nr) {
+        let cols = nr.min(n - t * nr);
         for pc in (0..k).step_by(kc_step) {
             let kc = kc_step.min(k - pc);
             let b = panel_block(t, pc..pc + kc, scratch);
             let beta = if pc == 0 && !accumulate { 0.0 } else { 1.0 };
-            for s in 0..sliver_count(m) {
-                let (row0, mr) = sliver(m, s);
-                tile_rows(mr, kc, apack.as_ptr().add(s * MR * k + pc * MR), b, c.add(row0 * rsc + t * NR), rsc, nr, 1.0, beta);
+            for s in 0..sliver_count::<K>(m) {
+                let (row0, rows) = sliver::<K>(m, s);
+                K::tile(rows, kc, apack.as_ptr().add(s * mr * k + pc * mr), b, c.add(row0 * rsc + t * nr), rsc, cols, 1.0, beta);
             }
         }
     }
 }
 
 /// A row-major `(rows, cols)` matrix packed into MR-row slivers for [`gemm_panels`].
-fn pack_rows(rows: usize, cols: usize, a: &[f32], dst: &mut [f32]) {
-    // SAFETY: `a` holds rows * cols floats, `dst` sliver_count(rows) * MR * cols.
-    unsafe { pack_a(rows, cols, MatPtr { ptr: a.as_ptr(), rs: cols as isize, cs: 1 }, dst) }
+///
+/// # Safety
+/// The CPU must support `K`'s tier.
+unsafe fn pack_rows<K: MicroKernel>(rows: usize, cols: usize, a: &[f32], dst: &mut [f32]) {
+    // `a` holds rows * cols floats, `dst` sliver_count(rows) * MR * cols.
+    pack_a::<K>(rows, cols, MatPtr { ptr: a.as_ptr(), rs: cols as isize, cs: 1 }, dst)
 }
 
-/// Forward: `y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW))`, no bias.
-/// The CPU must support AVX-512F.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    forward_into(g, x, w, super::as_uninit(y))
+/// Forward: `y (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW))`, no bias,
+/// on the micro-kernel `K`, whose tier the CPU must support (the dispatch in
+/// [`super::conv2d_forward`] checks it).
+pub fn forward<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward_into::<K>(g, x, w, super::as_uninit(y))
 }
 
 /// [`forward`] into memory that need not be initialised: every element of `y` is
 /// written (the first k block of each GEMM stores with beta = 0, never reading y).
-pub fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
+pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
-    let taps = Taps::new(g);
-    let mut wpack = vec![0.0f32; sliver_count(g.oc) * MR * ckk];
-    pack_rows(g.oc, ckk, w, &mut wpack);
+    let taps = Taps::<K>::new(g);
+    let mut wpack = vec![0.0f32; sliver_count::<K>(g.oc) * K::MR * ckk];
+    unsafe { pack_rows::<K>(g.oc, ckk, w, &mut wpack) };
     let per_task = images_per_task(g.n);
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
-        with_scratch([KC * NR], |[panel]| {
+        with_scratch([KC * K::NR], |[panel]| {
             for (i, yn) in ys.chunks_mut(g.oc * ohw).enumerate() {
                 let xn = &x[(task * per_task + i) * chw..][..chw];
                 // y_n (OC, OHW) = W (OC, CKK) · col_n (CKK, OHW)
-                unsafe { gemm_panels(g.oc, ckk, ohw, &wpack, |t, rows, p| {
+                unsafe { gemm_panels::<K>(g.oc, ckk, ohw, &wpack, |t, rows, p| {
                         pack_pixels(g, &taps, xn, t, rows, p);
                         p.as_ptr()
                     }, panel, yn.as_mut_ptr() as *mut f32, ohw, false) };
@@ -237,16 +240,17 @@ pub fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32
 }
 
 /// Backward: given `dy (N, OC, OH, OW)`, write `dX` into `dx` and
-/// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The CPU must support AVX-512F.
-pub fn backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+/// `dW (OC, C, KH, KW)` into `dw`, each only when asked, on the micro-kernel
+/// `K` (whose tier the CPU must support, as for [`forward`]).
+pub fn backward<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
     if let Some(dx) = dx {
         match flipped(g, w) {
-            Some((gt, wt)) => forward(&gt, dy, &wt, dx),
+            Some((gt, wt)) => forward::<K>(&gt, dy, &wt, dx),
             None => im2col::backward(g, x, w, dy, Some(dx), None),
         }
     }
     if let Some(dw) = dw {
-        weight_grad(g, x, dy, dw);
+        weight_grad::<K>(g, x, dy, dw);
     }
 }
 
@@ -272,7 +276,8 @@ fn flipped(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
     Some((gt, wt))
 }
 
-/// The image as dW's right operand reads it (`colᵀ_n[q, (tap, c)] = x_n[c, src(tap, q)]`).
+/// The image as dW's right operand reads it (`colᵀ_n[q, (tap, c)] = x_n[c, src(tap, q)]`),
+/// in the panels of NR columns of a micro-kernel `K` (the methods' parameter).
 enum TapSource {
     /// `xᵀ_n (H*W, C)`, channels-last; panels are packed by [`pack_taps`].
     ChannelsLast,
@@ -287,8 +292,8 @@ enum TapSource {
 }
 
 impl TapSource {
-    fn new(g: &ConvGeom) -> TapSource {
-        if g.stride == 1 && g.c.is_multiple_of(NR) {
+    fn new<K: MicroKernel>(g: &ConvGeom) -> TapSource {
+        if g.stride == 1 && g.c.is_multiple_of(K::NR) {
             let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
             TapSource::Blocked { wp, block_rows: hp * wp + g.kw }
         } else {
@@ -315,8 +320,8 @@ impl TapSource {
     /// Rearrange one image `x (C, H, W)` into `dst`; the padding of
     /// `Blocked` is never written, so `dst` starts zeroed and is reused for every image.
     /// Both loops write `dst` in order and read one pixel of each channel of a block at a time.
-    fn fill(&self, g: &ConvGeom, x: &[f32], dst: &mut [f32]) {
-        let hw = g.h * g.w;
+    fn fill<K: MicroKernel>(&self, g: &ConvGeom, x: &[f32], dst: &mut [f32]) {
+        let (hw, nr) = (g.h * g.w, K::NR);
         match *self {
             // xt[p, c] = x[c, p]
             TapSource::ChannelsLast => {
@@ -326,11 +331,11 @@ impl TapSource {
             }
             // xb[cb][(y + p, x + p)][l] = x[cb*NR + l, y, x]
             TapSource::Blocked { wp, block_rows } => {
-                for (cb, block) in dst.chunks_exact_mut(block_rows * NR).enumerate() {
-                    let planes = &x[cb * NR * hw..(cb + 1) * NR * hw];
+                for (cb, block) in dst.chunks_exact_mut(block_rows * nr).enumerate() {
+                    let planes = &x[cb * nr * hw..(cb + 1) * nr * hw];
                     for y in 0..g.h {
                         let first = (y + g.pad) * wp + g.pad;
-                        for (xx, out) in block[first * NR..(first + g.w) * NR].chunks_exact_mut(NR).enumerate() {
+                        for (xx, out) in block[first * nr..(first + g.w) * nr].chunks_exact_mut(nr).enumerate() {
                             let p = y * g.w + xx;
                             out.iter_mut().enumerate().for_each(|(l, v)| *v = planes[l * hw + p]);
                         }
@@ -341,7 +346,8 @@ impl TapSource {
     }
 
     /// Rows `rows` of panel `t` of `colᵀ_n`, from the image as [`Self::fill`] left it.
-    fn panel_block(&self, g: &ConvGeom, taps: &Taps, xs: &[f32], t: usize, rows: Range<usize>, scratch: &mut [f32]) -> *const f32 {
+    fn panel_block<K: MicroKernel>(&self, g: &ConvGeom, taps: &Taps<K>, xs: &[f32], t: usize, rows: Range<usize>, scratch: &mut [f32]) -> *const f32 {
+        let nr = K::NR;
         match *self {
             TapSource::ChannelsLast => {
                 pack_taps(g, taps, xs, t, rows, scratch);
@@ -349,9 +355,9 @@ impl TapSource {
             }
             TapSource::Blocked { wp, block_rows } => {
                 // columns t*NR.. are channel block cb of tap (i, j)
-                let (tap, cb) = (t * NR / g.c, (t * NR % g.c) / NR);
+                let (tap, cb) = (t * nr / g.c, (t * nr % g.c) / nr);
                 let (i, j) = (tap / g.kw, tap % g.kw);
-                xs[(cb * block_rows + i * wp + j + rows.start) * NR..][..rows.len() * NR].as_ptr()
+                xs[(cb * block_rows + i * wp + j + rows.start) * nr..][..rows.len() * nr].as_ptr()
             }
         }
     }
@@ -359,17 +365,18 @@ impl TapSource {
 
 /// `dY_n (OC, OH*OW)` packed into MR-row slivers along a grid of output pixels
 /// `width` wide: column `y*width + x` holds `dY_n[o, y, x]` for `x < OW`, 0 past it.
-fn pack_dy(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32]) {
+fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32]) {
+    let mr = K::MR;
     let (oh, ow) = (g.oh(), g.ow());
     let k = oh * width;
-    for (s, out) in dst.chunks_exact_mut(MR * k).take(sliver_count(g.oc)).enumerate() {
-        let (row0, rows) = sliver(g.oc, s);
-        if rows < MR || width > ow {
+    for (s, out) in dst.chunks_exact_mut(mr * k).take(sliver_count::<K>(g.oc)).enumerate() {
+        let (row0, rows) = sliver::<K>(g.oc, s);
+        if rows < mr || width > ow {
             out.fill(0.0);
         }
         let planes = &dy[row0 * oh * ow..(row0 + rows) * oh * ow];
         for y in 0..oh {
-            for (x, step) in out[y * width * MR..(y * width + ow) * MR].chunks_exact_mut(MR).enumerate() {
+            for (x, step) in out[y * width * mr..(y * width + ow) * mr].chunks_exact_mut(mr).enumerate() {
                 // one output pixel of each of the sliver's rows (written in order, read across planes)
                 step[..rows].iter_mut().enumerate().for_each(|(i, v)| *v = planes[i * oh * ow + y * ow + x]);
             }
@@ -379,11 +386,11 @@ fn pack_dy(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32]) {
 
 /// `dW (OC, C, KH, KW) = Σ_n dY_n · col_nᵀ`: each task sums its run of images
 /// into its own dW' (tap-major columns); the partial sums are added in run order.
-fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let (kk, ckk) = (g.kh * g.kw, g.ckk());
-    let taps = Taps::new(g);
-    let source = TapSource::new(g);
+    let taps = Taps::<K>::new(g);
+    let source = TapSource::new::<K>(g);
     let width = source.grid_width(g);
     let k = g.oh() * width;
     let per_task = images_per_task(g.n);
@@ -391,13 +398,13 @@ fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         .into_par_iter()
         .map(|task| {
             let mut dwt = vec![0.0f32; g.oc * ckk];
-            with_scratch([KC * NR, sliver_count(g.oc) * MR * k, source.len(g)], |[panel, dypack, xs]| {
+            with_scratch([KC * K::NR, sliver_count::<K>(g.oc) * K::MR * k, source.len(g)], |[panel, dypack, xs]| {
                 xs.fill(0.0);
                 for n in task * per_task..g.n.min((task + 1) * per_task) {
-                    source.fill(g, &x[n * chw..(n + 1) * chw], xs);
-                    pack_dy(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
+                    source.fill::<K>(g, &x[n * chw..(n + 1) * chw], xs);
+                    pack_dy::<K>(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
                     // dW' (OC, KK*C) += dY_n (OC, K) · colᵀ_n (K, KK*C)
-                    unsafe { gemm_panels(g.oc, k, ckk, dypack, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, dwt.as_mut_ptr(), ckk, true) };
+                    unsafe { gemm_panels::<K>(g.oc, k, ckk, dypack, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, dwt.as_mut_ptr(), ckk, true) };
                 }
             });
             dwt

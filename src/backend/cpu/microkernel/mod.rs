@@ -1,0 +1,87 @@
+//! The GEMM micro-kernels, one per [CPU tier](super::tier): the innermost
+//! loop of the packed GEMM ([`super::packed_gemm`]) and of the implicit
+//! convolution ([`super::conv::implicit`]).
+//!
+//! Each keeps an `MR x NR` tile of C in vector registers for a whole `k`
+//! loop of rank-1 updates (see [`avx512`] for the picture), sized to the
+//! registers its tier has:
+//!
+//! | kernel | tier | tile | accumulators |
+//! |---|---|---|---|
+//! | [`avx512::Avx512`] | AVX-512 | 12 x 32 | 24 of the 32 `zmm` (16 floats) |
+//! | [`avx2::Avx2`] | AVX2 + FMA | 6 x 16 | 12 of the 16 `ymm` (8 floats) |
+//! | [`portable::Portable`] | the baseline | 6 x 8 | 12 of the 16 `xmm` (4 floats), in plain Rust |
+//!
+//! Everything around the tile (blocking, packing, the edges) is shared and
+//! reads the tile's size from [`MicroKernel::MR`] and [`MicroKernel::NR`].
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod portable;
+
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub use avx512::Avx512;
+pub use portable::Portable;
+
+/// A GEMM micro-kernel of one CPU tier.
+pub trait MicroKernel: Copy + Send + Sync + 'static {
+    /// Rows of a micro-tile (the broadcast operand, from packed A).
+    const MR: usize;
+    /// Columns of a micro-tile (the vector operand, from packed B); at most 32.
+    const NR: usize;
+
+    /// `C[0..mr, 0..nr] = alpha * A_sliver · B_panel + beta * C` (beta = 0 never reads C).
+    ///
+    /// `a` is a packed sliver (`kc` steps of `MR` floats, rows past `mr`
+    /// unused), `b` a packed panel (`kc` steps of `NR` floats), `c` row-major
+    /// with row stride `rsc`.
+    ///
+    /// # Safety
+    /// The CPU must support the kernel's tier; `1 <= mr <= MR`; `a`, `b` must
+    /// hold `kc * MR`, `kc * NR` floats and `c` must address an `mr x nr` tile
+    /// with `nr <= NR`.
+    #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
+    unsafe fn tile(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32);
+
+    /// `dst[p][i] = src[i][p]` for `i < w`, `p < kc`, where `src` row `i`
+    /// starts at `src + i * stride` and is contiguous: packing a sliver of a
+    /// row-major A (`w = MR`) or a panel of a transposed B (`w = NR`).
+    ///
+    /// # Safety
+    /// The CPU must support the kernel's tier; the `w` rows of `kc` floats must
+    /// be readable; `dst` holds at least `kc * w` floats.
+    unsafe fn transpose_pack(w: usize, kc: usize, src: *const f32, stride: isize, dst: &mut [f32]) {
+        transpose_pack_scalar(w, kc, src, stride, dst)
+    }
+
+    /// `dst[l] = src[l]` where bit `l` of `mask` is set, else 0, for `l < NR`:
+    /// one panel row of the implicit convolution, whose masked-off lanes fall
+    /// in the padding. `inside` says that all `NR` floats at `src` are
+    /// readable (then plain loads may be used); otherwise only the masked-in
+    /// lanes are, and only they are read.
+    ///
+    /// # Safety
+    /// As stated; the CPU must support the kernel's tier; `dst` holds `NR` floats.
+    unsafe fn masked_row(dst: &mut [f32], src: *const f32, mask: u32, inside: bool) {
+        let _ = inside;
+        for (l, d) in dst[..Self::NR].iter_mut().enumerate() {
+            *d = if mask >> l & 1 == 1 { *src.wrapping_add(l) } else { 0.0 };
+        }
+    }
+}
+
+/// [`MicroKernel::transpose_pack`] one float at a time: `w` streams read front to back.
+///
+/// # Safety
+/// As [`MicroKernel::transpose_pack`].
+pub(crate) unsafe fn transpose_pack_scalar(w: usize, kc: usize, src: *const f32, stride: isize, dst: &mut [f32]) {
+    for (i, col) in (0..w).map(|i| (i, std::slice::from_raw_parts(src.offset(i as isize * stride), kc))) {
+        for (p, &v) in col.iter().enumerate() {
+            dst[p * w + i] = v;
+        }
+    }
+}
