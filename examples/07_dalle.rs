@@ -36,7 +36,7 @@ use dalle::models::vqvae::{VqVae, VqVaeConfig};
 use dalle::nn::{Module, TransformerConfig};
 use dalle::optim::{Adam, Optimizer, WarmupCosine};
 use dalle::tokenizer::TrainedBpe;
-use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
+use dalle::train::{cell, check_finite, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
 use dalle::{Error, Result, Rng};
 use ndarray::{s, Array4, Axis};
 
@@ -151,6 +151,7 @@ fn train(model: &Dalle, data: &TrainData, c: &CommonArgs, opt: &mut Adam, start:
     (0..start).for_each(|_| drop(sampler.next_batch())); // the same batch order as an unbroken run
     let progress = Progress::new("dalle", steps);
     let mut last = start;
+    let params = model.named_parameters();
     // ANCHOR: train
     for step in start..steps {
         let mut caption_rng = Rng::new(c.seed.wrapping_mul(1_000_003).wrapping_add(step as u64)); // per step, so --resume draws the same
@@ -159,6 +160,7 @@ fn train(model: &Dalle, data: &TrainData, c: &CommonArgs, opt: &mut Adam, start:
         opt.set_lr(schedule.lr(step));
         opt.zero_grad();
         loss.loss.backward();
+        check_finite(step, loss.loss.item(), None, &params)?; // a NaN loss stops the run before it reaches the weights
         opt.step();
         // ANCHOR_END: train
         last = step + 1;
@@ -204,7 +206,10 @@ fn notebook() -> Result<()> {
     let (model, start) = match (&c.weights, &c.resume) {
         (Some(path), _) | (None, Some(path)) => {
             let model = Dalle::load(path)?;
-            let step = checkpoint::load(path)?.metadata.get("step").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let step = match checkpoint::load(path)?.metadata.get("step") {
+                Some(v) => v.parse().map_err(|_| Error::Config(format!("{}: metadata `step` is {}, not a step count", path.display(), dalle::error::quote(v))))?,
+                None => 0,
+            };
             println!("loaded {}", path.display());
             (model, step)
         }
@@ -245,6 +250,9 @@ fn notebook() -> Result<()> {
     cell(3, "Train: L = 1/8 CE_text + 7/8 CE_image");
     let steps = if c.weights.is_some() { 0 } else { c.steps_or(1500, 6) };
     let mut opt = Adam::new(model.named_parameters(), c.lr_or(1e-3) as f32);
+    if c.resume.is_some() && start > steps {
+        return Err(Error::Config(format!("--resume: the checkpoint is at step {start}, past --steps {steps}")));
+    }
     if let Some(path) = &c.resume {
         checkpoint::load(path)?.load_optimizer(&mut opt)?;
         println!("resumed at step {start}");
