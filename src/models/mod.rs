@@ -1,6 +1,7 @@
 //! One module per paper: the models of the book's chapters.
 
 pub mod clip;
+pub mod diffusion;
 pub mod dvae;
 pub mod gpt;
 pub mod image_tokenizer;
