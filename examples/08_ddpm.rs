@@ -45,9 +45,9 @@ struct Args {
     /// Stop training after this many seconds even if steps remain (0: no limit).
     #[arg(long, default_value_t = 1800)]
     time_limit: u64,
-    /// Channels of the U-Net's first level (levels have 1x, 2x, 2x).
-    #[arg(long, default_value_t = 16)]
-    base_channels: usize,
+    /// Channels of the U-Net's first level (levels have 1x, 2x, 2x) [default: UNetConfig::mnist's 16].
+    #[arg(long)]
+    base_channels: Option<usize>,
     /// Share of training labels replaced by the null class (for classifier-free guidance).
     #[arg(long, default_value_t = 0.1)]
     p_uncond: f32,
@@ -180,7 +180,7 @@ fn notebook() -> dalle::Result<()> {
 
     cell(3, "Build the class-conditional U-Net");
     let (ch, h, _) = train.image_shape();
-    let base = if smoke { 8 } else { args.base_channels };
+    let base = args.base_channels.unwrap_or(if smoke { 8 } else { UNetConfig::mnist().base_channels });
     let config = UNetConfig { in_channels: ch, image_size: h, base_channels: base, attention_resolutions: vec![h / 4], ..UNetConfig::mnist() };
     let model = ClassConditionalUNet::new(config.clone(), classes, &mut Rng::new(c.seed))?;
     println!("{config:?}");

@@ -47,13 +47,14 @@ pub struct UNetConfig {
 }
 
 impl UNetConfig {
-    /// The chapter's default for 28x28 MNIST: 32/64/64 channels at 28/14/7, one residual
-    /// block per level, attention at 7x7; about 1 M parameters.
+    /// The chapter's model for 28x28 MNIST (`weights/ddpm_mnist.safetensors`): 16/32/32
+    /// channels at 28/14/7, one residual block per level, attention at 7x7 and in the
+    /// middle; 281 k parameters with the class embedding (chosen for a 30-minute run on 2 cores).
     pub fn mnist() -> Self {
         UNetConfig {
             in_channels: 1,
             image_size: 28,
-            base_channels: 32,
+            base_channels: 16,
             channel_mult: vec![1, 2, 2],
             num_res_blocks: 1,
             attention_resolutions: vec![7],
