@@ -63,6 +63,9 @@ struct Args {
     /// Samples per class for each point of the guidance-scale curve (DDIM-25).
     #[arg(long, default_value_t = 20)]
     scale_per_class: usize,
+    /// The evaluated samplers and their steps (ddpm-N, ddim-N, euler-N, heun-N), comma-separated.
+    #[arg(long, default_value = "ddpm-1000,ddim-50,heun-25,ddim-10,heun-5")]
+    samplers: String,
     /// Images per sampling batch (guidance doubles it inside the network).
     #[arg(long, default_value_t = 250)]
     sample_batch: usize,
@@ -135,6 +138,24 @@ fn generate(
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     let images = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Msg(format!("samples: {e}")))?;
     Ok((images, start.elapsed().as_secs_f64() / labels.len().max(1) as f64))
+}
+
+/// `"ddpm-1000,ddim-50"` -> (sampler, steps, samples per class); DDPM gets `ddpm_per_class`.
+fn parse_samplers(list: &str, per_class: usize, ddpm_per_class: usize) -> dalle::Result<Vec<(Sampler, usize, usize)>> {
+    list.split(',')
+        .map(|item| {
+            let bad = || Error::Config(format!("--samplers: `{item}` is not ddpm-N, ddim-N, euler-N or heun-N"));
+            let (name, steps) = item.trim().split_once('-').ok_or_else(bad)?;
+            let steps: usize = steps.parse().map_err(|_| bad())?;
+            Ok(match name {
+                "ddpm" => (Sampler::Ddpm(Variance::Small), steps, ddpm_per_class),
+                "ddim" => (Sampler::Ddim(0.0), steps, per_class),
+                "euler" => (Sampler::Euler, steps, per_class),
+                "heun" => (Sampler::Heun, steps, per_class),
+                _ => return Err(bad()),
+            })
+        })
+        .collect()
 }
 
 /// `per_class` labels of each of `classes` classes: 0, 1, ..., K-1, 0, 1, ...
@@ -313,13 +334,7 @@ fn notebook() -> dalle::Result<()> {
     let runs: Vec<(Sampler, usize, usize)> = if smoke {
         vec![(Sampler::Ddpm(Variance::Small), 5, 1), (Sampler::Ddim(0.0), 3, 1), (Sampler::Euler, 3, 1), (Sampler::Heun, 2, 1)]
     } else {
-        vec![
-            (Sampler::Ddpm(Variance::Small), NUM_TRAIN_STEPS, args.ddpm_per_class),
-            (Sampler::Ddim(0.0), 50, args.eval_per_class),
-            (Sampler::Heun, 25, args.eval_per_class),
-            (Sampler::Ddim(0.0), 10, args.eval_per_class),
-            (Sampler::Heun, 5, args.eval_per_class),
-        ]
+        parse_samplers(&args.samplers, args.eval_per_class, args.ddpm_per_class)?
     };
     let mut curves: HashMap<(String, bool), (Vec<(f64, f64)>, Vec<(f64, f64)>)> = HashMap::new();
     let mut shipped: Option<(Array4<f32>, Vec<usize>)> = None;
@@ -374,14 +389,15 @@ fn notebook() -> dalle::Result<()> {
     let labels = balanced_labels(classes, per_class);
     let mut acc_curve = Vec::new();
     let mut fd_curve = Vec::new();
-    for scale in [0.0f32, 1.0, 2.0, 3.0, 5.0] {
+    let scales: &[f32] = if per_class == 0 { &[] } else { &[0.0, 1.0, 2.0, 3.0, 5.0] };
+    for &scale in scales {
         let steps = if smoke { 2 } else { 25 };
         let (images, secs) = generate(&model, &diffusion, Sampler::Ddim(0.0), steps, &labels, Some(scale), batch, &mut Rng::new(c.seed + 2))?;
         let (acc, fd) = report(&format!("ddim-{steps} s={scale}"), steps, true, &images, &labels, secs)?;
         acc_curve.push((scale as f64, acc));
         fd_curve.push((scale as f64, fd));
     }
-    if judge.is_some() {
+    if judge.is_some() && !scales.is_empty() {
         let path = out.join("guidance.png");
         plot_lines(&path, "guidance scale s: judge accuracy and Fréchet distance / 100", "s", "value", &[Series::new("accuracy", acc_curve), Series::new("Fréchet / 100", fd_curve.iter().map(|&(s, f)| (s, f / 100.0)).collect())], false)?;
         wrote(&path);

@@ -3,7 +3,7 @@
 use dalle::eval::{frechet_distance, FeatureStats};
 use dalle::models::diffusion::samplers::{ddim_sample, ode_sample};
 use dalle::models::diffusion::{
-    guidance, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Denoiser, Diffusion, NoiseSchedule, Prediction, UNet, UNetConfig, Variance,
+    guidance, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Denoiser, Diffusion, NoiseSchedule, Prediction, Sampler, UNet, UNetConfig, Variance,
 };
 use dalle::nn::context_attention::ContextAttention;
 use dalle::nn::Module;
@@ -137,7 +137,10 @@ fn ddim_with_eta_0_is_deterministic_and_euler_is_ddim() {
         let out = denoiser.predict(&x, &[t, t]).unwrap();
         x = d.ddim_step(&out, &x, t, steps.get(i + 1).copied(), 0.0, None, false).unwrap();
     }
-    let euler = ode_sample(&denoiser, &d, x_t, &steps, false, &mut |_, _| {}).unwrap();
+    let euler = ode_sample(&denoiser, &d, x_t, &steps, false, false, &mut |_, _| {}).unwrap();
+    // and with x̂_0 clipped on both sides, the Euler sampler is the DDIM sampler
+    let euler_clipped = Sampler::Euler.sample(&denoiser, &d, Tensor::randn(&[2, 1, 8, 8], &mut Rng::new(6)), &steps, &mut Rng::new(0), &mut |_, _| {}).unwrap();
+    assert!(max_abs_diff(&euler_clipped, &a) < 1e-3, "clipped Euler and DDIM differ by {}", max_abs_diff(&euler_clipped, &a));
     assert!(max_abs_diff(&euler, &x) < 1e-3 * (1.0 + x.abs().to_vec().iter().fold(0.0f32, |m, v| m.max(*v))), "Euler and DDIM differ by {}", max_abs_diff(&euler, &x));
 }
 

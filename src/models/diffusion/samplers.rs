@@ -214,8 +214,8 @@ impl Sampler {
         match self {
             Sampler::Ddpm(variance) => ddpm_sample(model, diffusion, x_t, steps, variance, rng, watch),
             Sampler::Ddim(eta) => ddim_sample(model, diffusion, x_t, steps, eta, rng, watch),
-            Sampler::Euler => ode_sample(model, diffusion, x_t, steps, false, watch),
-            Sampler::Heun => ode_sample(model, diffusion, x_t, steps, true, watch),
+            Sampler::Euler => ode_sample(model, diffusion, x_t, steps, false, true, watch),
+            Sampler::Heun => ode_sample(model, diffusion, x_t, steps, true, true, watch),
         }
     }
 }
@@ -255,12 +255,14 @@ pub fn ddim_sample(model: &dyn Denoiser, d: &Diffusion, x_t: Tensor, steps: &[us
 // ANCHOR: ode_sample
 /// The probability-flow ODE `dx̃/dσ = ε̂` from `x_T` over `steps` (`σ_i = √((1 - ᾱ_{t_i})/ᾱ_{t_i})`,
 /// then `σ = 0`), by Euler or, with `heun`, Heun's method (Karras et al. Algorithm 1).
-pub fn ode_sample(model: &dyn Denoiser, d: &Diffusion, x_t: Tensor, steps: &[usize], heun: bool, watch: &mut dyn FnMut(usize, &Tensor)) -> Result<Tensor> {
+/// With `clip`, ε̂ is the one implied by `x̂_0` clamped to `[-1, 1]`, as DDIM clips (guided
+/// predictions overshoot the data range, and an unclipped ODE follows them out of it).
+pub fn ode_sample(model: &dyn Denoiser, d: &Diffusion, x_t: Tensor, steps: &[usize], heun: bool, clip: bool, watch: &mut dyn FnMut(usize, &Tensor)) -> Result<Tensor> {
     check_steps(&d.schedule, steps)?;
     let ab = d.schedule.alpha_bar(steps)?;
     let sigma = |i: usize| ab.get(i).map_or(0.0, |a| ((1.0 - a) / a).sqrt()); // σ_i; 0 past the last step
     // ε̂ at x̃ (scaled back to x_t = √ᾱ x̃ for the network)
-    let slope = |x_tilde: &Tensor, i: usize| -> Result<Tensor> { Ok(d.predict_x0_eps(model, &x_tilde.scale(ab[i].sqrt()), steps[i], false)?.1) };
+    let slope = |x_tilde: &Tensor, i: usize| -> Result<Tensor> { Ok(d.predict_x0_eps(model, &x_tilde.scale(ab[i].sqrt()), steps[i], clip)?.1) };
     no_grad(|| {
         let mut x = x_t.scale(1.0 / ab[0].sqrt()); // x̃ = x_T / √ᾱ
         for i in 0..steps.len() {
