@@ -207,16 +207,18 @@ fn notebook() -> dalle::Result<()> {
     println!("{config:?}");
     println!("{} parameters; null class = {}", model.num_parameters(), model.null_class());
     let params = model.named_parameters();
-    let mut ema = Ema::new(&params, 0.999);
+    if let Some(path) = &c.weights {
+        ema_weights(&checkpoint::load(path)?).load_into(&model, &["optim."])?;
+        println!("loaded {}; sampling without training", path.display());
+    }
+    let mut ema = Ema::new(&params, 0.999); // starts at the current weights (the loaded ones with --weights)
     let mut opt = Adam::new(params.clone(), c.lr_or(2e-3) as f32);
     let steps = c.steps_or(20_000, 3);
     let batch_size = c.batch_size_or(64, 8);
     let mut sampler = BatchSampler::new(train.len(), batch_size, c.seed);
     let mut start = 0;
-    if let Some(path) = &c.weights {
-        ema_weights(&checkpoint::load(path)?).load_into(&model, &["optim."])?;
+    if c.weights.is_some() {
         start = steps;
-        println!("loaded {}; sampling without training", path.display());
     } else if let Some(path) = &c.resume {
         let ck = checkpoint::load(path)?;
         ck.load_into(&model, &["optim.", "ema."])?;
