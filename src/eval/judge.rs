@@ -59,10 +59,30 @@ impl DigitJudge {
         if s.len() != 4 || s[1..] != [1, 28, 28] {
             return Err(Error::shape("digit_judge", format!("expected images (N, 1, 28, 28), got {s:?}")));
         }
+        self.fc2.forward(&self.features(x)?) // (N, 10)
+    }
+
+    /// The penultimate layer: `fc1`'s output after its ReLU, `(N, 1, 28, 28)` → `(N, 128)`
+    /// (the features of [`super::frechet`]).
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        if s.len() != 4 || s[1..] != [1, 28, 28] {
+            return Err(Error::shape("digit_judge", format!("expected images (N, 1, 28, 28), got {s:?}")));
+        }
         let h = self.conv1.forward(x)?.relu().max_pool2d(2, 2)?; // (N, 32, 14, 14)
         let h = self.conv2.forward(&h)?.relu().max_pool2d(2, 2)?; // (N, 64, 7, 7)
-        let h = self.fc1.forward(&h.flatten_from(1)?)?.relu(); // (N, 128)
-        self.fc2.forward(&h) // (N, 10)
+        Ok(self.fc1.forward(&h.flatten_from(1)?)?.relu()) // (N, 128)
+    }
+
+    /// [`DigitJudge::features`] of every image, in batches of 500, without a graph: `(N, 128)`.
+    pub fn feature_rows(&self, images: &ndarray::Array4<f32>) -> Result<ndarray::Array2<f32>> {
+        let mut rows = Vec::with_capacity(images.shape()[0] * 128);
+        for start in (0..images.shape()[0]).step_by(500) {
+            let end = (start + 500).min(images.shape()[0]);
+            let batch = Tensor::new(images.slice(ndarray::s![start..end, .., .., ..]).to_owned().into_dyn());
+            rows.extend(no_grad(|| self.features(&batch))?.to_vec());
+        }
+        ndarray::Array2::from_shape_vec((images.shape()[0], 128), rows).map_err(|e| Error::Msg(format!("judge features: {e}")))
     }
 
     /// The predicted class of each image, in batches of 500, without a graph.

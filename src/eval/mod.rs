@@ -1,6 +1,8 @@
 //! Measuring models: the digit judge for prompt fidelity, the Shapes judge, and metrics.
 
+pub mod frechet;
 pub mod judge;
 pub mod shapes;
 
+pub use frechet::{frechet_distance, FeatureStats};
 pub use judge::{argmax_rows, DigitJudge};

@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod dalle;
+pub mod diffusion;
 pub mod dvae;
 pub mod gpt;
 pub mod image_tokenizer;

@@ -50,7 +50,7 @@ impl MultiHeadAttention {
 
     // ANCHOR: split_heads
     /// `x (B, T, C)` -> Q, K, V, each `(B, H, T, D)`.
-    fn project_qkv(&self, x: &Tensor) -> Result<[Tensor; 3]> {
+    pub(crate) fn project_qkv(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         let shape = x.shape();
         let c = self.dim();
         if shape.len() != 3 || shape[2] != c {
@@ -67,7 +67,7 @@ impl MultiHeadAttention {
     }
 
     /// `(B, H, T, D)` -> `(B, T, C)`, then `W_O`.
-    fn merge_heads(&self, y: &Tensor) -> Result<Tensor> {
+    pub(crate) fn merge_heads(&self, y: &Tensor) -> Result<Tensor> {
         let s = y.shape();
         let merged = y.transpose(1, 2).contiguous().reshape(&[s[0] as isize, s[2] as isize, self.dim() as isize])?; // (B, T, C)
         self.proj.forward(&merged)

@@ -5,6 +5,7 @@
 //! optimisers, and a `forward` method of whatever signature it needs.
 
 pub mod attention;
+pub mod context_attention;
 pub mod gumbel;
 pub mod init;
 pub mod layers;
@@ -15,6 +16,7 @@ pub mod quantize;
 pub mod transformer;
 
 pub use layers::{Conv2d, Dropout, Embedding, GroupNorm, LayerNorm, Linear};
+pub use context_attention::ContextAttention;
 pub use mha::{KvCache, LayerKv, MultiHeadAttention};
 pub use position::{sinusoidal_table, LearnedPositionEmbedding, SinusoidalPositionEmbedding};
 pub use transformer::{Block, Mlp, Transformer, TransformerConfig, TransformerOutput};
