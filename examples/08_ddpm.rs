@@ -33,7 +33,7 @@ use dalle::models::diffusion::{
 };
 use dalle::nn::Module;
 use dalle::optim::{Adam, Ema, Optimizer};
-use dalle::train::{cell, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
+use dalle::train::{cell, check_finite, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
 use dalle::{Error, Rng, Tensor};
 use ndarray::{s, Array4, Axis};
 
@@ -225,6 +225,9 @@ fn notebook() -> dalle::Result<()> {
         ema_weights(&ck).load_into(&Shadow(&ema), &["optim."])?;
         ck.load_optimizer(&mut opt)?;
         start = ck.metadata.get("step").and_then(|v| v.parse().ok()).ok_or_else(|| Error::Checkpoint(format!("{}: no `step` in the metadata", path.display())))?;
+        if start > steps {
+            return Err(Error::Config(format!("--resume: {} is at step {start}, past --steps {steps}", path.display())));
+        }
         (0..start).for_each(|_| drop(sampler.next_batch())); // the same batch order as an unbroken run
         println!("resumed {} at step {start}", path.display());
     }
@@ -248,6 +251,7 @@ fn notebook() -> dalle::Result<()> {
         opt.set_lr(base_lr * ((step + 1) as f32 / 100.0).min(1.0)); // linear warm-up over 100 steps
         opt.zero_grad();
         loss.backward();
+        check_finite(step, loss.item(), None, &params)?; // a NaN loss stops the run before it reaches the weights
         opt.step();
         ema.update_at(step, &params); // θ̄ ← d θ̄ + (1 - d) θ, d warmed up
         trained = step + 1;
