@@ -110,7 +110,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// A small MNIST in the official file layout: `n` images of 2x2, image `i` all pixels `i`,
+/// A small MNIST in the official file layout: `n` images of 28x28 (the loader enforces MNIST's
+/// size), image `i` all pixels `i`,
 /// label `i % 10`; the four gzipped idx files, by name.
 fn tiny_mnist(n: u8) -> Vec<(String, Vec<u8>)> {
     let idx = |ndim: u8, dims: &[u32], data: Vec<u8>| {
@@ -121,9 +122,9 @@ fn tiny_mnist(n: u8) -> Vec<(String, Vec<u8>)> {
     };
     let mut files = Vec::new();
     for prefix in ["train", "t10k"] {
-        let images = (0..n).flat_map(|i| [i; 4]).collect();
+        let images = (0..n).flat_map(|i| [i; 28 * 28]).collect();
         let labels = (0..n).map(|i| i % 10).collect();
-        files.push((format!("{prefix}-images-idx3-ubyte.gz"), idx(3, &[n as u32, 2, 2], images)));
+        files.push((format!("{prefix}-images-idx3-ubyte.gz"), idx(3, &[n as u32, 28, 28], images)));
         files.push((format!("{prefix}-labels-idx1-ubyte.gz"), idx(1, &[n as u32], labels)));
     }
     files
@@ -186,9 +187,9 @@ fn a_good_download_lands_in_the_cache_and_the_loader_reads_it_and_a_second_run_d
     let train = load_with(DatasetName::Mnist, &data_dir, Split::Train, None, &cache).unwrap();
     assert!(!stale.exists(), "a killed run's leftover is removed");
     std::fs::remove_file(&live).expect("another live download's file is left alone");
-    assert_eq!(train.images.dim(), (5, 1, 2, 2));
+    assert_eq!(train.images.dim(), (5, 1, 28, 28));
     assert_eq!(train.labels, vec![0, 1, 2, 3, 4]);
-    assert_eq!(train.images[[3, 0, 1, 1]], 3.0 / 255.0);
+    assert_eq!(train.images[[3, 0, 27, 27]], 3.0 / 255.0);
     assert_eq!(server.connections(), 4, "the four files, one connection each");
     let mut kept: Vec<PathBuf> = files_under(&cache_root);
     kept.sort();
