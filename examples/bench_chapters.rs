@@ -245,6 +245,22 @@ fn batching(set: &Option<ImageDataset>, batch: usize) -> Option<Box<dyn FnMut()>
 }
 
 /// Chapter 00's digit judge: batch 128, Adam 1e-3 (the warm-up cosine sets the rate each step), cross-entropy.
+/// What every chapter's step does after its forward, each part lapped as its phase: zero the
+/// gradients, walk back, clip to norm 1 at the example's learning rate where the example clips
+/// (`clip = Some((parameters, lr))`), and take the Adam step.
+fn backward_and_step(laps: &mut Laps, loss: &Tensor, opt: &mut Adam, clip: Option<(&[Tensor], f32)>) {
+    opt.zero_grad();
+    laps.lap(Phase::Optimizer);
+    loss.backward();
+    laps.lap(Phase::Backward);
+    if let Some((params, lr)) = clip {
+        clip_grad_norm(params, 1.0);
+        opt.set_lr(lr);
+    }
+    opt.step();
+    laps.lap(Phase::Optimizer);
+}
+
 fn judge_case(b: usize, sets: &Sets) -> Result<Case> {
     let mut rng = Rng::new(0);
     let judge = DigitJudge::new(&mut rng);
@@ -301,14 +317,7 @@ fn gpt_case(b: usize, samples: usize) -> Result<Case> {
     let step: Step = Box::new(move |laps| {
         let loss = m.loss(&ids, b, t, Some(0), true)?;
         laps.lap(Phase::Forward);
-        opt.zero_grad();
-        laps.lap(Phase::Optimizer);
-        loss.backward();
-        laps.lap(Phase::Backward);
-        clip_grad_norm(&all, 1.0);
-        opt.set_lr(3e-3);
-        opt.step();
-        laps.lap(Phase::Optimizer);
+        backward_and_step(laps, &loss, &mut opt, Some((&all[..], 3e-3)));
         std::hint::black_box(loss.item());
         laps.lap(Phase::Other);
         Ok(())
@@ -359,14 +368,7 @@ fn vit_case(b: usize, sets: &Sets) -> Result<Case> {
     let step: Step = Box::new(move |laps| {
         let loss = model.classify(&Tensor::new(x.clone()), true)?.cross_entropy(&labels)?;
         laps.lap(Phase::Forward);
-        opt.zero_grad();
-        laps.lap(Phase::Optimizer);
-        loss.backward();
-        laps.lap(Phase::Backward);
-        clip_grad_norm(&all, 1.0);
-        opt.set_lr(2e-3);
-        opt.step();
-        laps.lap(Phase::Optimizer);
+        backward_and_step(laps, &loss, &mut opt, Some((&all[..], 2e-3)));
         std::hint::black_box(loss.item());
         laps.lap(Phase::Other);
         Ok(())
@@ -442,14 +444,7 @@ fn clip_case(b: usize, sets: &Sets) -> Result<Case> {
         let out = model.forward(&Tensor::new(x.clone()), &ids)?;
         let loss = contrastive_loss(&out.logits_per_image)?;
         laps.lap(Phase::Forward);
-        opt.zero_grad();
-        laps.lap(Phase::Optimizer);
-        loss.backward();
-        laps.lap(Phase::Backward);
-        clip_grad_norm(&model.parameters(), 1.0);
-        opt.set_lr(2e-3);
-        opt.step();
-        laps.lap(Phase::Optimizer);
+        backward_and_step(laps, &loss, &mut opt, Some((&model.parameters()[..], 2e-3)));
         std::hint::black_box((loss.item(), model.logit_scale_exp().item()));
         laps.lap(Phase::Other);
         Ok(())
@@ -492,12 +487,7 @@ fn vae_case(b: usize, sets: &Sets) -> Result<Case> {
         let output = model.forward(&Tensor::new(x.clone()), &mut rng)?;
         let loss = output.loss()?;
         laps.lap(Phase::Forward);
-        opt.zero_grad();
-        laps.lap(Phase::Optimizer);
-        loss.backward();
-        laps.lap(Phase::Backward);
-        opt.step();
-        laps.lap(Phase::Optimizer);
+        backward_and_step(laps, &loss, &mut opt, None);
         std::hint::black_box((loss.item(), output.reconstruction.item(), output.kl.item()));
         laps.lap(Phase::Other);
         Ok(())
@@ -529,12 +519,7 @@ fn vqvae_case(cifar: bool, b: usize, sets: &Sets) -> Result<Case> {
         let output = model.forward(&Tensor::new(x.clone()), true)?; // with the EMA codebook update
         let loss = output.loss()?;
         laps.lap(Phase::Forward);
-        opt.zero_grad();
-        laps.lap(Phase::Optimizer);
-        loss.backward();
-        laps.lap(Phase::Backward);
-        opt.step();
-        laps.lap(Phase::Optimizer);
+        backward_and_step(laps, &loss, &mut opt, None);
         let q = &output.quantized;
         std::hint::black_box((loss.item(), output.reconstruction_loss.item(), q.commitment_loss.item()));
         laps.lap(Phase::Other);
@@ -569,12 +554,7 @@ fn dvae_case(b: usize, sets: &Sets) -> Result<Case> {
         let output = model.forward(&Tensor::new(x.clone()), tau, &mut rng)?;
         let loss = output.reconstruction_loss.add(&output.kl.scale(beta))?;
         laps.lap(Phase::Forward);
-        opt.zero_grad();
-        laps.lap(Phase::Optimizer);
-        loss.backward();
-        laps.lap(Phase::Backward);
-        opt.step();
-        laps.lap(Phase::Optimizer);
+        backward_and_step(laps, &loss, &mut opt, None);
         let stats = usage_and_perplexity(&code_counts(&output.indices, k));
         std::hint::black_box((loss.item(), output.reconstruction_loss.item(), output.kl.item(), stats));
         laps.lap(Phase::Other);
