@@ -80,6 +80,7 @@ impl TextToImage for Dalle1 {
         &self.vocabulary
     }
 
+    // ANCHOR: generate
     fn generate(&self, prompts: &[String], per_prompt: usize, seed: u64, progress: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>> {
         check_request(prompts, per_prompt)?;
         let n = self.candidates.max(1);
@@ -95,4 +96,5 @@ impl TextToImage for Dalle1 {
         let best: Vec<usize> = ranked.iter().map(|order| order[0]).collect();
         Ok(candidates.select(Axis(0), &best))
     }
+    // ANCHOR_END: generate
 }

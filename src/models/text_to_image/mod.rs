@@ -24,6 +24,7 @@ use crate::{Error, Result};
 use ndarray::Array4;
 use std::path::{Path, PathBuf};
 
+// ANCHOR: trait
 /// A text-to-image generator: prompts in, images in `[0, 1]` out.
 pub trait TextToImage {
     /// The name on the command line: `dalle1`, `glide`, `unclip`.
@@ -37,6 +38,7 @@ pub trait TextToImage {
     /// is called after each sampling step. The same seed gives the same images.
     fn generate(&self, prompts: &[String], per_prompt: usize, seed: u64, progress: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>>;
 }
+// ANCHOR_END: trait
 
 /// The generator names [`TextToImage::name`] may return, in the book's order.
 pub const MODEL_NAMES: [&str; 3] = ["dalle1", "glide", "unclip"];
