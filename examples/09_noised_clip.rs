@@ -165,13 +165,13 @@ fn notebook() -> dalle::Result<()> {
         opt.step();
         // ANCHOR_END: train_step
         trained = step + 1;
+        let spent = budget.record_step(trained, &[("loss", loss.item() as f64), ("logit_scale", clip.logit_scale_exp().item() as f64)], &mut log, &progress)?;
         let state = RunState::new(trained).sampler("train", &sampler).rng("noise", &rng);
         if save_or_stop(c, &out.join("checkpoint.safetensors"), steps, &clip, &opt, &state)? {
             return Ok(());
         }
-        if budget.record_step(trained, &[("loss", loss.item() as f64), ("logit_scale", clip.logit_scale_exp().item() as f64)], &mut log, &progress)? {
-            let state = RunState::new(trained).sampler("train", &sampler).rng("noise", &rng);
-            dalle::train::save_run(&out.join("checkpoint.safetensors"), &clip, &opt, &state)?;
+        if spent {
+            dalle::train::save_run(&out.join("checkpoint.safetensors"), &clip, &opt, &state)?; // --resume continues from here
             break;
         }
     }
