@@ -80,6 +80,7 @@ pub struct NoisedImageEncoder {
 }
 
 impl NoisedImageEncoder {
+    // ANCHOR: image_forward
     /// `x_t (B, channels, S, S)` in the diffusion's data space (`[-1, 1]` at `t = 0`) and one
     /// training-schedule timestep per row -> unnormalised embeddings `(B, E)`.
     pub fn forward(&self, x_t: &Tensor, t: &[usize]) -> Result<Tensor> {
@@ -105,6 +106,7 @@ impl NoisedImageEncoder {
         let pooled = self.post_layernorm.forward(&h.narrow(1, 0, 1)?.reshape(&[b, c])?)?; // (B, C)
         self.visual_projection.forward(&pooled) // (B, E)
     }
+    // ANCHOR_END: image_forward
 }
 
 impl Module for NoisedImageEncoder {
