@@ -3,7 +3,7 @@
 //! class (the null class) and steered by the CLIP's gradient toward a caption.
 //!
 //! ```text
-//! cargo run --release --example 09_noised_clip                  # a few minutes of training
+//! cargo run --release --example 09_noised_clip                  # about 10 minutes of training
 //! cargo run --release --example 09_noised_clip -- --weights weights/noised_clip_mnist.safetensors   # evaluate only
 //! cargo run --release --example 09_noised_clip -- --resume runs/09_noised_clip/checkpoint.safetensors
 //! cargo run --release --example 09_noised_clip -- --smoke
@@ -28,7 +28,7 @@ use dalle::io::{checkpoint, plot_lines, save_image_grid, write_samples, GridOpti
 use dalle::models::clip::load::{load_toy, tokenizer_path_for};
 use dalle::models::clip::zero_shot::dataset_prompts;
 use dalle::models::clip::ClipModel;
-use dalle::models::diffusion::{respace, BetaSchedule, ClassConditionalUNet, Diffusion, NoiseSchedule, Prediction, Sampler, UNetConfig};
+use dalle::models::diffusion::{respace, BetaSchedule, ClassConditionalUNet, Diffusion, NoiseSchedule, Prediction, Sampler, UNetConfig, Variance};
 use dalle::models::noised_clip::{ClipGuided, NoisedClip};
 use dalle::nn::Module;
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
@@ -44,7 +44,7 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Stop training after this many minutes even if steps remain (0: no limit).
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 10.0)]
     minutes: f64,
     /// Chapter 03's CLIP: its text tower (frozen) and the image tower's start.
     #[arg(long, default_value = "weights/clip_mnist.safetensors")]
@@ -61,9 +61,12 @@ struct Args {
     /// Samples per digit at each scale.
     #[arg(long, default_value_t = 10)]
     per_class: usize,
-    /// DDIM steps of guided sampling.
-    #[arg(long, default_value_t = 25)]
+    /// Steps of guided sampling.
+    #[arg(long, default_value_t = 50)]
     sample_steps: usize,
+    /// The sampler of guided sampling: `ddim` (η = 0) or `ddpm` (ancestral, β̃ variance).
+    #[arg(long, default_value = "ddpm")]
+    sampler: String,
     /// Test images per noise level for zero-shot accuracy.
     #[arg(long, default_value_t = 1000)]
     eval_images: usize,
@@ -240,6 +243,11 @@ fn notebook() -> dalle::Result<()> {
     let steps_list = respace(NUM_TRAIN_STEPS, if smoke { 3 } else { args.sample_steps })?;
     let labels: Vec<usize> = (0..10 * per_class).map(|i| i % 10).collect();
     let prompts: Vec<String> = labels.iter().map(|&l| class_caption(DatasetName::Mnist, l, 0)).collect();
+    let sampler = match args.sampler.as_str() {
+        "ddim" => Sampler::Ddim(0.0),
+        "ddpm" => Sampler::Ddpm(Variance::Small),
+        other => return Err(Error::Config(format!("--sampler {other}: expected ddim or ddpm"))),
+    };
     let judge = DigitJudge::pretrained()?;
     let mut curve_points = Vec::new();
     let mut chosen = None;
@@ -251,7 +259,7 @@ fn notebook() -> dalle::Result<()> {
         let null = unet.with_labels(vec![unet.null_class(); labels.len()]); // ε(x_t, t, ∅)
         let guided = ClipGuided::new(null, Prediction::Epsilon, &schedule, &clip, text, s)?;
         let x_t = Tensor::randn(&[labels.len(), 1, 28, 28], &mut Rng::new(c.seed + 11)); // the same x_T at every scale
-        let x0 = Sampler::Ddim(0.0).sample(&guided, &diffusion, x_t, &steps_list, &mut Rng::new(c.seed + 12), &mut |_, _| {})?;
+        let x0 = sampler.sample(&guided, &diffusion, x_t, &steps_list, &mut Rng::new(c.seed + 12), &mut |_, _| {})?;
         // ANCHOR_END: guided
         let images = to_pixels(&x0)?;
         let secs = started.elapsed().as_secs_f64() / labels.len() as f64;
@@ -271,7 +279,7 @@ fn notebook() -> dalle::Result<()> {
     std::fs::write(&path, csv).map_err(|e| Error::io(&path, e))?;
     wrote(&path);
     let path = out.join("guidance.png");
-    plot_lines(&path, "CLIP guidance: judge accuracy against the scale s", "s", "judge accuracy", &[Series::new("DDIM", curve_points)], false)?;
+    plot_lines(&path, "CLIP guidance: judge accuracy against the scale s", "s", "judge accuracy", &[Series::new(sampler.name(), curve_points)], false)?;
     wrote(&path);
     let images = chosen.expect("at least one scale");
     write_samples(&out, &images, &prompts, Some(&labels))?;
