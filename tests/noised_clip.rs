@@ -174,3 +174,31 @@ fn a_clip_not_trained_on_noised_images_is_refused() {
     assert!(back.text_model.parameters().iter().all(|p| p.is_frozen()), "the loaded text tower is frozen");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_sampler_runs_clip_guided() {
+    // Each chapter 08 sampler runs inside no_grad; the guidance must still get its gradient
+    // (enable_grad) and move the sample, and scale 0 must give the unguided sample exactly.
+    use dalle::models::diffusion::{respace, Diffusion, Sampler, Variance};
+    let (clip, schedule) = tiny();
+    let diffusion = Diffusion { schedule: schedule.clone(), prediction: Prediction::Epsilon };
+    let steps = respace(1000, 4).unwrap();
+    for sampler in [Sampler::Ddpm(Variance::Small), Sampler::Ddim(0.0), Sampler::Euler, Sampler::Heun] {
+        let run = |s: f32| {
+            let guided = ClipGuided::new(toy_denoiser, Prediction::Epsilon, &schedule, &clip, unit_rows(2, 4, 3), s).unwrap();
+            let mut rng = Rng::new(8);
+            let x_t = Tensor::randn(&[2, 1, 8, 8], &mut rng);
+            sampler.sample(&guided, &diffusion, x_t, &steps, &mut rng, &mut |_, _| {}).unwrap().to_array()
+        };
+        let unguided = {
+            let mut rng = Rng::new(8);
+            let x_t = Tensor::randn(&[2, 1, 8, 8], &mut rng);
+            sampler.sample(&toy_denoiser, &diffusion, x_t, &steps, &mut rng, &mut |_, _| {}).unwrap().to_array()
+        };
+        assert_eq!(run(0.0), unguided, "{}: scale 0 is not the unguided sample", sampler.name());
+        let guided = run(50.0);
+        assert!(guided.iter().all(|v| v.is_finite()), "{}: non-finite guided sample", sampler.name());
+        let moved = guided.iter().zip(unguided.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(moved > 1e-3, "{}: guidance did not move the sample ({moved})", sampler.name());
+    }
+}
