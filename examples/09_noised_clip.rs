@@ -122,6 +122,10 @@ fn notebook() -> dalle::Result<()> {
         Some(path) => NoisedClip::load(path)?,
         None => NoisedClip::from_clip(load_toy(&args.clip)?.0, 32, NUM_TRAIN_STEPS, "linear 1e-4..0.02 (chapter 08)")?,
     };
+    match &c.weights {
+        Some(path) => println!("loaded {} (trained on noised images)", path.display()),
+        None => println!("warm start: image tower from {}, time token = its class token at every t; text tower frozen", args.clip.display()),
+    }
     // ANCHOR_END: build
     let trainable: Vec<(String, Tensor)> = clip.named_parameters().into_iter().filter(|(_, p)| p.requires_grad()).collect();
     println!(
