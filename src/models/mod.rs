@@ -6,6 +6,7 @@ pub mod diffusion;
 pub mod dvae;
 pub mod gpt;
 pub mod image_tokenizer;
+pub mod noised_clip;
 pub mod text_to_image;
 pub mod vae;
 pub mod vit;
