@@ -9,7 +9,8 @@
 //!
 //! Leaves in `runs/10_unclip_prior/`: `pca.png` (the variance the leading components
 //! carry), `loss.png`, `eval.csv` (cosine similarity to the true image embedding and
-//! zero-shot top-1 of each prior and of the baseline, on seen and held-out phrasings),
+//! zero-shot top-1 of each prior and of the baseline, on seen and held-out phrasings,
+//! and the spread: how varied the embeddings of one digit are),
 //! `cost.csv` (parameters, training seconds per step, sampling seconds per embedding),
 //! `scatter_true.png` / `scatter_diffusion.png` / `scatter_ar.png` (test embeddings on
 //! the first two principal components, by digit), `nearest.png` (for each generated
@@ -295,15 +296,16 @@ fn notebook() -> dalle::Result<()> {
     })); // the mean training z_i of each digit: the best single guess per caption
     let scales: Vec<f32> = args.scales.split(',').map(|s| s.trim().parse::<f32>().map_err(|_| Error::Config(format!("--scales: `{s}` is not a number")))).collect::<dalle::Result<_>>()?;
     let sample_steps = if smoke { 4 } else { args.sample_steps };
-    let mut csv = String::from("phrasing,method,cosine,top1,seconds_per_embedding\n");
+    let mut csv = String::from("phrasing,method,cosine,top1,spread,seconds_per_embedding\n");
     let mut generated: HashMap<&str, Array2<f32>> = HashMap::new();
     for set in [&seen, &unseen] {
         let captions = table.encoded.select(&set.caption_ids);
         let mut report = |method: &str, z: &Array2<f32>, secs: f64| -> dalle::Result<()> {
             let (cos, _) = row_cosines(z, &set.image_embeds)?;
             let top1 = dalle::models::clip::zero_shot::accuracy(&predict(&z.dot(&class_embeds.t())), &set.labels);
-            println!("{:<18} {method:<28} cos {cos:.4}  top-1 {:>5.1}%  {secs:.4} s/embedding", set.name, 100.0 * top1);
-            csv.push_str(&format!("{},{method},{cos:.4},{top1:.4},{secs:.5}\n", set.name));
+            let spread = spread(z, &set.labels, classes);
+            println!("{:<18} {method:<28} cos {cos:.4}  top-1 {:>5.1}%  spread {spread:.4}  {secs:.4} s/embedding", set.name, 100.0 * top1);
+            csv.push_str(&format!("{},{method},{cos:.4},{top1:.4},{spread:.4},{secs:.5}\n", set.name));
             Ok(())
         };
         report("true z_i (CLIP itself)", &set.image_embeds, 0.0)?;
@@ -375,6 +377,20 @@ fn notebook() -> dalle::Result<()> {
     let mut readme = std::fs::File::create(out.join("samples_README.txt")).map_err(|err| Error::io(out.join("samples_README.txt"), err))?;
     writeln!(readme, "samples.npy: for each prompt, the training image whose CLIP embedding is closest to the prior's sample; embeddings.npy: the samples (unit rows, E = {e}).").map_err(|err| Error::io(out.join("samples_README.txt"), err))?;
     Ok(())
+}
+
+/// How varied the embeddings of one digit are: `1 - mean_n cos(z_n, mean of z_n's digit)`
+/// (0 when every caption of a digit gets the same embedding; compare with the true z_i's).
+fn spread(z: &Array2<f32>, labels: &[usize], classes: usize) -> f64 {
+    let z = normalize_rows(z);
+    let mut centres = Array2::<f32>::zeros((classes, z.ncols()));
+    for (row, &y) in z.rows().into_iter().zip(labels) {
+        let mut c = centres.row_mut(y);
+        c += &row;
+    }
+    let centres = normalize_rows(&centres);
+    let total: f64 = z.rows().into_iter().zip(labels).map(|(row, &y)| row.dot(&centres.row(y)) as f64).sum();
+    1.0 - total / labels.len().max(1) as f64
 }
 
 /// The parameters as the list [`clip_grad_norm`] takes.
