@@ -338,7 +338,8 @@ fn notebook() -> dalle::Result<()> {
     let mut cost_csv = String::from("prior,parameters,train_seconds_per_step,network_evaluations_per_embedding\n");
     for (name, params, secs) in &cost {
         let nfe = if *name == "diffusion" { format!("{sample_steps} (x2 guided)") } else { format!("{k} positions (KV cache)") };
-        println!("{name:<15} {params:>8} parameters, {secs:.3} s per training step of {batch_size}, {nfe}");
+        let train = if secs.is_nan() { "not trained in this run".to_string() } else { format!("{secs:.3} s per training step of {batch_size}") };
+        println!("{name:<15} {params:>8} parameters, {train}, {nfe}");
         cost_csv.push_str(&format!("{name},{params},{secs:.4},{nfe}\n"));
     }
     let path = out.join("cost.csv");
