@@ -129,6 +129,11 @@ struct EvalSet {
 fn notebook() -> dalle::Result<()> {
     let args = Args::parse();
     let c = &args.common;
+    // flags that cannot work are refused before the data is loaded
+    let scales: Vec<f32> = args.scales.split(',').map(|s| s.trim().parse::<f32>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| Error::Config(format!("--scales: `{s}` is not a finite number >= 0")))).collect::<dalle::Result<_>>()?;
+    if !(0.0..1.0).contains(&args.p_uncond) || !(args.pca_variance > 0.0 && args.pca_variance <= 1.0) {
+        return Err(Error::Config(format!("--p-uncond {} must be in [0, 1) and --pca-variance {} in (0, 1]", args.p_uncond, args.pca_variance)));
+    }
     let out = c.start("10_unclip_prior", true, true)?;
     let smoke = c.smoke;
 
@@ -258,12 +263,13 @@ fn notebook() -> dalle::Result<()> {
         if trained % 500 == 0 || trained == steps {
             save_run(&out.join("checkpoint.safetensors"), &priors, &opt, &RunState::new(trained).ema(&ema).sampler("train", &sampler))?;
         }
+        let spent = budget.record_step(trained, &[("diffusion_mse", d_loss.item() as f64), ("ar_ce", ar_loss.item() as f64)], &mut log, &progress)?;
         if c.stops_after(trained, steps) {
             save_run(&out.join("checkpoint.safetensors"), &priors, &opt, &RunState::new(trained).ema(&ema).sampler("train", &sampler))?;
             println!("stopped after step {trained}; continue with --resume {}", out.join("checkpoint.safetensors").display());
             return Ok(());
         }
-        if budget.record_step(trained, &[("diffusion_mse", d_loss.item() as f64), ("ar_ce", ar_loss.item() as f64)], &mut log, &progress)? {
+        if spent {
             break;
         }
     }
@@ -294,7 +300,6 @@ fn notebook() -> dalle::Result<()> {
         let rows: Vec<usize> = (0..train.len()).filter(|&r| train.labels[r] == y).collect();
         rows.iter().map(|&r| train_z[[r, j]]).sum::<f32>() / rows.len().max(1) as f32
     })); // the mean training z_i of each digit: the best single guess per caption
-    let scales: Vec<f32> = args.scales.split(',').map(|s| s.trim().parse::<f32>().map_err(|_| Error::Config(format!("--scales: `{s}` is not a number")))).collect::<dalle::Result<_>>()?;
     let sample_steps = if smoke { 4 } else { args.sample_steps };
     let mut csv = String::from("phrasing,method,cosine,top1,spread,seconds_per_embedding\n");
     let mut generated: HashMap<&str, Array2<f32>> = HashMap::new();
