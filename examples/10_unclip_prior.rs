@@ -131,7 +131,7 @@ fn notebook() -> dalle::Result<()> {
     let c = &args.common;
     // flags that cannot work are refused before the data is loaded
     let scales: Vec<f32> = args.scales.split(',').map(|s| s.trim().parse::<f32>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| Error::Config(format!("--scales: `{s}` is not a finite number >= 0")))).collect::<dalle::Result<_>>()?;
-    if !(0.0..1.0).contains(&args.p_uncond) || !(args.pca_variance > 0.0 && args.pca_variance <= 1.0) {
+    if !((0.0..1.0).contains(&args.p_uncond) && args.pca_variance > 0.0 && args.pca_variance <= 1.0) {
         return Err(Error::Config(format!("--p-uncond {} must be in [0, 1) and --pca-variance {} in (0, 1]", args.p_uncond, args.pca_variance)));
     }
     let out = c.start("10_unclip_prior", true, true)?;
