@@ -368,7 +368,7 @@ fn notebook() -> dalle::Result<()> {
     let labels: Vec<usize> = (0..classes * per_digit).map(|i| i / per_digit).collect();
     let captions = clip.encode_captions(&prompts)?;
     let z = sample_best_of(&prior, &diffusion, &captions, &PriorSampling { steps: sample_steps, guidance: scales[0], candidates: 1 }, &mut Rng::new(c.seed + 4))?;
-    let nearest: Vec<usize> = z.dot(&train_z.t()).rows().into_iter().map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0).collect();
+    let nearest = predict(&z.dot(&train_z.t())); // argmax_n cos(z, z_i of training image n)
     let images: Array4<f32> = train.images.select(Axis(0), &nearest);
     let path = out.join("nearest.png");
     save_image_grid(&path, &images, &GridOptions { scale: 2, ..GridOptions::with_nrow(per_digit) })?;
