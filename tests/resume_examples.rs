@@ -132,6 +132,11 @@ fn resume_09_noised_clip() {
     stop_and_resume_matches("09_noised_clip", 8, 3);
 }
 
+#[test]
+fn resume_10_unclip_prior() {
+    stop_and_resume_matches("10_unclip_prior", 6, 2);
+}
+
 /// `--lr 1e9` makes every example's loss NaN within a few steps: the run must fail
 /// with the non-finite error naming the step, and write no checkpoint.
 #[test]

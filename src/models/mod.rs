@@ -7,6 +7,7 @@ pub mod dvae;
 pub mod gpt;
 pub mod image_tokenizer;
 pub mod noised_clip;
+pub mod prior;
 pub mod text_to_image;
 pub mod vae;
 pub mod vit;
