@@ -62,14 +62,14 @@ struct Args {
     /// The scale whose accuracy is measured on the most samples.
     #[arg(long, default_value_t = 3.0)]
     guidance: f32,
-    /// Samples per digit at each scale of the sweep.
+    /// Samples per digit at each scale of the sweep (0: skip the sweep).
     #[arg(long, default_value_t = 20)]
     curve_per_digit: usize,
-    /// Samples per digit at the chosen scale (`--guidance`), for each phrasing.
+    /// Samples per digit at the chosen scale (`--guidance`), for each phrasing (0: skip).
     #[arg(long, default_value_t = 100)]
     eval_per_digit: usize,
     /// DDIM steps of every sample.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     sample_steps: usize,
     /// Images per sampling batch (guidance doubles it inside the network).
     #[arg(long, default_value_t = 200)]
@@ -317,23 +317,29 @@ fn notebook() -> dalle::Result<()> {
     };
     let curve_n = if smoke { 2 } else { args.curve_per_digit };
     let mut table = Vec::new();
-    for &scale in &scales {
+    for &scale in if curve_n > 0 { scales.as_slice() } else { &[] } {
         table.push(measure("classifier-free", scale, "held-out", args.held_out_template, curve_n, c.seed + 3)?.0);
     }
     // ANCHOR_END: sweep
 
     cell(7, "The chosen scale on more samples: seen and held-out phrasings");
     let eval_n = if smoke { 2 } else { args.eval_per_digit };
-    let (seen, seen_images, seen_captions, seen_labels) = measure("classifier-free", args.guidance, "seen", 0, eval_n, c.seed + 4)?;
-    let (held, held_images, _, _) = measure("classifier-free", args.guidance, "held-out", args.held_out_template, eval_n, c.seed + 5)?;
-    let first: Vec<usize> = (0..10 * eval_n.min(8)).collect();
-    for (name, images) in [("grid_seen.png", &seen_images), ("grid_held_out.png", &held_images)] {
-        let path = out.join(name);
-        save_image_grid(&path, &images.select(Axis(0), &first), &GridOptions { scale: 2, ..GridOptions::with_nrow(10) })?;
-        wrote(&path);
+    let mut shipped = None;
+    if eval_n > 0 {
+        let (seen, seen_images, seen_captions, seen_labels) = measure("classifier-free", args.guidance, "seen", 0, eval_n, c.seed + 4)?;
+        let (held, held_images, _, _) = measure("classifier-free", args.guidance, "held-out", args.held_out_template, eval_n, c.seed + 5)?;
+        let first: Vec<usize> = (0..10 * eval_n.min(8)).collect();
+        for (name, images) in [("grid_seen.png", &seen_images), ("grid_held_out.png", &held_images)] {
+            let path = out.join(name);
+            save_image_grid(&path, &images.select(Axis(0), &first), &GridOptions { scale: 2, ..GridOptions::with_nrow(10) })?;
+            wrote(&path);
+        }
+        table.push(seen);
+        table.push(held);
+        shipped = Some((seen_images, seen_captions, seen_labels));
+    } else {
+        println!("skipped (--eval-per-digit 0)");
     }
-    table.push(seen);
-    table.push(held);
 
     cell(8, "The sweep as a table and two plots");
     let path = out.join("guidance.csv");
@@ -345,28 +351,37 @@ fn notebook() -> dalle::Result<()> {
     }
     wrote(&path);
     let curve: Vec<&Row> = table.iter().filter(|r| r.images == 10 * curve_n && r.phrasing == "held-out").collect();
-    let against_scale = |f: &dyn Fn(&Row) -> f64| curve.iter().map(|r| (r.scale as f64, f(r))).collect::<Vec<_>>();
-    let path = out.join("guidance.png");
-    plot_lines(
-        &path,
-        "classifier-free guidance: accuracy, Fréchet / 100, pairwise distance / 10",
-        "guidance scale s",
-        "value",
-        &[
-            Series::new("judge accuracy", against_scale(&|r| r.accuracy)),
-            Series::new("Fréchet distance / 100", against_scale(&|r| r.frechet / 100.0)),
-            Series::new("pairwise distance / 10", against_scale(&|r| r.pairwise / 10.0)),
-        ],
-        false,
-    )?;
-    wrote(&path);
-    let path = out.join("tradeoff.png");
-    let points: Vec<(f64, f64)> = curve.iter().map(|r| (r.pairwise, r.accuracy)).collect();
-    plot_lines(&path, "fidelity against diversity (s grows to the left)", "mean pairwise distance within a prompt", "judge accuracy", &[Series::new("classifier-free", points)], false)?;
-    wrote(&path);
+    if curve.len() >= 2 {
+        let against_scale = |f: &dyn Fn(&Row) -> f64| curve.iter().map(|r| (r.scale as f64, f(r))).collect::<Vec<_>>();
+        let path = out.join("guidance.png");
+        plot_lines(
+            &path,
+            "classifier-free guidance: accuracy, Fréchet / 100, pairwise distance / 10",
+            "guidance scale s",
+            "value",
+            &[
+                Series::new("judge accuracy", against_scale(&|r| r.accuracy)),
+                Series::new("Fréchet distance / 100", against_scale(&|r| r.frechet / 100.0)),
+                Series::new("pairwise distance / 10", against_scale(&|r| r.pairwise / 10.0)),
+            ],
+            false,
+        )?;
+        wrote(&path);
+        let path = out.join("tradeoff.png");
+        let points: Vec<(f64, f64)> = curve.iter().map(|r| (r.pairwise, r.accuracy)).collect();
+        plot_lines(&path, "fidelity against diversity (s grows to the left)", "mean pairwise distance within a prompt", "judge accuracy", &[Series::new("classifier-free", points)], false)?;
+        wrote(&path);
+    }
 
     cell(9, "Write the samples");
-    write_samples(&out, &seen_images, &seen_captions, Some(&seen_labels))?;
+    let (images, captions, labels) = match shipped {
+        Some(set) => set,
+        None => {
+            let (captions, labels) = digit_prompts(0, 1);
+            (generate(&model, &tokenizer, &diffusion, &captions, args.guidance, steps, batch, &mut Rng::new(c.seed + 4))?.0, captions, labels)
+        }
+    };
+    write_samples(&out, &images, &captions, Some(&labels))?;
     wrote(out.join("samples.npy"));
     Ok(())
 }

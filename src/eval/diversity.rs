@@ -12,6 +12,7 @@ use ndarray::{ArrayRef4, Axis};
 
 use crate::{Error, Result};
 
+// ANCHOR: pairwise
 /// `D` above for `images (N, C, H, W)` grouped by `prompts` (N): the mean over the prompts that
 /// have at least two images of the mean L2 distance between their pairs. Errors when the
 /// lengths differ or no prompt has two images.
@@ -43,6 +44,7 @@ pub fn mean_pairwise_distance(images: &ArrayRef4<f32>, prompts: &[usize]) -> Res
     }
     Ok(per_prompt.iter().sum::<f64>() / per_prompt.len() as f64)
 }
+// ANCHOR_END: pairwise
 
 #[cfg(test)]
 mod tests {
