@@ -1,65 +1,39 @@
-//! Diversity within a prompt: the mean pixel distance between samples of the same prompt.
+//! Diversity within a prompt: how different the images drawn for one caption are.
 //!
-//! Guidance buys fidelity with diversity (Ho & Salimans 2022, §4; GLIDE §5): as the scale
-//! grows, the samples of one caption look more alike. The Fréchet distance sees that
-//! only mixed with quality; the mean pairwise distance within a prompt sees it alone:
+//! Guidance buys fidelity with diversity (GLIDE §3, unCLIP §5.1): at a high
+//! scale every sample of "a handwritten 7" looks alike. The Fréchet distance of
+//! [`super::frechet`] sees this only over a whole set; the mean pairwise
+//! distance sees it per prompt:
 //!
 //! ```text
-//! D = mean over prompts p of  mean_{i < j, y_i = y_j = p} ‖x_i - x_j‖₂
+//! d(a, b) = sqrt( 1/D · Σ_i (a_i − b_i)² )               root-mean-square pixel difference
+//! diversity = mean over prompts of mean_{j<k} d(x_j, x_k)  over that prompt's n images
 //! ```
 
+use crate::{Error, Result};
 use ndarray::{ArrayRef4, Axis};
 
-use crate::{Error, Result};
-
-// ANCHOR: pairwise
-/// `D` above for `images (N, C, H, W)` grouped by `prompts` (N): the mean over the prompts that
-/// have at least two images of the mean L2 distance between their pairs. Errors when the
-/// lengths differ or no prompt has two images.
-pub fn mean_pairwise_distance(images: &ArrayRef4<f32>, prompts: &[usize]) -> Result<f64> {
-    if images.dim().0 != prompts.len() {
-        return Err(Error::shape("mean_pairwise_distance", format!("{} images but {} prompt ids", images.dim().0, prompts.len())));
+/// The mean over groups of `per_group` consecutive images `(N, C, H, W)` of the
+/// mean root-mean-square pixel distance between two images of the group.
+pub fn mean_pairwise_distance(images: &ArrayRef4<f32>, per_group: usize) -> Result<f64> {
+    let n = images.len_of(Axis(0));
+    if per_group < 2 || n == 0 || n % per_group != 0 {
+        return Err(Error::shape("mean_pairwise_distance", format!("{n} images are not groups of {per_group} >= 2")));
     }
-    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, &p) in prompts.iter().enumerate() {
-        groups.entry(p).or_default().push(i);
-    }
-    let rows: Vec<Vec<f32>> = images.axis_iter(Axis(0)).map(|im| im.iter().copied().collect()).collect();
-    let per_prompt: Vec<f64> = groups
-        .values()
-        .filter(|members| members.len() >= 2)
-        .map(|members| {
-            let (mut sum, mut pairs) = (0.0f64, 0usize);
-            for (a, &i) in members.iter().enumerate() {
-                for &j in &members[a + 1..] {
-                    sum += rows[i].iter().zip(&rows[j]).map(|(u, v)| ((u - v) as f64).powi(2)).sum::<f64>().sqrt(); // ‖x_i - x_j‖₂
-                    pairs += 1;
-                }
+    let d = images.len() / n;
+    let rows: Vec<Vec<f32>> = images.outer_iter().map(|x| x.iter().copied().collect()).collect();
+    let mut total = 0.0;
+    for group in rows.chunks(per_group) {
+        let mut sum = 0.0;
+        let mut pairs = 0usize;
+        for j in 0..group.len() {
+            for k in j + 1..group.len() {
+                let sq: f64 = group[j].iter().zip(&group[k]).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+                sum += (sq / d as f64).sqrt(); // d(a, b)
+                pairs += 1;
             }
-            sum / pairs as f64
-        })
-        .collect();
-    if per_prompt.is_empty() {
-        return Err(Error::Config("mean_pairwise_distance: no prompt has two images".into()));
+        }
+        total += sum / pairs as f64;
     }
-    Ok(per_prompt.iter().sum::<f64>() / per_prompt.len() as f64)
-}
-// ANCHOR_END: pairwise
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::Array4;
-
-    #[test]
-    fn distance_is_within_prompts_only() {
-        // two prompts: images 0, 1 (prompt 0) differ by 3 in one pixel of 4, images 2, 3 (prompt 1)
-        // are equal; image 0 and image 2 are far apart but belong to different prompts
-        let mut x = Array4::<f32>::zeros((4, 1, 2, 2));
-        x[[1, 0, 0, 0]] = 3.0;
-        x.slice_mut(ndarray::s![2..4, .., .., ..]).fill(100.0);
-        assert!((mean_pairwise_distance(&x, &[0, 0, 1, 1]).unwrap() - 1.5).abs() < 1e-12, "(3 + 0) / 2");
-        assert!(mean_pairwise_distance(&x, &[0, 1, 2, 3]).is_err(), "no prompt has two images");
-        assert!(mean_pairwise_distance(&x, &[0, 0]).is_err(), "lengths differ");
-    }
+    Ok(total / (n / per_group) as f64)
 }

@@ -7,6 +7,8 @@ pub mod dvae;
 pub mod glide;
 pub mod gpt;
 pub mod image_tokenizer;
+pub mod noised_clip;
+pub mod text_to_image;
 pub mod vae;
 pub mod vit;
 pub mod vqvae;
