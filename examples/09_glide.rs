@@ -28,13 +28,14 @@ use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions, Series}
 use dalle::models::clip::load::tokenizer_path_for;
 use dalle::models::diffusion::{diffusion_loss, respace, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
 use dalle::models::glide::{drop_captions, Glide, GlideConfig, EMPTY_CAPTION};
+use dalle::models::noised_clip::{ClipGuided, NoisedClip};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Ema, Optimizer};
 use dalle::tokenizer::{TextTokenizer, TrainedBpe};
 use dalle::train::resume::{resume_from, save_or_stop, save_run, RunState};
 use dalle::train::{cell, check_finite, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
 use dalle::{Error, Rng, Tensor};
-use ndarray::{s, Array4, Axis};
+use ndarray::{s, Array4, ArrayRef4, Axis};
 
 /// Train GLIDE on captioned MNIST and sweep the classifier-free guidance scale.
 #[derive(Parser)]
@@ -68,6 +69,15 @@ struct Args {
     /// Samples per digit at the chosen scale (`--guidance`), for each phrasing (0: skip).
     #[arg(long, default_value_t = 100)]
     eval_per_digit: usize,
+    /// The noised CLIP of CLIP guidance (chapter 09b), its tokenizer beside it.
+    #[arg(long, default_value = "weights/noised_clip_mnist.safetensors")]
+    noised_clip: PathBuf,
+    /// The CLIP guidance scales, comma-separated.
+    #[arg(long, default_value = "0,50,100,200,400")]
+    clip_scales: String,
+    /// Samples per digit at each CLIP guidance scale (0: skip CLIP guidance).
+    #[arg(long, default_value_t = 10)]
+    clip_per_digit: usize,
     /// DDIM steps of every sample.
     #[arg(long, default_value_t = 10)]
     sample_steps: usize,
@@ -103,25 +113,67 @@ fn digit_prompts(template: usize, per_digit: usize) -> (Vec<String>, Vec<usize>)
     (labels.iter().map(|&d| class_caption(DatasetName::Mnist, d, template)).collect(), labels)
 }
 
-/// DDIM samples of `captions` guided with `scale`, in batches; images in `[0, 1]` and seconds per image.
+/// How a sample is steered toward its caption.
+#[derive(Clone, Copy)]
+enum Guidance<'a> {
+    /// Classifier-free: `ε_∅ + s (ε_c - ε_∅)`.
+    ClassifierFree(f32),
+    /// The captioned model's ε shifted by `s √(1 - ᾱ_t) ∇_{x_t} f̂(x_t, t) · ĝ(c)` of a noised CLIP.
+    Clip { scale: f32, clip: &'a NoisedClip, tokenizer: &'a dyn TextTokenizer },
+}
+
+impl Guidance<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Guidance::ClassifierFree(_) => "classifier-free",
+            Guidance::Clip { .. } => "noised CLIP",
+        }
+    }
+    fn scale(&self) -> f32 {
+        match *self {
+            Guidance::ClassifierFree(s) | Guidance::Clip { scale: s, .. } => s,
+        }
+    }
+}
+
+/// DDIM samples of `captions` with `guidance`, in batches; images in `[0, 1]` and seconds per image.
 #[allow(clippy::too_many_arguments)]
-fn generate(model: &Glide, tokenizer: &dyn TextTokenizer, diffusion: &Diffusion, captions: &[String], scale: f32, steps: usize, batch: usize, rng: &mut Rng) -> dalle::Result<(Array4<f32>, f64)> {
+fn generate(model: &Glide, tokenizer: &dyn TextTokenizer, diffusion: &Diffusion, captions: &[String], guidance: Guidance, steps: usize, batch: usize, rng: &mut Rng) -> dalle::Result<(Array4<f32>, f64)> {
     let start = Instant::now();
     let timesteps = respace(NUM_TRAIN_STEPS, steps)?;
     let c = &model.unet.config;
     let mut parts = Vec::new();
     for chunk in captions.chunks(batch.max(1)) {
         let x_t = Tensor::randn(&[chunk.len(), c.in_channels, c.image_size, c.image_size], rng); // x_T ~ N(0, I)
-        // ANCHOR: sample
         let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let guided = model.guided(tokenizer, &texts, scale, false)?; // ε_∅ + s (ε_c - ε_∅), one batch of 2B
-        let x0 = Sampler::Ddim(0.0).sample(&guided, diffusion, x_t, &timesteps, rng, &mut |_, _| {})?;
-        // ANCHOR_END: sample
+        let x0 = match guidance {
+            Guidance::ClassifierFree(scale) => {
+                // ANCHOR: sample
+                let guided = model.guided(tokenizer, &texts, scale, false)?; // ε_∅ + s (ε_c - ε_∅), one batch of 2B
+                Sampler::Ddim(0.0).sample(&guided, diffusion, x_t, &timesteps, rng, &mut |_, _| {})?
+                // ANCHOR_END: sample
+            }
+            Guidance::Clip { scale, clip, tokenizer: clip_tokenizer } => {
+                // ANCHOR: clip_sample
+                let text = clip.caption_embeds(clip_tokenizer, chunk)?; // ĝ(c), (B, E)
+                let captioned = model.with_captions(tokenizer, &texts, false)?; // ε(x_t | c)
+                let guided = ClipGuided::new(captioned, diffusion.prediction, &diffusion.schedule, clip, text, scale)?;
+                Sampler::Ddim(0.0).sample(&guided, diffusion, x_t, &timesteps, rng, &mut |_, _| {})?
+                // ANCHOR_END: clip_sample
+            }
+        };
         parts.push(to_pixels(&x0)?);
     }
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     let images = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Msg(format!("samples: {e}")))?;
     Ok((images, start.elapsed().as_secs_f64() / captions.len().max(1) as f64))
+}
+
+/// The mean pairwise distance within each label of `images` (labels in any order, `per_label` each).
+fn pairwise_within_labels(images: &ArrayRef4<f32>, labels: &[usize], per_label: usize) -> dalle::Result<f64> {
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by_key(|&i| labels[i]); // stable: each label's images consecutive
+    mean_pairwise_distance(&images.select(Axis(0), &order), per_label)
 }
 
 /// One row of the guidance sweep.
@@ -147,14 +199,16 @@ fn notebook() -> dalle::Result<()> {
     if args.held_out_template >= num_templates(DatasetName::Mnist) {
         return Err(Error::Config(format!("--held-out-template {}: MNIST has templates 0..{}", args.held_out_template, num_templates(DatasetName::Mnist) - 1)));
     }
-    let scales: Vec<f32> = args
-        .scales
-        .split(',')
-        .map(|v| v.trim().parse::<f32>().map_err(|_| Error::Config(format!("--scales: `{v}` is not a number"))))
-        .collect::<dalle::Result<_>>()?;
-    for &s in scales.iter().chain([&args.guidance]) {
-        dalle::models::glide::check_guidance_scale(s).map_err(|e| Error::Config(format!("--scales/--guidance: {}", e.message())))?;
-    }
+    let parse_scales = |flag: &str, list: &str| -> dalle::Result<Vec<f32>> {
+        let scales = list.split(',').map(|v| v.trim().parse::<f32>().map_err(|_| Error::Config(format!("{flag}: `{v}` is not a number")))).collect::<dalle::Result<Vec<f32>>>()?;
+        for &s in &scales {
+            dalle::models::glide::check_guidance_scale(s).map_err(|e| Error::Config(format!("{flag}: {}", e.message())))?;
+        }
+        Ok(scales)
+    };
+    let scales = parse_scales("--scales", &args.scales)?;
+    let clip_scales = parse_scales("--clip-scales", &args.clip_scales)?;
+    dalle::models::glide::check_guidance_scale(args.guidance).map_err(|e| Error::Config(format!("--guidance: {}", e.message())))?;
 
     cell(1, "Load captioned MNIST and the tokenizer");
     let train = data::load(DatasetName::Mnist, &c.data_dir(), Split::Train, c.limit_or(256))?;
@@ -287,7 +341,7 @@ fn notebook() -> dalle::Result<()> {
     let (captions, _) = digit_prompts(0, 1);
     let mut rows = Vec::new();
     for &scale in &scales {
-        rows.push(generate(&model, &tokenizer, &diffusion, &captions, scale, steps, batch, &mut Rng::new(c.seed + 2))?.0); // same x_T for every scale
+        rows.push(generate(&model, &tokenizer, &diffusion, &captions, Guidance::ClassifierFree(scale), steps, batch, &mut Rng::new(c.seed + 2))?.0); // same x_T for every scale
     }
     let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
     let grid = ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Msg(e.to_string()))?;
@@ -300,25 +354,33 @@ fn notebook() -> dalle::Result<()> {
     cell(6, "Fidelity against diversity as the scale grows");
     let judge = DigitJudge::pretrained()?;
     let reference = FeatureStats::from_rows(&judge.feature_rows(&test.images.slice(s![0..test.len() / 2, .., .., ..]).to_owned())?)?;
-    let floor_n = (10 * args.curve_per_digit).min(test.len() - test.len() / 2).max(2);
-    let floor = FeatureStats::from_rows(&judge.feature_rows(&test.images.slice(s![test.len() / 2..test.len() / 2 + floor_n, .., .., ..]).to_owned())?)?;
-    let floor_fd = frechet_distance(&floor, &reference);
-    let floor_pairwise = mean_pairwise_distance(&test.images.slice(s![test.len() / 2..test.len() / 2 + floor_n, .., .., ..]), &test.labels[test.len() / 2..test.len() / 2 + floor_n])?;
-    println!("real test images ({floor_n} vs {}): Fréchet distance {floor_fd:.2}, pairwise distance within a digit {floor_pairwise:.3} (the floor)", reference.count);
-    let measure = |guidance: &'static str, scale: f32, phrasing: &'static str, template: usize, per_digit: usize, seed: u64| -> dalle::Result<(Row, Array4<f32>, Vec<String>, Vec<usize>)> {
+    // the floor: the first `per` test images of each digit after the reference half
+    let per = args.curve_per_digit.clamp(2, 100);
+    let mut real: Vec<usize> = Vec::new();
+    for d in 0..10 {
+        real.extend((test.len() / 2..test.len()).filter(|&i| test.labels[i] == d).take(per));
+    }
+    let real_images = test.images.select(Axis(0), &real);
+    let real_labels: Vec<usize> = real.iter().map(|&i| test.labels[i]).collect();
+    let floor_n = real.len();
+    let floor_fd = frechet_distance(&FeatureStats::from_rows(&judge.feature_rows(&real_images)?)?, &reference);
+    let floor_pairwise = if real_labels.iter().all(|&d| real_labels.iter().filter(|&&e| e == d).count() == per) { pairwise_within_labels(&real_images, &real_labels, per)? } else { f64::NAN };
+    println!("real test images ({floor_n} vs {}): Fréchet distance {floor_fd:.2}, pairwise distance within a digit {floor_pairwise:.4} (the floor)", reference.count);
+    let measure = |guidance: Guidance, phrasing: &'static str, template: usize, per_digit: usize, seed: u64| -> dalle::Result<(Row, Array4<f32>, Vec<String>, Vec<usize>)> {
         let (captions, labels) = digit_prompts(template, per_digit);
-        let (images, secs) = generate(&model, &tokenizer, &diffusion, &captions, scale, steps, batch, &mut Rng::new(seed))?;
+        let (images, secs) = generate(&model, &tokenizer, &diffusion, &captions, guidance, steps, batch, &mut Rng::new(seed))?;
         let accuracy = judge.fidelity(&images, &labels)? as f64;
         let frechet = frechet_distance(&FeatureStats::from_rows(&judge.feature_rows(&images)?)?, &reference);
-        let pairwise = if per_digit >= 2 { mean_pairwise_distance(&images, &labels)? } else { f64::NAN };
-        let row = Row { guidance, scale, phrasing, images: labels.len(), accuracy, frechet, pairwise, seconds_per_image: secs };
-        println!("{guidance} s = {scale}, {phrasing} phrasing, {} images: accuracy {:.4}, Fréchet {frechet:.2}, pairwise {pairwise:.3} ({secs:.3} s per image)", row.images, accuracy);
+        let pairwise = if per_digit >= 2 { pairwise_within_labels(&images, &labels, per_digit)? } else { f64::NAN };
+        let (name, scale) = (guidance.name(), guidance.scale());
+        let row = Row { guidance: name, scale, phrasing, images: labels.len(), accuracy, frechet, pairwise, seconds_per_image: secs };
+        println!("{name} s = {scale}, {phrasing} phrasing, {} images: accuracy {:.4}, Fréchet {frechet:.2}, pairwise {pairwise:.4} ({secs:.3} s per image)", row.images, accuracy);
         Ok((row, images, captions, labels))
     };
     let curve_n = if smoke { 2 } else { args.curve_per_digit };
     let mut table = Vec::new();
     for &scale in if curve_n > 0 { scales.as_slice() } else { &[] } {
-        table.push(measure("classifier-free", scale, "held-out", args.held_out_template, curve_n, c.seed + 3)?.0);
+        table.push(measure(Guidance::ClassifierFree(scale), "held-out", args.held_out_template, curve_n, c.seed + 3)?.0);
     }
     // ANCHOR_END: sweep
 
@@ -326,8 +388,8 @@ fn notebook() -> dalle::Result<()> {
     let eval_n = if smoke { 2 } else { args.eval_per_digit };
     let mut shipped = None;
     if eval_n > 0 {
-        let (seen, seen_images, seen_captions, seen_labels) = measure("classifier-free", args.guidance, "seen", 0, eval_n, c.seed + 4)?;
-        let (held, held_images, _, _) = measure("classifier-free", args.guidance, "held-out", args.held_out_template, eval_n, c.seed + 5)?;
+        let (seen, seen_images, seen_captions, seen_labels) = measure(Guidance::ClassifierFree(args.guidance), "seen", 0, eval_n, c.seed + 4)?;
+        let (held, held_images, _, _) = measure(Guidance::ClassifierFree(args.guidance), "held-out", args.held_out_template, eval_n, c.seed + 5)?;
         let first: Vec<usize> = (0..10 * eval_n.min(8)).collect();
         for (name, images) in [("grid_seen.png", &seen_images), ("grid_held_out.png", &held_images)] {
             let path = out.join(name);
@@ -341,7 +403,20 @@ fn notebook() -> dalle::Result<()> {
         println!("skipped (--eval-per-digit 0)");
     }
 
-    cell(8, "The sweep as a table and two plots");
+    cell(8, "CLIP guidance: the captioned model steered by a noised CLIP's gradient");
+    let clip_n = if smoke { 2 } else { args.clip_per_digit };
+    if clip_n > 0 {
+        let clip = NoisedClip::load(&args.noised_clip)?; // refuses a CLIP not trained on noised images
+        let clip_tokenizer = TrainedBpe::load(tokenizer_path_for(&args.noised_clip))?;
+        for &scale in &clip_scales {
+            let guidance = Guidance::Clip { scale, clip: &clip, tokenizer: &clip_tokenizer };
+            table.push(measure(guidance, "held-out", args.held_out_template, clip_n, c.seed + 3)?.0);
+        }
+    } else {
+        println!("skipped (--clip-per-digit 0)");
+    }
+
+    cell(9, "The sweep as a table and two plots");
     let path = out.join("guidance.csv");
     let mut csv = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     writeln!(csv, "guidance,scale,phrasing,images,sampler,accuracy,frechet,pairwise,seconds_per_image").map_err(|e| Error::io(&path, e))?;
@@ -350,35 +425,42 @@ fn notebook() -> dalle::Result<()> {
         writeln!(csv, "{},{},{},{},ddim-{steps},{:.4},{:.4},{:.4},{:.4}", r.guidance, r.scale, r.phrasing, r.images, r.accuracy, r.frechet, r.pairwise, r.seconds_per_image).map_err(|e| Error::io(&path, e))?;
     }
     wrote(&path);
-    let curve: Vec<&Row> = table.iter().filter(|r| r.images == 10 * curve_n && r.phrasing == "held-out").collect();
-    if curve.len() >= 2 {
-        let against_scale = |f: &dyn Fn(&Row) -> f64| curve.iter().map(|r| (r.scale as f64, f(r))).collect::<Vec<_>>();
+    let curve = |name: &str, n: usize| -> Vec<&Row> { table.iter().filter(|r| r.guidance == name && r.images == 10 * n && r.phrasing == "held-out").collect() };
+    let (cfg, clip) = (curve("classifier-free", curve_n), curve("noised CLIP", clip_n));
+    if cfg.len() >= 2 {
+        let against_scale = |f: &dyn Fn(&Row) -> f64| cfg.iter().map(|r| (r.scale as f64, f(r))).collect::<Vec<_>>();
         let path = out.join("guidance.png");
         plot_lines(
             &path,
-            "classifier-free guidance: accuracy, Fréchet / 100, pairwise distance / 10",
+            "classifier-free guidance: accuracy, Fréchet / 100, pairwise distance",
             "guidance scale s",
             "value",
             &[
                 Series::new("judge accuracy", against_scale(&|r| r.accuracy)),
                 Series::new("Fréchet distance / 100", against_scale(&|r| r.frechet / 100.0)),
-                Series::new("pairwise distance / 10", against_scale(&|r| r.pairwise / 10.0)),
+                Series::new("pairwise RMS distance", against_scale(&|r| r.pairwise)),
             ],
             false,
         )?;
         wrote(&path);
+    }
+    let tradeoff: Vec<Series> = [("classifier-free", &cfg), ("noised CLIP", &clip)]
+        .iter()
+        .filter(|(_, rows)| rows.len() >= 2)
+        .map(|(name, rows)| Series::new(*name, rows.iter().map(|r| (r.pairwise, r.accuracy)).collect()))
+        .collect();
+    if !tradeoff.is_empty() {
         let path = out.join("tradeoff.png");
-        let points: Vec<(f64, f64)> = curve.iter().map(|r| (r.pairwise, r.accuracy)).collect();
-        plot_lines(&path, "fidelity against diversity (s grows to the left)", "mean pairwise distance within a prompt", "judge accuracy", &[Series::new("classifier-free", points)], false)?;
+        plot_lines(&path, "fidelity against diversity (the scale grows to the left)", "mean pairwise RMS distance within a prompt", "judge accuracy", &tradeoff, false)?;
         wrote(&path);
     }
 
-    cell(9, "Write the samples");
+    cell(10, "Write the samples");
     let (images, captions, labels) = match shipped {
         Some(set) => set,
         None => {
             let (captions, labels) = digit_prompts(0, 1);
-            (generate(&model, &tokenizer, &diffusion, &captions, args.guidance, steps, batch, &mut Rng::new(c.seed + 4))?.0, captions, labels)
+            (generate(&model, &tokenizer, &diffusion, &captions, Guidance::ClassifierFree(args.guidance), steps, batch, &mut Rng::new(c.seed + 4))?.0, captions, labels)
         }
     };
     write_samples(&out, &images, &captions, Some(&labels))?;
