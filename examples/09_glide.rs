@@ -451,7 +451,7 @@ fn notebook() -> dalle::Result<()> {
         .collect();
     if !tradeoff.is_empty() {
         let path = out.join("tradeoff.png");
-        plot_lines(&path, "fidelity against diversity (the scale grows to the left)", "mean pairwise RMS distance within a prompt", "judge accuracy", &tradeoff, false)?;
+        plot_lines(&path, "fidelity against diversity, one point per guidance scale", "mean pairwise RMS distance within a prompt", "judge accuracy", &tradeoff, false)?;
         wrote(&path);
     }
 
