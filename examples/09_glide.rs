@@ -10,7 +10,8 @@
 //! Leaves in `runs/09_glide/`: `tokens.txt` (captions as ids and padding masks), `loss.png`,
 //! `scales.png` (the same prompts and noise at every guidance scale), `grid_seen.png`,
 //! `grid_held_out.png`, `guidance.csv` + `guidance.png` + `tradeoff.png` (judge accuracy,
-//! Fréchet distance and pairwise distance against the scale), `samples.npy` + `prompts.txt` +
+//! Fréchet distance and pairwise distance against the scale, classifier-free and, with
+//! chapter 09b's noised CLIP, CLIP guidance), `samples.npy` + `prompts.txt` +
 //! `labels.txt`, `checkpoint.safetensors` (weights, EMA, Adam, step) and
 //! `glide_ema.safetensors` with its `glide_ema.tokenizer.json`.
 
