@@ -133,6 +133,11 @@ fn resume_09_noised_clip() {
 }
 
 #[test]
+fn resume_09_glide() {
+    stop_and_resume_matches("09_glide", 8, 3);
+}
+
+#[test]
 fn resume_10_unclip_prior() {
     stop_and_resume_matches("10_unclip_prior", 6, 2);
 }
@@ -141,7 +146,7 @@ fn resume_10_unclip_prior() {
 /// with the non-finite error naming the step, and write no checkpoint.
 #[test]
 fn nan_loss_stops_every_example_without_a_checkpoint() {
-    for name in ["00_autograd", "01_attention", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae", "09_noised_clip"] {
+    for name in ["00_autograd", "01_attention", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae", "09_noised_clip", "09_glide"] {
         let out = fresh(&format!("{name}-nan"));
         let o = run(name, &["--steps", "8", "--lr", "1e9"], &out);
         let msg = text(&o);

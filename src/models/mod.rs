@@ -4,6 +4,7 @@ pub mod clip;
 pub mod dalle;
 pub mod diffusion;
 pub mod dvae;
+pub mod glide;
 pub mod gpt;
 pub mod image_tokenizer;
 pub mod noised_clip;

@@ -45,9 +45,11 @@ impl<F: Fn(&Tensor, &[usize]) -> Result<Tensor>> Denoiser for F {
 // ANCHOR: guidance
 /// Classifier-free guidance (Ho & Salimans 2022, eq. 6): `ε̂ = ε_uncond + s (ε_cond - ε_uncond)`.
 /// `s = 1` is the conditional model, `s = 0` the unconditional one. The mix is linear,
-/// so it applies to an `x_0` or `v` output just as to ε.
+/// so it applies to an `x_0` or `v` output just as to ε. It is computed as the same mix
+/// written `(1 - s) ε_uncond + s ε_cond`, which returns `ε_cond` (`s = 1`) and `ε_uncond`
+/// (`s = 0`) to the bit, where `ε_u + s (ε_c - ε_u)` would be off by a rounding.
 pub fn guidance(cond: &Tensor, uncond: &Tensor, scale: f32) -> Result<Tensor> {
-    uncond.add(&cond.sub(uncond)?.scale(scale))
+    uncond.scale(1.0 - scale).add(&cond.scale(scale)) // (1 - s) ε_u + s ε_c = ε_u + s (ε_c - ε_u)
 }
 
 /// A guided denoiser. `model` is asked for `2B` rows at once (both passes in one
