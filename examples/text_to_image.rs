@@ -79,11 +79,11 @@ fn main() -> dalle::Result<()> {
             let unknown = g.vocabulary().unknown_words(p);
             if !unknown.is_empty() {
                 println!(
-                    "warning: {}: {p:?} has words its training captions never used: {} (it knows {} words, e.g. {}); expect a digit, not what they describe",
+                    "warning: {}: {p:?} has words its training captions never used: {}. It may ignore them: a toy model knows only these {} words: {}",
                     g.name(),
                     unknown.join(", "),
                     g.vocabulary().len(),
-                    g.vocabulary().iter().take(12).collect::<Vec<_>>().join(" ")
+                    g.vocabulary().iter().collect::<Vec<_>>().join(" ")
                 );
             }
         }

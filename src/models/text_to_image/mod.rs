@@ -15,9 +15,11 @@
 //! of a silently meaningless image.
 
 pub mod dalle1;
+pub mod glide;
 pub mod vocabulary;
 
 pub use dalle1::Dalle1;
+pub use glide::GlideGenerator;
 pub use vocabulary::{prompted_digit, Vocabulary};
 
 use crate::{Error, Result};
@@ -74,7 +76,14 @@ pub fn load_generator(name: &str, quick: bool) -> Result<Box<dyn TextToImage>> {
             }
             Ok(Box::new(g))
         }
-        "glide" | "unclip" => Err(Error::Config(format!("{name}: no shipped weights in this build yet (chapters 09-11)"))),
+        "glide" => {
+            let mut g = GlideGenerator::shipped()?;
+            if quick {
+                g.steps = 4;
+            }
+            Ok(Box::new(g))
+        }
+        "unclip" => Err(Error::Config(format!("{name}: no shipped weights in this build yet (chapters 10-11)"))),
         other => Err(Error::Config(format!("no generator called {other:?}; the generators are {}", MODEL_NAMES.join(", ")))),
     }
 }

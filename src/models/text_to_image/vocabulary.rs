@@ -25,9 +25,12 @@ impl Vocabulary {
 
     /// Every caption chapter 03's templates make for a data set's classes.
     pub fn of_dataset(name: DatasetName) -> Self {
-        let captions: Vec<String> = (0..class_names(name).len())
-            .flat_map(|label| (0..num_templates(name)).map(move |t| class_caption(name, label, t)))
-            .collect();
+        Self::of_templates(name, &(0..num_templates(name)).collect::<Vec<_>>())
+    }
+
+    /// The captions of `templates` only, for a model trained with some held out.
+    pub fn of_templates(name: DatasetName, templates: &[usize]) -> Self {
+        let captions: Vec<String> = (0..class_names(name).len()).flat_map(|label| templates.iter().map(move |&t| class_caption(name, label, t))).collect();
         Self::from_captions(&captions)
     }
 
