@@ -6,6 +6,7 @@ pub mod diffusion;
 pub mod dvae;
 pub mod gpt;
 pub mod image_tokenizer;
+pub mod unclip;
 pub mod vae;
 pub mod vit;
 pub mod vqvae;
