@@ -38,7 +38,7 @@ use dalle::optim::{Adam, Ema, Optimizer};
 use dalle::train::resume::{save_or_stop, Resumed, RunState};
 use dalle::train::{cell, check_finite, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
 use dalle::{Error, Rng, Tensor};
-use ndarray::{s, Array4, Axis};
+use ndarray::{s, Array2, Array4, Axis};
 
 /// Which models this run trains.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,22 +226,21 @@ fn notebook() -> dalle::Result<()> {
     println!("{} train and {} test images; CLIP: E = {}, text states {} wide", train_set.len(), test.len(), clip.embed_dim(), clip.text_dim());
 
     // ANCHOR: precompute
-    cell(2, "CLIP image embeddings and caption token states, computed once");
+    cell(2, "Caption token states and, to train the decoder, CLIP image embeddings, computed once");
     let started = std::time::Instant::now();
-    let train_embeds = clip.image_embeddings(&train_set.images)?; // (N, E), z_i = normalize(I_e(x))
     let templates = num_templates(DatasetName::Mnist);
     let captions: Vec<String> = (0..classes * templates).map(|i| class_caption(DatasetName::Mnist, i / templates, i % templates)).collect();
     let caption_states = clip.text_states(&captions)?; // (10·5, T, C_text): row y·5 + j is digit y in template j
-    let train_low = to_model(&downsample(&train_set.images, 2)).to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(e.to_string()))?; // (N, 1, 14, 14) in [-1, 1]
+    let train_decoder = args.train != Part::Upsampler && c.weights.is_none();
+    let (train_embeds, train_low) = if train_decoder {
+        let z = clip.image_embeddings(&train_set.images)?; // (N, E), z_i = normalize(I_e(x))
+        let low = downsample(&train_set.images, 2).mapv(|v| 2.0 * v - 1.0); // (N, 1, 14, 14) in [-1, 1]
+        (z, low)
+    } else {
+        (Array2::zeros((0, clip.embed_dim())), Array4::zeros((0, 1, 14, 14)))
+    };
     // ANCHOR_END: precompute
-    println!(
-        "{} image embeddings and {} captions' token states {:?} in {:.1} s; the decoder's images: {:?}",
-        train_embeds.dim().0,
-        captions.len(),
-        caption_states.tokens.dim(),
-        started.elapsed().as_secs_f64(),
-        train_low.dim()
-    );
+    println!("{} captions' token states {:?} and {} image embeddings in {:.1} s", captions.len(), caption_states.tokens.dim(), train_embeds.dim().0, started.elapsed().as_secs_f64());
 
     cell(3, "Build the decoder and the upsampler");
     let mut dconfig = DecoderConfig::mnist();
@@ -255,7 +254,6 @@ fn notebook() -> dalle::Result<()> {
     println!("decoder: {dconfig:?}\n  {} parameters", decoder.num_parameters());
     println!("upsampler: {uconfig:?}\n  {} parameters", upsampler.num_parameters());
     let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(NUM_TRAIN_STEPS), NUM_TRAIN_STEPS)?, prediction: Prediction::Epsilon };
-    let train_decoder = args.train != Part::Upsampler && c.weights.is_none();
     let train_upsampler = args.train != Part::Decoder && args.upsampler_weights.is_none();
     if !train_decoder {
         load_weights(&c.weights.clone().unwrap_or_else(|| PathBuf::from(SHIPPED_DECODER)), &decoder)?;
