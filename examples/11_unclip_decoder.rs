@@ -351,125 +351,129 @@ fn notebook() -> dalle::Result<()> {
     let picked = balanced_indices(&test.labels, classes, per_class);
     let (sources, source_labels) = test.batch(&picked); // (10·k, 1, 28, 28), digits 0..9 interleaved
 
-    // ANCHOR: fidelity
-    cell(6, "Decode test images' own CLIP embeddings: does the judge see the same digit?");
-    let z = clip.image_embeddings(&sources)?; // (N, E)
-    let prompts: Vec<String> = source_labels.iter().map(|&y| class_caption(DatasetName::Mnist, y, 0)).collect();
-    for captioned in [false, true] {
-        let cond = unclip.condition(z.clone(), captioned.then_some(prompts.as_slice()))?;
-        let decoded = unclip.decode(&cond, None, &mut Rng::new(c.seed + 10))?;
-        let acc_low = judge.fidelity(&bilinear_upsample(&decoded.low, 2), &source_labels)?;
-        let acc_high = judge.fidelity(&decoded.high, &source_labels)?;
+    if source_labels.is_empty() {
+        println!("cells 6 to 10 skipped: --eval-per-class 0");
+    } else {
+        // ANCHOR: fidelity
+        cell(6, "Decode test images' own CLIP embeddings: does the judge see the same digit?");
+        let z = clip.image_embeddings(&sources)?; // (N, E)
+        let prompts: Vec<String> = source_labels.iter().map(|&y| class_caption(DatasetName::Mnist, y, 0)).collect();
+        for captioned in [false, true] {
+            let cond = unclip.condition(z.clone(), captioned.then_some(prompts.as_slice()))?;
+            let decoded = unclip.decode(&cond, None, &mut Rng::new(c.seed + 10))?;
+            let acc_low = judge.fidelity(&bilinear_upsample(&decoded.low, 2), &source_labels)?;
+            let acc_high = judge.fidelity(&decoded.high, &source_labels)?;
+            log_eval(
+                &mut eval_log,
+                &eval_path,
+                format!("{{\"eval\": \"decode_true_embedding\", \"caption\": {captioned}, \"images\": {}, \"guidance\": {}, \"judge_low_bilinear\": {acc_low:.4}, \"judge_upsampled\": {acc_high:.4}}}", source_labels.len(), args.guidance),
+            )?;
+            if !captioned {
+                let shown = (classes * 2).min(source_labels.len());
+                let grid = ndarray::concatenate(Axis(0), &[sources.slice(s![..shown, .., .., ..]), decoded.high.slice(s![..shown, .., .., ..])]).map_err(|e| Error::Msg(e.to_string()))?;
+                let path = out.join("fidelity.png");
+                save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(classes) })?;
+                wrote(&path);
+            }
+        }
+        // ANCHOR_END: fidelity
+
+        cell(7, "The upsampler against interpolation, on real 14x14 test images");
+        let low_real = downsample(&sources, 2); // (N, 1, 14, 14)
+        let bilinear = bilinear_upsample(&low_real, 2);
+        let upsampled = unclip.upsample(&low_real, &mut Rng::new(c.seed + 11))?;
+        let acc_real = judge.fidelity(&sources, &source_labels)?;
+        let acc_bilinear = judge.fidelity(&bilinear, &source_labels)?;
+        let acc_up = judge.fidelity(&upsampled, &source_labels)?;
+        let mse = |a: &Array4<f32>| (a - &sources).mapv(|v| (v * v) as f64).mean().unwrap_or(0.0);
         log_eval(
             &mut eval_log,
             &eval_path,
-            format!("{{\"eval\": \"decode_true_embedding\", \"caption\": {captioned}, \"images\": {}, \"guidance\": {}, \"judge_low_bilinear\": {acc_low:.4}, \"judge_upsampled\": {acc_high:.4}}}", source_labels.len(), args.guidance),
+            format!(
+                "{{\"eval\": \"upsampler\", \"images\": {}, \"judge_real_28\": {acc_real:.4}, \"judge_bilinear\": {acc_bilinear:.4}, \"judge_upsampler\": {acc_up:.4}, \"mse_bilinear\": {:.5}, \"mse_upsampler\": {:.5}, \"upsampler\": {have_upsampler}}}",
+                source_labels.len(),
+                mse(&bilinear),
+                mse(&upsampled)
+            ),
         )?;
-        if !captioned {
-            let shown = (classes * 2).min(source_labels.len());
-            let grid = ndarray::concatenate(Axis(0), &[sources.slice(s![..shown, .., .., ..]), decoded.high.slice(s![..shown, .., .., ..])]).map_err(|e| Error::Msg(e.to_string()))?;
-            let path = out.join("fidelity.png");
-            save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(classes) })?;
+        let shown = classes.min(source_labels.len());
+        let nearest = Tensor::new(low_real.slice(s![..shown, .., .., ..]).to_owned().into_dyn()).upsample_nearest2d(2)?.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(e.to_string()))?;
+        let rows = [nearest.view(), bilinear.slice(s![..shown, .., .., ..]), upsampled.slice(s![..shown, .., .., ..]), sources.slice(s![..shown, .., .., ..])];
+        let grid = ndarray::concatenate(Axis(0), &rows).map_err(|e| Error::Msg(e.to_string()))?;
+        let path = out.join("upsampling.png");
+        save_image_grid(&path, &grid, &GridOptions { scale: 3, ..GridOptions::with_nrow(shown) })?;
+        wrote(&path);
+
+        // ANCHOR: variations
+        cell(8, "Variations: CLIP's embedding of an image, decoded from new noise");
+        let per_image = if smoke { 2 } else { 4 };
+        let variations = unclip.variations(&sources, per_image, &mut Rng::new(c.seed + 12))?;
+        let expected: Vec<usize> = source_labels.iter().flat_map(|&y| std::iter::repeat_n(y, per_image)).collect();
+        let kept = judge.fidelity(&variations.high, &expected)?;
+        let distance = mean_pixel_distance(&variations.high, &sources, per_image);
+        // ANCHOR_END: variations
+        let between: f64 = {
+            // the same measure between different test images of the same digit: how far "another 7" is
+            let n = source_labels.len();
+            let pairs: Vec<(usize, usize)> = (0..n).filter_map(|i| (i + classes < n).then_some((i, i + classes))).collect();
+            pairs.iter().map(|&(i, j)| (&sources.slice(s![i, .., .., ..]) - &sources.slice(s![j, .., .., ..])).mapv(|v| v.abs() as f64).mean().unwrap_or(0.0)).sum::<f64>() / pairs.len().max(1) as f64
+        };
+        log_eval(
+            &mut eval_log,
+            &eval_path,
+            format!("{{\"eval\": \"variations\", \"sources\": {}, \"per_source\": {per_image}, \"class_kept\": {kept:.4}, \"mean_abs_pixel_distance\": {distance:.4}, \"same_digit_other_image_distance\": {between:.4}}}", source_labels.len()),
+        )?;
+        let shown = 8.min(source_labels.len());
+        let mut rows = Vec::new();
+        for i in 0..shown {
+            rows.push(sources.slice(s![i..i + 1, .., .., ..]).to_owned());
+            rows.push(variations.high.slice(s![i * per_image..(i + 1) * per_image, .., .., ..]).to_owned());
+        }
+        let grid = ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?;
+        let path = out.join("variations.png");
+        save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(per_image + 1) })?;
+        wrote(&path);
+
+        cell(9, "Interpolations: slerp between two images' embeddings, one shared x_T");
+        let steps = if smoke { 3 } else { 8 };
+        let pairs: Vec<(usize, usize)> = (0..4.min(source_labels.len() / 2)).map(|i| (2 * i, 2 * i + 1)).collect();
+        let mut rows = Vec::new();
+        for (k, &(i, j)) in pairs.iter().enumerate() {
+            let a = sources.slice(s![i..i + 1, .., .., ..]).to_owned();
+            let b = sources.slice(s![j..j + 1, .., .., ..]).to_owned();
+            let path = unclip.interpolate(&a, &b, steps, &mut Rng::new(c.seed + 20 + k as u64))?;
+            rows.extend([a, path.high, b]);
+        }
+        if !rows.is_empty() {
+            let grid = ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?;
+            let path = out.join("interpolation.png");
+            save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(steps + 2) })?;
             wrote(&path);
         }
-    }
-    // ANCHOR_END: fidelity
 
-    cell(7, "The upsampler against interpolation, on real 14x14 test images");
-    let low_real = downsample(&sources, 2); // (N, 1, 14, 14)
-    let bilinear = bilinear_upsample(&low_real, 2);
-    let upsampled = unclip.upsample(&low_real, &mut Rng::new(c.seed + 11))?;
-    let acc_real = judge.fidelity(&sources, &source_labels)?;
-    let acc_bilinear = judge.fidelity(&bilinear, &source_labels)?;
-    let acc_up = judge.fidelity(&upsampled, &source_labels)?;
-    let mse = |a: &Array4<f32>| (a - &sources).mapv(|v| (v * v) as f64).mean().unwrap_or(0.0);
-    log_eval(
-        &mut eval_log,
-        &eval_path,
-        format!(
-            "{{\"eval\": \"upsampler\", \"images\": {}, \"judge_real_28\": {acc_real:.4}, \"judge_bilinear\": {acc_bilinear:.4}, \"judge_upsampler\": {acc_up:.4}, \"mse_bilinear\": {:.5}, \"mse_upsampler\": {:.5}, \"upsampler\": {have_upsampler}}}",
-            source_labels.len(),
-            mse(&bilinear),
-            mse(&upsampled)
-        ),
-    )?;
-    let shown = classes.min(source_labels.len());
-    let nearest = Tensor::new(low_real.slice(s![..shown, .., .., ..]).to_owned().into_dyn()).upsample_nearest2d(2)?.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(e.to_string()))?;
-    let rows = [nearest.view(), bilinear.slice(s![..shown, .., .., ..]), upsampled.slice(s![..shown, .., .., ..]), sources.slice(s![..shown, .., .., ..])];
-    let grid = ndarray::concatenate(Axis(0), &rows).map_err(|e| Error::Msg(e.to_string()))?;
-    let path = out.join("upsampling.png");
-    save_image_grid(&path, &grid, &GridOptions { scale: 3, ..GridOptions::with_nrow(shown) })?;
-    wrote(&path);
-
-    // ANCHOR: variations
-    cell(8, "Variations: CLIP's embedding of an image, decoded from new noise");
-    let per_image = if smoke { 2 } else { 4 };
-    let variations = unclip.variations(&sources, per_image, &mut Rng::new(c.seed + 12))?;
-    let expected: Vec<usize> = source_labels.iter().flat_map(|&y| std::iter::repeat_n(y, per_image)).collect();
-    let kept = judge.fidelity(&variations.high, &expected)?;
-    let distance = mean_pixel_distance(&variations.high, &sources, per_image);
-    // ANCHOR_END: variations
-    let between: f64 = {
-        // the same measure between different test images of the same digit: how far "another 7" is
-        let n = source_labels.len();
-        let pairs: Vec<(usize, usize)> = (0..n).filter_map(|i| (i + classes < n).then_some((i, i + classes))).collect();
-        pairs.iter().map(|&(i, j)| (&sources.slice(s![i, .., .., ..]) - &sources.slice(s![j, .., .., ..])).mapv(|v| v.abs() as f64).mean().unwrap_or(0.0)).sum::<f64>() / pairs.len().max(1) as f64
-    };
-    log_eval(
-        &mut eval_log,
-        &eval_path,
-        format!("{{\"eval\": \"variations\", \"sources\": {}, \"per_source\": {per_image}, \"class_kept\": {kept:.4}, \"mean_abs_pixel_distance\": {distance:.4}, \"same_digit_other_image_distance\": {between:.4}}}", source_labels.len()),
-    )?;
-    let shown = 8.min(source_labels.len());
-    let mut rows = Vec::new();
-    for i in 0..shown {
-        rows.push(sources.slice(s![i..i + 1, .., .., ..]).to_owned());
-        rows.push(variations.high.slice(s![i * per_image..(i + 1) * per_image, .., .., ..]).to_owned());
-    }
-    let grid = ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?;
-    let path = out.join("variations.png");
-    save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(per_image + 1) })?;
-    wrote(&path);
-
-    cell(9, "Interpolations: slerp between two images' embeddings, one shared x_T");
-    let steps = if smoke { 3 } else { 8 };
-    let pairs: Vec<(usize, usize)> = (0..4.min(source_labels.len() / 2)).map(|i| (2 * i, 2 * i + 1)).collect();
-    let mut rows = Vec::new();
-    for (k, &(i, j)) in pairs.iter().enumerate() {
-        let a = sources.slice(s![i..i + 1, .., .., ..]).to_owned();
-        let b = sources.slice(s![j..j + 1, .., .., ..]).to_owned();
-        let path = unclip.interpolate(&a, &b, steps, &mut Rng::new(c.seed + 20 + k as u64))?;
-        rows.extend([a, path.high, b]);
-    }
-    if !rows.is_empty() {
-        let grid = ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?;
-        let path = out.join("interpolation.png");
-        save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(steps + 2) })?;
-        wrote(&path);
-    }
-
-    // ANCHOR: text_diffs
-    cell(10, "Text diffs: move an image's embedding towards another caption");
-    let thetas: Vec<f32> = if smoke { vec![0.0, 0.5] } else { vec![0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6] };
-    let edits = [(1usize, 7usize), (3, 8), (4, 9), (6, 0)]; // (from digit, to digit)
-    let mut rows = Vec::new();
-    let mut diff_labels = Vec::new();
-    for &(from, to) in &edits {
-        let Some(i) = source_labels.iter().position(|&y| y == from) else { continue };
-        let image = sources.slice(s![i..i + 1, .., .., ..]).to_owned();
-        let (cf, ct) = (class_caption(DatasetName::Mnist, from, 0), class_caption(DatasetName::Mnist, to, 0));
-        let moved = unclip.text_diff(&image, &cf, &ct, &thetas, &mut Rng::new(c.seed + 30))?;
-        let judged = judge.predict(&moved.high)?;
-        println!("{cf:?} -> {ct:?}: judge at θ = {thetas:?}: {judged:?}");
-        diff_labels.push(judged);
-        rows.extend([image, moved.high]);
-    }
-    // ANCHOR_END: text_diffs
-    if !rows.is_empty() {
-        let grid = ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?;
-        let path = out.join("text_diffs.png");
-        save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(thetas.len() + 1) })?;
-        wrote(&path);
+        // ANCHOR: text_diffs
+        cell(10, "Text diffs: move an image's embedding towards another caption");
+        let thetas: Vec<f32> = if smoke { vec![0.0, 0.5] } else { vec![0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6] };
+        let edits = [(1usize, 7usize), (3, 8), (4, 9), (6, 0)]; // (from digit, to digit)
+        let mut rows = Vec::new();
+        let mut diff_labels = Vec::new();
+        for &(from, to) in &edits {
+            let Some(i) = source_labels.iter().position(|&y| y == from) else { continue };
+            let image = sources.slice(s![i..i + 1, .., .., ..]).to_owned();
+            let (cf, ct) = (class_caption(DatasetName::Mnist, from, 0), class_caption(DatasetName::Mnist, to, 0));
+            let moved = unclip.text_diff(&image, &cf, &ct, &thetas, &mut Rng::new(c.seed + 30))?;
+            let judged = judge.predict(&moved.high)?;
+            println!("{cf:?} -> {ct:?}: judge at θ = {thetas:?}: {judged:?}");
+            diff_labels.push(judged);
+            rows.extend([image, moved.high]);
+        }
+        // ANCHOR_END: text_diffs
+        if !rows.is_empty() {
+            let grid = ndarray::concatenate(Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?;
+            let path = out.join("text_diffs.png");
+            save_image_grid(&path, &grid, &GridOptions { scale: 2, ..GridOptions::with_nrow(thetas.len() + 1) })?;
+            wrote(&path);
+        }
     }
 
     // ANCHOR: pipeline
