@@ -87,13 +87,13 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     guidance: f32,
     /// DDIM steps of the decoder.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 10)]
     decoder_steps: usize,
     /// DDIM steps of the upsampler.
     #[arg(long, default_value_t = 10)]
     upsampler_sample_steps: usize,
     /// Test images per digit for the fidelity, upsampling and variation measurements.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 20)]
     eval_per_class: usize,
     /// Captions per digit for the pipeline's prompt fidelity.
     #[arg(long, default_value_t = 100)]
