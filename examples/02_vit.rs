@@ -18,7 +18,7 @@ use dalle::data::{self, DatasetName, ImageDataset, Split};
 use dalle::io::image_grid::{save_image_grid, GridOptions};
 use dalle::io::plot::{plot_heatmap, plot_lines, Series};
 use dalle::models::vit::{Vit, VitConfig};
-use dalle::nn::{Activation, Module};
+use dalle::nn::Module;
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
 use dalle::train::notebook::{cell, wrote};
 use dalle::train::{check_finite, resume_from, save_or_stop, CommonArgs, MetricsLog, Progress, RunState};
@@ -34,18 +34,11 @@ struct Args {
 
 // ANCHOR: config
 fn vit_config(smoke: bool) -> VitConfig {
-    VitConfig {
-        image_size: 28,
-        patch_size: 7, // 4 x 4 = 16 patches of 7 x 7 pixels, + 1 class token
-        channels: 1,
-        width: if smoke { 32 } else { 64 },
-        layers: if smoke { 2 } else { 4 },
-        heads: 4,
-        mlp_ratio: 4,
-        activation: Activation::Gelu,
-        ln_pre: false,
-        num_classes: Some(10),
-        dropout: 0.0,
+    let config = VitConfig::mnist(); // 16 patches of 7 x 7 pixels + 1 class token, width 64, 4 blocks
+    if smoke {
+        VitConfig { width: 32, layers: 2, ..config }
+    } else {
+        config
     }
 }
 // ANCHOR_END: config

@@ -22,7 +22,7 @@ use dalle::io::{self, checkpoint, GridOptions};
 use dalle::models::clip::load::{config_path_for, tokenizer_path_for};
 use dalle::models::clip::preprocess::{load_image, normalize_unit};
 use dalle::models::clip::zero_shot::{accuracy, dataset_prompts, class_embeddings, cosine_similarity, image_embeddings, predict, text_embeddings};
-use dalle::models::clip::{contrastive_loss, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig, HiddenAct};
+use dalle::models::clip::{contrastive_loss, ClipConfig, ClipModel};
 use dalle::nn::Module;
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
 use dalle::tokenizer::{ClipBpe, TextTokenizer, TrainedBpe};
@@ -59,43 +59,6 @@ enum Command {
     },
 }
 
-// ANCHOR: config
-/// The toy CLIP of this chapter: a 3-layer ViT on 7x7 patches (MNIST) or 8x8 patches
-/// (Shapes) and a 2-layer causal text transformer, both 64 wide, meeting in 32 dimensions.
-fn toy_config(dataset: DatasetName, vocab_size: usize, eot: u32) -> ClipConfig {
-    let (image_size, patch_size, num_channels, context) = match dataset {
-        DatasetName::Shapes => (32, 8, 3, 24),
-        _ => (28, 7, 1, 12),
-    };
-    ClipConfig {
-        text_config: ClipTextConfig {
-            hidden_size: 64,
-            intermediate_size: 256,
-            num_attention_heads: 4,
-            num_hidden_layers: 2,
-            max_position_embeddings: context,
-            vocab_size,
-            hidden_act: HiddenAct::QuickGelu,
-            layer_norm_eps: 1e-5,
-            eos_token_id: eot,
-            pool_at_first_eos: true,
-        },
-        vision_config: ClipVisionConfig {
-            hidden_size: 64,
-            intermediate_size: 256,
-            num_attention_heads: 4,
-            num_hidden_layers: 3,
-            image_size,
-            patch_size,
-            num_channels,
-            hidden_act: HiddenAct::QuickGelu,
-            layer_norm_eps: 1e-5,
-        },
-        projection_dim: 32,
-        logit_scale_init_value: (1.0f64 / 0.07).ln(),
-    }
-}
-// ANCHOR_END: config
 
 /// Every caption a data set can produce, for training the tokenizer.
 fn tokenizer_corpus(dataset: DatasetName, train: &ImageDataset) -> Vec<String> {
@@ -141,7 +104,7 @@ fn train(args: &CommonArgs, dataset: DatasetName, out: &Path) -> dalle::Result<O
     println!("caption {example:?} -> ids {:?}", tokenizer.encode(example)?);
 
     cell(2, "Build the two towers");
-    let config = toy_config(dataset, tokenizer.vocab_size(), tokenizer.eot());
+    let config = ClipConfig::toy(dataset, tokenizer.vocab_size(), tokenizer.eot());
     let mut rng = Rng::new(args.seed);
     let model = ClipModel::new(&config, &mut rng)?;
     println!(

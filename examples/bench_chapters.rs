@@ -34,7 +34,7 @@ use dalle::data::batch::BatchSampler;
 use dalle::data::captions::{class_caption, num_templates};
 use dalle::data::{self, DatasetName, ImageDataset, Split};
 use dalle::eval::DigitJudge;
-use dalle::models::clip::{contrastive_loss, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig, HiddenAct};
+use dalle::models::clip::{contrastive_loss, ClipConfig, ClipModel};
 use dalle::models::dvae::{Dvae, DvaeConfig};
 use dalle::models::gpt::{Gpt, GptConfig};
 use dalle::models::vae::{Vae, VaeConfig};
@@ -344,21 +344,8 @@ fn gpt_case(b: usize, samples: usize) -> Result<Case> {
 /// Chapter 02's ViT on MNIST: 7x7 patches, width 64, 4 blocks of 4 heads, batch 64,
 /// AdamW 2e-3 (decay 0.05), clipping at 1.
 fn vit_case(b: usize, sets: &Sets) -> Result<Case> {
-    let config = VitConfig {
-        image_size: 28,
-        patch_size: 7,
-        channels: 1,
-        width: 64,
-        layers: 4,
-        heads: 4,
-        mlp_ratio: 4,
-        activation: Activation::Gelu,
-        ln_pre: false,
-        num_classes: Some(10),
-        dropout: 0.0,
-    };
     let mut rng = Rng::new(0);
-    let model = Vit::new(config, &mut rng)?;
+    let model = Vit::new(VitConfig::mnist(), &mut rng)?;
     let named = model.named_parameters();
     let params = count(&named);
     let all = model.parameters();
@@ -393,33 +380,7 @@ fn clip_case(b: usize, sets: &Sets) -> Result<Case> {
     let corpus: Vec<String> = (0..10).flat_map(|l| (0..num_templates(dataset)).map(move |t| class_caption(dataset, l, t))).collect();
     let tokenizer = TrainedBpe::train(&corpus, 512)?;
     let (vocab, eot, context) = (tokenizer.vocab_size(), tokenizer.eot(), 12);
-    let config = ClipConfig {
-        text_config: ClipTextConfig {
-            hidden_size: 64,
-            intermediate_size: 256,
-            num_attention_heads: 4,
-            num_hidden_layers: 2,
-            max_position_embeddings: context,
-            vocab_size: vocab,
-            hidden_act: HiddenAct::QuickGelu,
-            layer_norm_eps: 1e-5,
-            eos_token_id: eot,
-            pool_at_first_eos: true,
-        },
-        vision_config: ClipVisionConfig {
-            hidden_size: 64,
-            intermediate_size: 256,
-            num_attention_heads: 4,
-            num_hidden_layers: 3,
-            image_size: 28,
-            patch_size: 7,
-            num_channels: 1,
-            hidden_act: HiddenAct::QuickGelu,
-            layer_norm_eps: 1e-5,
-        },
-        projection_dim: 32,
-        logit_scale_init_value: (1.0f64 / 0.07).ln(),
-    };
+    let config = ClipConfig::toy(dataset, vocab, eot);
     let mut rng = Rng::new(0);
     let model = ClipModel::new(&config, &mut rng)?;
     let named = model.named_parameters();

@@ -127,11 +127,21 @@ fn resume_06_dvae() {
     stop_and_resume_matches("06_dvae", 8, 3);
 }
 
+#[test]
+fn resume_09_noised_clip() {
+    stop_and_resume_matches("09_noised_clip", 8, 3);
+}
+
+#[test]
+fn resume_10_unclip_prior() {
+    stop_and_resume_matches("10_unclip_prior", 6, 2);
+}
+
 /// `--lr 1e9` makes every example's loss NaN within a few steps: the run must fail
 /// with the non-finite error naming the step, and write no checkpoint.
 #[test]
 fn nan_loss_stops_every_example_without_a_checkpoint() {
-    for name in ["00_autograd", "01_attention", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae"] {
+    for name in ["00_autograd", "01_attention", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae", "09_noised_clip"] {
         let out = fresh(&format!("{name}-nan"));
         let o = run(name, &["--steps", "8", "--lr", "1e9"], &out);
         let msg = text(&o);

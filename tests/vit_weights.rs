@@ -7,25 +7,11 @@
 use dalle::data::{load, resolve_data_dir, DatasetName, Split};
 use dalle::io::checkpoint;
 use dalle::models::vit::{Vit, VitConfig};
-use dalle::nn::Activation;
 use dalle::{no_grad, Rng, Tensor};
 
 #[test]
 fn shipped_vit_reaches_98_percent_on_mnist_test() {
-    let config = VitConfig {
-        image_size: 28,
-        patch_size: 7,
-        channels: 1,
-        width: 64,
-        layers: 4,
-        heads: 4,
-        mlp_ratio: 4,
-        activation: Activation::Gelu,
-        ln_pre: false,
-        num_classes: Some(10),
-        dropout: 0.0,
-    };
-    let model = Vit::new(config, &mut Rng::new(1)).unwrap();
+    let model = Vit::new(VitConfig::mnist(), &mut Rng::new(1)).unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/vit_mnist.safetensors");
     checkpoint::load(&path).unwrap().load_into(&model, &[]).unwrap();
     let test = load(DatasetName::Mnist, &resolve_data_dir(None), Split::Test, None).unwrap();

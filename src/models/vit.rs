@@ -50,6 +50,26 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
+    // ANCHOR: mnist
+    /// Chapter 02's ViT for MNIST (`weights/vit_mnist.safetensors`): 4 × 4 = 16 patches of
+    /// 7 × 7 pixels plus a class token, 64 wide, 4 blocks of 4 heads.
+    pub fn mnist() -> Self {
+        VitConfig {
+            image_size: 28,
+            patch_size: 7,
+            channels: 1,
+            width: 64,
+            layers: 4,
+            heads: 4,
+            mlp_ratio: 4,
+            activation: Activation::Gelu,
+            ln_pre: false,
+            num_classes: Some(10),
+            dropout: 0.0,
+        }
+    }
+    // ANCHOR_END: mnist
+
     /// `N = (image_size / patch_size)²`, the number of patch tokens.
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size.max(1)).pow(2)

@@ -30,6 +30,19 @@ pub trait Module {
     fn num_parameters(&self) -> usize {
         self.parameters().iter().map(|t| t.len()).sum()
     }
+
+    /// Freezes every parameter ([`Tensor::freeze`]; PyTorch's `requires_grad_(False)`):
+    /// a gradient with respect to the input still flows through the module, but no
+    /// parameter records or receives one. Shared tensors are frozen wherever they are used.
+    fn freeze(&self) {
+        // Parameters are leaves, so freezing cannot fail.
+        self.visit(&mut |_, t| t.freeze().expect("a parameter is a leaf"));
+    }
+
+    /// Undoes [`Module::freeze`]: every parameter receives gradients again.
+    fn unfreeze(&self) {
+        self.visit(&mut |_, t| t.unfreeze().expect("a parameter is a leaf"));
+    }
 }
 
 /// Visit `child`'s parameters with names prefixed by `prefix.`.

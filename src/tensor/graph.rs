@@ -52,6 +52,42 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+// ANCHOR: enable_grad
+/// While alive, operations on this thread record a graph again, even inside
+/// [`no_grad`] (like `torch.enable_grad()`); dropping it restores the previous state.
+/// CLIP guidance needs it: the samplers run in `no_grad`, and one step asks for
+/// `∇_{x_t}` of a score, which needs that score's graph.
+pub struct EnableGradGuard {
+    previous: bool,
+}
+
+impl EnableGradGuard {
+    /// Switch recording on until the guard is dropped.
+    pub fn new() -> Self {
+        let previous = GRAD_ENABLED.with(|g| g.replace(true));
+        EnableGradGuard { previous }
+    }
+}
+
+impl Default for EnableGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.previous));
+    }
+}
+
+/// Run `f` recording a graph, even inside [`no_grad`]; the previous state returns after it.
+pub fn enable_grad<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = EnableGradGuard::new();
+    f()
+}
+// ANCHOR_END: enable_grad
+
 impl Tensor {
     /// Reverse-mode differentiation from this scalar: d(self)/d(leaf) is added
     /// to the `grad` of every leaf that requires a gradient.

@@ -36,7 +36,7 @@ mod random;
 mod shape;
 
 pub use device::{DeviceValue, Value};
-pub use graph::{is_grad_enabled, no_grad, NoGradGuard};
+pub use graph::{enable_grad, is_grad_enabled, no_grad, EnableGradGuard, NoGradGuard};
 pub use random::Rng;
 pub use shape::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref};
 
@@ -86,6 +86,8 @@ pub(crate) struct TensorInner {
     host_stale: AtomicBool,
     grad: Mutex<Option<Value>>,
     requires_grad: bool,
+    /// Set by [`Tensor::freeze`]: a parameter that gradients pass by (it stays constant).
+    frozen: AtomicBool,
     grad_fn: Option<GradFn>,
     version: AtomicU64,
 }
@@ -116,6 +118,7 @@ impl Tensor {
                 host_stale: AtomicBool::new(host_stale),
                 grad: Mutex::new(None),
                 requires_grad,
+                frozen: AtomicBool::new(false),
                 grad_fn,
                 version: AtomicU64::new(0),
             }),
@@ -301,12 +304,47 @@ impl Tensor {
     /// `(id, version)` when this is a leaf parameter, else `None`: lets a GPU
     /// backend keep the parameter resident until an optimiser step changes it.
     pub fn param_key(&self) -> Option<(u64, u64)> {
-        (self.is_leaf() && self.requires_grad()).then(|| (self.id() as u64, self.version()))
+        // A frozen parameter is still a parameter: it stays resident too.
+        (self.is_leaf() && self.inner.requires_grad).then(|| (self.id() as u64, self.version()))
     }
 
-    /// Whether gradients flow to (or through) this tensor.
+    /// Whether gradients flow to (or through) this tensor: false for constants and
+    /// for frozen parameters ([`Tensor::freeze`]).
     pub fn requires_grad(&self) -> bool {
-        self.inner.requires_grad
+        self.inner.requires_grad && !self.inner.frozen.load(Ordering::Acquire)
+    }
+
+    // ANCHOR: freeze
+    /// Freezes a parameter (PyTorch's `p.requires_grad_(False)`): operations on it record
+    /// no graph on its account and `backward` gives it no gradient, but a gradient with
+    /// respect to another input (an image) still flows *through* the operations that
+    /// use it. Errors on a tensor computed by a recorded operation (only leaves can be
+    /// frozen, as in PyTorch). Freezing a constant changes nothing.
+    pub fn freeze(&self) -> crate::Result<()> {
+        self.set_frozen(true)
+    }
+
+    /// Undoes [`Tensor::freeze`]: the parameter receives gradients again.
+    pub fn unfreeze(&self) -> crate::Result<()> {
+        self.set_frozen(false)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> crate::Result<()> {
+        if !self.is_leaf() {
+            let op = self.grad_fn().map_or("?", |g| g.name);
+            return Err(crate::Error::Msg(format!(
+                "only a leaf (a parameter) can be frozen or unfrozen; this tensor of shape {:?} was computed by `{op}`",
+                self.shape()
+            )));
+        }
+        self.inner.frozen.store(frozen, Ordering::Release);
+        Ok(())
+    }
+    // ANCHOR_END: freeze
+
+    /// Whether [`Tensor::freeze`] froze this parameter.
+    pub fn is_frozen(&self) -> bool {
+        self.inner.frozen.load(Ordering::Acquire)
     }
 
     /// Whether this tensor is a leaf: not computed by a recorded operation.

@@ -229,6 +229,45 @@ fn encoder_parameters(c: u128, intermediate: u128, layers: u128) -> u128 {
 }
 
 impl ClipConfig {
+    // ANCHOR: toy
+    /// The toy CLIP of chapter 03 (`weights/clip_mnist.safetensors`): a 3-layer ViT on 7x7
+    /// patches (MNIST) or 8x8 patches (Shapes) and a 2-layer causal text transformer, both
+    /// 64 wide, meeting in 32 dimensions.
+    pub fn toy(dataset: crate::data::DatasetName, vocab_size: usize, eot: u32) -> ClipConfig {
+        let (image_size, patch_size, num_channels, context) = match dataset {
+            crate::data::DatasetName::Shapes => (32, 8, 3, 24),
+            _ => (28, 7, 1, 12),
+        };
+        ClipConfig {
+            text_config: ClipTextConfig {
+                hidden_size: 64,
+                intermediate_size: 256,
+                num_attention_heads: 4,
+                num_hidden_layers: 2,
+                max_position_embeddings: context,
+                vocab_size,
+                hidden_act: HiddenAct::QuickGelu,
+                layer_norm_eps: 1e-5,
+                eos_token_id: eot,
+                pool_at_first_eos: true,
+            },
+            vision_config: ClipVisionConfig {
+                hidden_size: 64,
+                intermediate_size: 256,
+                num_attention_heads: 4,
+                num_hidden_layers: 3,
+                image_size,
+                patch_size,
+                num_channels,
+                hidden_act: HiddenAct::QuickGelu,
+                layer_norm_eps: 1e-5,
+            },
+            projection_dim: 32,
+            logit_scale_init_value: (1.0f64 / 0.07).ln(),
+        }
+    }
+    // ANCHOR_END: toy
+
     /// The number of parameters [`super::ClipModel::new`] would allocate, computed
     /// from the sizes alone (in `u128`, saturating: a lying config cannot overflow it).
     pub fn num_parameters(&self) -> u128 {

@@ -105,11 +105,16 @@ pub struct Sampled {
 }
 
 impl Dalle {
-    // ANCHOR: sample
     /// Draw the image tokens after captions `text (B · L)` (from [`super::sequence::encode_captions`]).
     /// `cached = true` decodes one position per token through a key/value cache;
     /// `false` is the reference that reruns the whole sequence each time.
     pub fn sample(&self, text: &[usize], sampling: &SamplingConfig, cached: bool, rng: &mut Rng) -> Result<Sampled> {
+        self.sample_watched(text, sampling, cached, rng, &mut |_, _| {})
+    }
+
+    // ANCHOR: sample
+    /// [`Dalle::sample`], calling `watch(done, total)` after each of the `h · w` image tokens.
+    pub fn sample_watched(&self, text: &[usize], sampling: &SamplingConfig, cached: bool, rng: &mut Rng, watch: &mut dyn FnMut(usize, usize)) -> Result<Sampled> {
         sampling.validate()?;
         let (l, n, k) = (self.config.text_len, self.config.image_len(), self.config.image_vocab);
         let b = text.len() / l;
@@ -128,6 +133,7 @@ impl Dalle {
                     logits.slice_mut(ndarray::s![i, step, ..]).assign(&last.index_axis(Axis(0), i));
                     seq.push(sampling.pick(&row, rng));
                 }
+                watch(step + 1, n);
             }
             let tokens = Array3::from_shape_fn((b, h, w), |(i, r, c)| seqs[i][l + r * w + c]);
             Ok(Sampled { tokens, logits })

@@ -1,0 +1,410 @@
+//! Chapter 10: unCLIP's prior, from a caption to a CLIP image embedding, two ways.
+//!
+//! ```text
+//! cargo run --release --example 10_unclip_prior                        # train both priors (--minutes 25)
+//! cargo run --release --example 10_unclip_prior -- --weights weights/unclip_prior_mnist.safetensors   # evaluate only
+//! cargo run --release --example 10_unclip_prior -- --resume runs/10_unclip_prior/checkpoint.safetensors
+//! cargo run --release --example 10_unclip_prior -- --smoke
+//! ```
+//!
+//! Leaves in `runs/10_unclip_prior/`: `pca.png` (the variance the leading components
+//! carry), `loss.png`, `eval.csv` (cosine similarity to the true image embedding and
+//! zero-shot top-1 of each prior and of the baseline, on seen and held-out phrasings,
+//! and the spread: how varied the embeddings of one digit are),
+//! `cost.csv` (parameters, training seconds per step, sampling seconds per embedding),
+//! `scatter_true.png` / `scatter_diffusion.png` / `scatter_ar.png` (test embeddings on
+//! the first two principal components, by digit), `nearest.png` (for each generated
+//! embedding, the training image whose CLIP embedding is closest: one row per digit),
+//! `embeddings.npy` (the generated embeddings), `samples.npy` + `prompts.txt` +
+//! `labels.txt` (those nearest images, for the judge), `checkpoint.safetensors` and
+//! `unclip_prior.safetensors` (both priors, EMA weights).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use dalle::data::batch::BatchSampler;
+use dalle::data::captions::{class_caption, num_templates};
+use dalle::data::{self, DatasetName, Split};
+use dalle::eval::DigitJudge;
+use dalle::io::{plot_lines, plot_scatter, save_image_grid, write_npy, write_samples, GridOptions, Series};
+use dalle::models::clip::zero_shot::predict;
+use dalle::models::dalle::sample::SamplingConfig;
+use dalle::models::dalle::sequence::encode_captions;
+use dalle::models::diffusion::diffusion_loss;
+use dalle::models::prior::clip_features::normalize_rows;
+use dalle::models::prior::unclip_prior::save as save_priors;
+use dalle::models::prior::{
+    embed_scale, round_trip, row_cosines, sample_best_of, ArPrior, CaptionEncoding, DiffusionPrior, DiffusionPriorConfig, FrozenClip, Pca,
+    PriorSampling, Quantizer, UnclipPrior,
+};
+use dalle::nn::{visit_child, Module, TransformerConfig};
+use dalle::optim::{clip_grad_norm, Adam, Ema, Optimizer};
+use dalle::train::{cell, check_finite, read_metrics, resume_from, save_run, series, wrote, CommonArgs, MetricsLog, Progress, RunState, TimeBudget};
+use dalle::{Error, Rng, Tensor};
+use ndarray::{Array2, Array4, Axis};
+
+/// Train unCLIP's diffusion and autoregressive priors on captioned MNIST and compare them.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Stop training after this many minutes even if steps remain (0: no limit).
+    #[arg(long, default_value_t = 25.0)]
+    minutes: f64,
+    /// The frozen CLIP (chapter 03's toy model; its config and tokenizer sit beside it).
+    #[arg(long, default_value = "weights/clip_mnist.safetensors")]
+    clip: PathBuf,
+    /// Share of training rows whose text conditioning is dropped (classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    p_uncond: f32,
+    /// Guidance scales evaluated for the diffusion prior, comma-separated (1: no guidance).
+    #[arg(long, default_value = "1,2,4")]
+    scales: String,
+    /// Respaced timesteps of the diffusion prior's sampler (the paper: 64).
+    #[arg(long, default_value_t = 64)]
+    sample_steps: usize,
+    /// Keep the fewest principal components that carry this share of the variance.
+    #[arg(long, default_value_t = 0.99)]
+    pca_variance: f64,
+    /// Buckets per principal component (equal mass).
+    #[arg(long, default_value_t = 32)]
+    buckets: usize,
+    /// Held-out test images evaluated (each under a seen and an unseen phrasing).
+    #[arg(long, default_value_t = 1000)]
+    eval_images: usize,
+}
+
+/// MNIST's caption template held out of training: "an image of a handwritten {digit}".
+const HELD_OUT_TEMPLATE: usize = 4;
+
+fn main() -> dalle::Result<()> {
+    dalle::backend::on_worker(notebook)
+}
+
+/// Both priors as one module (`diffusion.*`, `ar.*`), trained side by side by one Adam.
+struct Priors<'a> {
+    diffusion: &'a DiffusionPrior,
+    ar: &'a ArPrior,
+}
+
+impl Module for Priors<'_> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Tensor)) {
+        visit_child("diffusion", self.diffusion, f);
+        visit_child("ar", &self.ar.transformer, f);
+    }
+}
+
+/// A table of every `(label, template)` caption and, per row of a data set, which one it has.
+struct CaptionTable {
+    encoded: CaptionEncoding,
+    ar_text: Vec<usize>,
+    text_len: usize,
+}
+
+impl CaptionTable {
+    fn new(clip: &FrozenClip, classes: usize) -> dalle::Result<Self> {
+        let captions: Vec<String> = (0..classes * num_templates(DatasetName::Mnist)).map(|i| class_caption(DatasetName::Mnist, i % classes, i / classes)).collect();
+        let text_len = clip.context_length();
+        Ok(CaptionTable { ar_text: encode_captions(clip.tokenizer.as_ref(), &captions, text_len, false)?, encoded: clip.encode_captions(&captions)?, text_len })
+    }
+    fn id(label: usize, template: usize, classes: usize) -> usize {
+        template * classes + label
+    }
+    fn ar_rows(&self, ids: &[usize]) -> Vec<usize> {
+        ids.iter().flat_map(|&i| self.ar_text[i * self.text_len..(i + 1) * self.text_len].iter().copied()).collect()
+    }
+}
+
+/// The evaluation rows of one phrasing: which caption, which image embedding, which digit.
+struct EvalSet {
+    name: &'static str,
+    caption_ids: Vec<usize>,
+    image_embeds: Array2<f32>,
+    labels: Vec<usize>,
+}
+
+fn notebook() -> dalle::Result<()> {
+    let args = Args::parse();
+    let c = &args.common;
+    // flags that cannot work are refused before the data is loaded
+    let scales: Vec<f32> = args.scales.split(',').map(|s| s.trim().parse::<f32>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| Error::Config(format!("--scales: `{s}` is not a finite number >= 0")))).collect::<dalle::Result<_>>()?;
+    if !((0.0..1.0).contains(&args.p_uncond) && args.pca_variance > 0.0 && args.pca_variance <= 1.0) {
+        return Err(Error::Config(format!("--p-uncond {} must be in [0, 1) and --pca-variance {} in (0, 1]", args.p_uncond, args.pca_variance)));
+    }
+    let out = c.start("10_unclip_prior", true, true)?;
+    let smoke = c.smoke;
+
+    // ANCHOR: data
+    cell(1, "The frozen CLIP: caption token encodings, z_t and z_i");
+    let clip = FrozenClip::load_toy(&args.clip)?;
+    let e = clip.embed_dim();
+    let train = data::load(DatasetName::Mnist, &c.data_dir(), Split::Train, c.limit_or(512))?;
+    let test = data::load(DatasetName::Mnist, &c.data_dir(), Split::Test, c.limit_or(100))?;
+    let classes = train.classes.len();
+    let table = CaptionTable::new(&clip, classes)?;
+    let started = Instant::now();
+    let train_z = clip.image_embeds(&train.images)?; // (N, E), unit rows
+    let n_eval = args.eval_images.min(test.len());
+    let test_z = clip.image_embeds(&test.images.slice(ndarray::s![..n_eval, .., .., ..]))?; // (N_eval, E)
+    println!("{} train and {n_eval} test images embedded in {:.1} s; E = {e}, caption tokens {:?}", train.len(), started.elapsed().as_secs_f64(), table.encoded.tokens.dim());
+    // training captions: templates 0..3 at random; template 4 is never seen in training
+    let mut rng = Rng::new(c.seed);
+    let train_caption: Vec<usize> = train.labels.iter().map(|&y| CaptionTable::id(y, rng.below(HELD_OUT_TEMPLATE), classes)).collect();
+    let test_labels = test.labels[..n_eval].to_vec();
+    let seen = EvalSet {
+        name: "seen phrasing",
+        caption_ids: test_labels.iter().map(|&y| CaptionTable::id(y, rng.below(HELD_OUT_TEMPLATE), classes)).collect(),
+        image_embeds: test_z.clone(),
+        labels: test_labels.clone(),
+    };
+    let unseen = EvalSet { name: "held-out phrasing", caption_ids: test_labels.iter().map(|&y| CaptionTable::id(y, HELD_OUT_TEMPLATE, classes)).collect(), image_embeds: test_z, labels: test_labels };
+    // ANCHOR_END: data
+    for (i, caption) in table.encoded.captions.iter().enumerate().filter(|(i, _)| i % classes == 7) {
+        println!("template {}: {caption:?}{}", i / classes, if i / classes == HELD_OUT_TEMPLATE { "  (held out of training)" } else { "" });
+    }
+
+    cell(2, "PCA of z_i and the quantized code of the autoregressive prior");
+    let full = Pca::fit(&train_z, e)?;
+    let k = full.components_for(args.pca_variance);
+    let mut explained = Vec::new();
+    for j in 1..=e {
+        explained.push((j as f64, full.explained(j)));
+    }
+    let path = out.join("pca.png");
+    plot_lines(&path, "share of the variance of z_i in the leading principal components", "components kept", "variance explained", &[Series::new("PCA", explained)], false)?;
+    wrote(&path);
+    let fitted = match &c.weights {
+        Some(path) => Some(UnclipPrior::load(path, FrozenClip::load_toy(&args.clip)?)?),
+        None => None,
+    };
+    let (pca, quantizer) = match fitted.as_ref().and_then(|f| f.ar.as_ref()) {
+        Some(ar) => (ar.pca.clone(), ar.quantizer.clone()), // the shipped code, so that evaluation uses what the AR prior learned
+        None => {
+            let pca = Pca::fit(&train_z, k)?;
+            let quantizer = Quantizer::fit(&pca.project(&train_z)?, args.buckets.min(train.len()))?;
+            (pca, quantizer)
+        }
+    };
+    let k = pca.num_components();
+    println!("kept k = {k} of {e} components: {:.2}% of the variance (asked >= {:.0}%); {} buckets each", 100.0 * full.explained(k), 100.0 * args.pca_variance, quantizer.buckets());
+    for (name, set) in [("train", &train_z), ("test", &seen.image_embeds)] {
+        let back = normalize_rows(&round_trip(&pca, &quantizer, set)?);
+        let pca_only = normalize_rows(&pca.reconstruct(&pca.project(set)?)?);
+        println!("round trip on {name}: mean cos(z, PCA only) = {:.4}, mean cos(z, PCA + buckets) = {:.4}", row_cosines(set, &pca_only)?.0, row_cosines(set, &back)?.0);
+    }
+
+    cell(3, "Build the priors");
+    let config = DiffusionPriorConfig::mnist(e, clip.text_width(), clip.context_length());
+    let config = if smoke { DiffusionPriorConfig { transformer: TransformerConfig::new(16, 2, 1), ..config } } else { config };
+    let ar_transformer = if smoke { TransformerConfig::new(16, 2, 1) } else { TransformerConfig::new(64, 4, 4) };
+    let (prior, ar) = match fitted {
+        Some(f) => {
+            let ar = f.ar.ok_or_else(|| Error::Config("--weights: the file holds no autoregressive prior".into()))?;
+            (f.prior, ar)
+        }
+        None => (DiffusionPrior::new(config, &mut Rng::new(c.seed))?, ArPrior::new(clip.tokenizer.vocab_size(), clip.context_length(), pca, quantizer, ar_transformer, &mut Rng::new(c.seed + 1))?),
+    };
+    let diffusion = prior.config.diffusion()?;
+    println!("diffusion prior: {:?}, {} parameters; sequence of {} positions", prior.config.transformer, prior.num_parameters(), prior.config.seq_len());
+    println!("autoregressive prior: {:?}, {} parameters; {} caption ids then {k} codes", ar.transformer.config.transformer, ar.transformer.num_parameters(), ar.transformer.config.text_len);
+    let priors = Priors { diffusion: &prior, ar: &ar };
+
+    // ANCHOR: train
+    cell(4, "Train both priors on the same rows: ‖z_i - x̂_0‖² and CE(codes)");
+    let params = priors.named_parameters();
+    let d_params = prior.named_parameters();
+    let steps = c.steps_or(20_000, 3);
+    let batch_size = c.batch_size_or(256, 8);
+    let mut opt = Adam::new(params.clone(), c.lr_or(1e-3) as f32);
+    let mut ema = Ema::new(&d_params, 0.999); // the diffusion prior's weights, averaged
+    let mut sampler = BatchSampler::new(train.len(), batch_size, c.seed);
+    let resumed = if c.weights.is_some() { None } else { resume_from(c, &priors, &mut opt, steps)? };
+    if let Some(r) = &resumed {
+        r.restore_ema(&ema)?;
+        r.restore_sampler("train", &mut sampler)?;
+    }
+    let start = if c.weights.is_some() { steps } else { resumed.as_ref().map_or(0, |r| r.step) };
+    let mut log = MetricsLog::create_or_resume(&out, resumed.as_ref().map(|r| r.step))?;
+    let progress = Progress::new("priors", steps);
+    let budget = TimeBudget::new((args.minutes * 60.0) as u64);
+    let scale = embed_scale(e);
+    let (mut d_secs, mut ar_secs, mut trained) = (0.0f64, 0.0f64, start);
+    let base_lr = opt.lr();
+    for step in start..steps {
+        let rows = sampler.next_batch();
+        let mut rng = Rng::new(c.seed.wrapping_mul(1_000_003).wrapping_add(step as u64)); // per step: resumable
+        let ids: Vec<usize> = rows.iter().map(|&r| train_caption[r]).collect();
+        let z = train_z.select(Axis(0), &rows); // (B, E), unit rows
+        let lap = Instant::now();
+        let captions = table.encoded.select(&ids);
+        let x0 = Tensor::new(z.mapv(|v| v * scale).into_dyn()); // √E z_i, (B, E)
+        let t: Vec<usize> = rows.iter().map(|_| rng.below(prior.config.num_train_steps)).collect(); // t ~ U{0..T-1}
+        let noise = Tensor::randn(&x0.shape(), &mut rng); // ε
+        let keep: Vec<bool> = rows.iter().map(|_| rng.uniform() >= args.p_uncond).collect(); // drop the caption 10% of the time
+        let tokens = Tensor::new(captions.tokens.clone().into_dyn());
+        let text_embeds = Tensor::new(captions.text_embeds.clone().into_dyn());
+        let d_loss = diffusion_loss(&diffusion.schedule, diffusion.prediction, |x_t, t| prior.forward(&tokens, &text_embeds, x_t, t, &keep), &x0, &t, &noise)?;
+        opt.zero_grad();
+        d_loss.backward();
+        d_secs += lap.elapsed().as_secs_f64();
+        let lap = Instant::now();
+        let ar_loss = ar.loss(&table.ar_rows(&ids), &z, true)?.loss;
+        ar_loss.backward();
+        ar_secs += lap.elapsed().as_secs_f64();
+        let norm = clip_grad_norm(&opt_params(&params), 1.0);
+        check_finite(step + 1, d_loss.item() + ar_loss.item(), Some(norm), &params)?;
+        opt.set_lr(base_lr * ((step + 1) as f32 / 200.0).min(1.0)); // linear warm-up over 200 steps
+        opt.step();
+        ema.update_at(step, &d_params);
+        trained = step + 1;
+        if trained % 500 == 0 || trained == steps {
+            save_run(&out.join("checkpoint.safetensors"), &priors, &opt, &RunState::new(trained).ema(&ema).sampler("train", &sampler))?;
+        }
+        let spent = budget.record_step(trained, &[("diffusion_mse", d_loss.item() as f64), ("ar_ce", ar_loss.item() as f64)], &mut log, &progress)?;
+        if c.stops_after(trained, steps) {
+            save_run(&out.join("checkpoint.safetensors"), &priors, &opt, &RunState::new(trained).ema(&ema).sampler("train", &sampler))?;
+            println!("stopped after step {trained}; continue with --resume {}", out.join("checkpoint.safetensors").display());
+            return Ok(());
+        }
+        if spent {
+            break;
+        }
+    }
+    progress.finish();
+    // ANCHOR_END: train
+    let mut cost: Vec<(&str, usize, f64)> = vec![("diffusion", prior.num_parameters(), f64::NAN), ("autoregressive", ar.transformer.num_parameters(), f64::NAN)];
+    if trained > start {
+        let n = (trained - start) as f64;
+        println!("trained steps {start}..{trained} of {batch_size} rows: diffusion prior {:.3} s/step, AR prior {:.3} s/step (forward + backward; load: {})", d_secs / n, ar_secs / n, load_average());
+        cost[0].2 = d_secs / n;
+        cost[1].2 = ar_secs / n;
+        save_run(&out.join("checkpoint.safetensors"), &priors, &opt, &RunState::new(trained).ema(&ema).sampler("train", &sampler))?;
+        let records = read_metrics(log.path())?;
+        let path = out.join("loss.png");
+        plot_lines(&path, "training losses: diffusion prior MSE on √E z_i, AR prior CE over codes", "step", "loss", &[series(&records, "diffusion_mse"), series(&records, "ar_ce")], true)?;
+        wrote(&path);
+    }
+    ema.copy_to(&d_params); // from here on, the diffusion prior's EMA weights
+    let shipped = out.join("unclip_prior.safetensors");
+    save_priors(&shipped, &prior, Some(&ar), &HashMap::from([("steps".to_string(), trained.to_string()), ("dataset".to_string(), "mnist".to_string())]))?;
+    wrote(&shipped);
+
+    // ANCHOR: evaluate
+    cell(5, "Held-out captions: cos(generated z_i, true z_i) and zero-shot top-1");
+    let class_ids: Vec<usize> = (0..classes).map(|y| CaptionTable::id(y, 0, classes)).collect();
+    let class_embeds = table.encoded.select(&class_ids).text_embeds; // the 10 digit captions "a handwritten {d}", (10, E)
+    let class_means = normalize_rows(&Array2::from_shape_fn((classes, e), |(y, j)| {
+        let rows: Vec<usize> = (0..train.len()).filter(|&r| train.labels[r] == y).collect();
+        rows.iter().map(|&r| train_z[[r, j]]).sum::<f32>() / rows.len().max(1) as f32
+    })); // the mean training z_i of each digit: the best single guess per caption
+    let sample_steps = if smoke { 4 } else { args.sample_steps };
+    let mut csv = String::from("phrasing,method,cosine,top1,spread,seconds_per_embedding\n");
+    let mut generated: HashMap<&str, Array2<f32>> = HashMap::new();
+    for set in [&seen, &unseen] {
+        let captions = table.encoded.select(&set.caption_ids);
+        let mut report = |method: &str, z: &Array2<f32>, secs: f64| -> dalle::Result<()> {
+            let (cos, _) = row_cosines(z, &set.image_embeds)?;
+            let top1 = dalle::models::clip::zero_shot::accuracy(&predict(&z.dot(&class_embeds.t())), &set.labels);
+            let spread = spread(z, &set.labels, classes);
+            println!("{:<18} {method:<28} cos {cos:.4}  top-1 {:>5.1}%  spread {spread:.4}  {secs:.4} s/embedding", set.name, 100.0 * top1);
+            csv.push_str(&format!("{},{method},{cos:.4},{top1:.4},{spread:.4},{secs:.5}\n", set.name));
+            Ok(())
+        };
+        report("true z_i (CLIP itself)", &set.image_embeds, 0.0)?;
+        report("baseline: z_t", &captions.text_embeds, 0.0)?;
+        report("digit's mean z_i (oracle)", &class_means.select(Axis(0), &set.labels), 0.0)?;
+        for &s in &scales {
+            let lap = Instant::now();
+            let z = sample_best_of(&prior, &diffusion, &captions, &PriorSampling { steps: sample_steps, guidance: s, candidates: 1 }, &mut Rng::new(c.seed + 2))?;
+            report(&format!("diffusion prior s={s}"), &z, lap.elapsed().as_secs_f64() / z.nrows() as f64)?;
+            if s == scales[0] {
+                generated.insert(set.name, z);
+            }
+        }
+        let lap = Instant::now();
+        let z = sample_best_of(&prior, &diffusion, &captions, &PriorSampling { steps: sample_steps, guidance: scales[0], candidates: 2 }, &mut Rng::new(c.seed + 2))?;
+        report(&format!("diffusion prior s={} best of 2", scales[0]), &z, lap.elapsed().as_secs_f64() / z.nrows() as f64)?;
+        let lap = Instant::now();
+        let z_ar = ar.sample(&table.ar_rows(&set.caption_ids), &SamplingConfig::default(), &mut Rng::new(c.seed + 3))?;
+        report("autoregressive prior T=1", &z_ar, lap.elapsed().as_secs_f64() / z_ar.nrows() as f64)?;
+        if set.name == seen.name {
+            generated.insert("ar", z_ar);
+        }
+    }
+    // ANCHOR_END: evaluate
+    let path = out.join("eval.csv");
+    std::fs::write(&path, &csv).map_err(|err| Error::io(&path, err))?;
+    wrote(&path);
+
+    cell(6, "Cost: parameters, training and sampling time");
+    let mut cost_csv = String::from("prior,parameters,train_seconds_per_step,network_evaluations_per_embedding\n");
+    for (name, params, secs) in &cost {
+        let nfe = if *name == "diffusion" { format!("{sample_steps} (x2 guided)") } else { format!("{k} positions (KV cache)") };
+        let train = if secs.is_nan() { "not trained in this run".to_string() } else { format!("{secs:.3} s per training step of {batch_size}") };
+        println!("{name:<15} {params:>8} parameters, {train}, {nfe}");
+        cost_csv.push_str(&format!("{name},{params},{secs:.4},{nfe}\n"));
+    }
+    let path = out.join("cost.csv");
+    std::fs::write(&path, &cost_csv).map_err(|err| Error::io(&path, err))?;
+    wrote(&path);
+
+    cell(7, "Where the generated embeddings lie: the first two principal components");
+    let plane = Pca::fit(&train_z, 2)?;
+    let digit_names: Vec<String> = (0..classes).map(|d| d.to_string()).collect();
+    for (name, z) in [("true", &seen.image_embeds), ("diffusion", &generated[seen.name]), ("ar", &generated["ar"])] {
+        let p = plane.project(z)?;
+        let points: Vec<(f64, f64)> = p.rows().into_iter().map(|r| (r[0] as f64, r[1] as f64)).collect();
+        let path = out.join(format!("scatter_{name}.png"));
+        plot_scatter(&path, &format!("{name} z_i of test captions on PC1, PC2"), &points, &seen.labels, &digit_names)?;
+        wrote(&path);
+    }
+
+    cell(8, "The nearest training image to each generated embedding (one row per digit)");
+    let per_digit = if smoke { 2 } else { 8 };
+    let prompts: Vec<String> = (0..classes * per_digit).map(|i| class_caption(DatasetName::Mnist, i / per_digit, 0)).collect();
+    let labels: Vec<usize> = (0..classes * per_digit).map(|i| i / per_digit).collect();
+    let captions = clip.encode_captions(&prompts)?;
+    let z = sample_best_of(&prior, &diffusion, &captions, &PriorSampling { steps: sample_steps, guidance: scales[0], candidates: 1 }, &mut Rng::new(c.seed + 4))?;
+    let nearest = predict(&z.dot(&train_z.t())); // argmax_n cos(z, z_i of training image n)
+    let images: Array4<f32> = train.images.select(Axis(0), &nearest);
+    let path = out.join("nearest.png");
+    save_image_grid(&path, &images, &GridOptions { scale: 2, ..GridOptions::with_nrow(per_digit) })?;
+    wrote(&path);
+    println!("rows: {}", prompts.iter().step_by(per_digit).map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "));
+    if let Ok(judge) = DigitJudge::pretrained() {
+        println!("digit judge on the nearest images: {:.1}% show the prompted digit", 100.0 * judge.fidelity(&images, &labels)?);
+    }
+    write_npy(out.join("embeddings.npy"), &z)?;
+    write_samples(&out, &images, &prompts, Some(&labels))?;
+    wrote(out.join("samples.npy"));
+    let mut readme = std::fs::File::create(out.join("samples_README.txt")).map_err(|err| Error::io(out.join("samples_README.txt"), err))?;
+    writeln!(readme, "samples.npy: for each prompt, the training image whose CLIP embedding is closest to the prior's sample; embeddings.npy: the samples (unit rows, E = {e}).").map_err(|err| Error::io(out.join("samples_README.txt"), err))?;
+    Ok(())
+}
+
+/// How varied the embeddings of one digit are: `1 - mean_n cos(z_n, mean of z_n's digit)`
+/// (0 when every caption of a digit gets the same embedding; compare with the true z_i's).
+fn spread(z: &Array2<f32>, labels: &[usize], classes: usize) -> f64 {
+    let z = normalize_rows(z);
+    let mut centres = Array2::<f32>::zeros((classes, z.ncols()));
+    for (row, &y) in z.rows().into_iter().zip(labels) {
+        let mut c = centres.row_mut(y);
+        c += &row;
+    }
+    let centres = normalize_rows(&centres);
+    let total: f64 = z.rows().into_iter().zip(labels).map(|(row, &y)| row.dot(&centres.row(y)) as f64).sum();
+    1.0 - total / labels.len().max(1) as f64
+}
+
+/// The parameters as the list [`clip_grad_norm`] takes.
+fn opt_params(named: &[(String, Tensor)]) -> Vec<Tensor> {
+    named.iter().map(|(_, t)| t.clone()).collect()
+}
+
+/// `uptime`'s load averages, for the timing lines (the machine is shared).
+fn load_average() -> String {
+    std::fs::read_to_string(Path::new("/proc/loadavg")).map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "unknown".into())
+}
