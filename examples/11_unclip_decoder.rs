@@ -11,7 +11,7 @@
 //!
 //! Leaves in `runs/11_unclip_decoder/`: `loss.png`, `upsampler_loss.png`, `fidelity.png` (test
 //! images, decoded from their own CLIP embedding), `upsampling.png`, `variations.png`,
-//! `interpolation.png`, `text_diffs.png`, `pipeline.png`, `eval.jsonl`, `samples.npy` +
+//! `interpolation.png`, `text_diffs.png`, `pipeline_standin.png`, `pipeline_prior.png`, `eval.jsonl`, `samples.npy` +
 //! `prompts.txt` + `labels.txt`, the resumable `checkpoint.safetensors` (decoder) and
 //! `upsampler_checkpoint.safetensors`, and the EMA weights `unclip_decoder_ema.safetensors`,
 //! `unclip_upsampler_ema.safetensors`.
@@ -28,7 +28,8 @@ use dalle::eval::DigitJudge;
 use dalle::io::checkpoint;
 use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions};
 use dalle::models::diffusion::{diffusion_loss, BetaSchedule, Diffusion, NoiseSchedule, Prediction};
-use dalle::models::unclip::pipeline::{generate, TextEmbeddingPrior};
+use dalle::models::prior::{FrozenClip as PriorClip, PriorSampling, UnclipPrior};
+use dalle::models::unclip::pipeline::{generate, DiffusionImagePrior, ImagePrior, TextEmbeddingPrior};
 use dalle::models::unclip::upsampler::{SAMPLE_BLUR_SIGMA, TRAIN_BLUR_SIGMA};
 use dalle::models::unclip::{
     bilinear_upsample, downsample, gaussian_blur, to_model, DecoderCondition, DecoderConfig, FrozenClip, Sampling, Unclip, UnclipDecoder, Upsampler,
@@ -95,9 +96,18 @@ struct Args {
     /// Test images per digit for the fidelity, upsampling and variation measurements.
     #[arg(long, default_value_t = 20)]
     eval_per_class: usize,
-    /// Captions per digit for the pipeline's prompt fidelity.
+    /// Captions per digit for the pipeline's prompt fidelity with the prior (the stand-in gets --eval-per-class).
     #[arg(long, default_value_t = 100)]
     pipeline_per_class: usize,
+    /// Chapter 10's prior for the pipeline (skipped, with a note, when the file is absent).
+    #[arg(long, default_value = "weights/unclip_prior_mnist.safetensors")]
+    prior: PathBuf,
+    /// The prior's classifier-free guidance scale.
+    #[arg(long, default_value_t = 1.0)]
+    prior_guidance: f32,
+    /// Embeddings the prior draws per caption, keeping the one closest to the caption's (unCLIP §2.2).
+    #[arg(long, default_value_t = 1)]
+    prior_candidates: usize,
     /// Images per sampling batch (guidance doubles it inside the decoder).
     #[arg(long, default_value_t = 250)]
     sample_batch: usize,
@@ -477,22 +487,36 @@ fn notebook() -> dalle::Result<()> {
     }
 
     // ANCHOR: pipeline
-    cell(11, "The pipeline: caption -> prior -> decoder -> upsampler (stand-in prior: the CLIP text embedding)");
-    let n_per = if smoke { 1 } else { args.pipeline_per_class };
-    let labels: Vec<usize> = (0..classes * n_per).map(|i| i % classes).collect();
-    let prompts: Vec<String> = labels.iter().enumerate().map(|(i, &y)| class_caption(DatasetName::Mnist, y, (i / classes) % templates)).collect();
+    cell(11, "The pipeline: caption -> prior -> decoder -> upsampler");
+    let prior = if args.prior.exists() { Some(UnclipPrior::load(&args.prior, PriorClip::load_toy(&args.clip)?)?) } else { None };
+    let sampling = PriorSampling { guidance: args.prior_guidance, candidates: args.prior_candidates, ..PriorSampling::default() };
     let baseline = TextEmbeddingPrior { clip: &clip };
-    let images = generate(&unclip, &baseline, &prompts, &mut Rng::new(c.seed + 40))?;
-    let acc = judge.fidelity(&images.high, &labels)?;
+    let mut runs: Vec<(&str, &dyn ImagePrior, usize)> = vec![("clip_text_embedding (stand-in)", &baseline, args.eval_per_class)];
+    let diffusion_prior = prior.as_ref().map(|p| DiffusionImagePrior { prior: p, sampling });
+    match &diffusion_prior {
+        Some(p) => runs.push(("diffusion prior (chapter 10)", p, args.pipeline_per_class)),
+        None => println!("no prior at {}: only the stand-in runs", args.prior.display()),
+    }
+    let mut written = None;
+    for (name, prior, per_class) in runs {
+        let n_per = if smoke { 1 } else { per_class };
+        let labels: Vec<usize> = (0..classes * n_per).map(|i| i % classes).collect();
+        let prompts: Vec<String> = labels.iter().enumerate().map(|(i, &y)| class_caption(DatasetName::Mnist, y, (i / classes) % templates)).collect();
+        let images = generate(&unclip, prior, &prompts, &mut Rng::new(c.seed + 40))?; // caption -> z_i -> 14x14 -> 28x28
+        let acc = judge.fidelity(&images.high, &labels)?;
+        let acc_low = judge.fidelity(&bilinear_upsample(&images.low, 2), &labels)?;
+        log_eval(&mut eval_log, &eval_path, format!("{{\"eval\": \"pipeline\", \"prior\": \"{name}\", \"images\": {}, \"judge_upsampled\": {acc:.4}, \"judge_low_bilinear\": {acc_low:.4}}}", labels.len()))?;
+        let shown: Vec<usize> = (0..(classes * 4).min(labels.len())).collect();
+        let path = out.join(if name.starts_with("diffusion") { "pipeline_prior.png" } else { "pipeline_standin.png" });
+        save_image_grid(&path, &images.high.select(Axis(0), &shown), &GridOptions { scale: 2, ..GridOptions::with_nrow(classes) })?;
+        wrote(&path);
+        written = Some((images.high, prompts, labels)); // the last run: the prior's when there is one
+    }
     // ANCHOR_END: pipeline
-    log_eval(&mut eval_log, &eval_path, format!("{{\"eval\": \"pipeline\", \"prior\": \"clip_text_embedding (stand-in)\", \"images\": {}, \"judge\": {acc:.4}}}", labels.len()))?;
-    let shown: Vec<usize> = (0..(classes * 4).min(labels.len())).collect();
-    let path = out.join("pipeline.png");
-    save_image_grid(&path, &images.high.select(Axis(0), &shown), &GridOptions { scale: 2, ..GridOptions::with_nrow(classes) })?;
-    wrote(&path);
 
     cell(12, "Write the samples");
-    write_samples(&out, &images.high, &prompts, Some(&labels))?;
+    let (images, prompts, labels) = written.expect("the stand-in always runs");
+    write_samples(&out, &images, &prompts, Some(&labels))?;
     wrote(out.join("samples.npy"));
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use dalle::models::diffusion::{BetaSchedule, Diffusion, NoiseSchedule, Prediction, UNetConfig};
 use dalle::models::unclip::{
-    bilinear_upsample, check_prompts, downsample, gaussian_blur, generate, slerp, slerp_path, DecoderCondition, DecoderConfig, FrozenClip, Sampling,
+    bilinear_upsample, check_prompts, downsample, gaussian_blur, generate, slerp, ImagePrior, slerp_path, DecoderCondition, DecoderConfig, FrozenClip, Sampling,
     TextEmbeddingPrior, TextStates, Unclip, UnclipDecoder, Upsampler,
 };
 use dalle::{Rng, Tensor};
@@ -218,6 +218,18 @@ fn empty_prompts_and_wrong_image_sizes_are_clear_errors() {
     assert!(e.contains("caption 1 is empty"), "{e}");
     let e = unclip.condition(Array2::zeros((1, 16)), None).unwrap_err().to_string();
     assert!(e.contains("width 16"), "{e}");
+    // a prior whose embeddings are not the decoder's width
+    struct Narrow;
+    impl ImagePrior for Narrow {
+        fn embed_dim(&self) -> usize {
+            16
+        }
+        fn image_embeddings(&self, captions: &[String], _: &mut Rng) -> dalle::Result<Array2<f32>> {
+            Ok(Array2::zeros((captions.len(), 16)))
+        }
+    }
+    let e = generate(&unclip, &Narrow, &["a handwritten 1".into()], &mut rng).unwrap_err().to_string();
+    assert!(e.contains("width 16") && e.contains("E = 32"), "{e}");
     // the whole path runs on good input: text -> stand-in prior -> decoder -> bilinear
     let images = generate(&unclip, &prior, &["a handwritten 1".into()], &mut rng).unwrap();
     assert_eq!((images.low.dim(), images.high.dim()), ((1, 1, 14, 14), (1, 1, 28, 28)));

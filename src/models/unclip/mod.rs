@@ -12,7 +12,7 @@
 //! - [`upsampler`]: a diffusion model of the 28x28 image given the blurred 14x14 one;
 //! - [`slerp`]: spherical interpolation on the embedding sphere;
 //! - [`edits`]: decode embeddings to images, variations, interpolations, text diffs;
-//! - [`pipeline`]: text -> prior -> decoder -> upsampler in one call.
+//! - [`pipeline`]: text -> prior (chapter 10) -> decoder -> upsampler in one call.
 
 pub mod clip_embed;
 pub mod decoder;
@@ -24,6 +24,6 @@ pub mod upsampler;
 pub use clip_embed::{check_prompts, FrozenClip, TextStates};
 pub use edits::{to_model, to_pixels, Decoded, Sampling, Unclip};
 pub use decoder::{DecoderCondition, DecoderConfig, DecoderDenoiser, UnclipDecoder};
-pub use pipeline::{generate, ImagePrior, TextEmbeddingPrior};
+pub use pipeline::{generate, DiffusionImagePrior, ImagePrior, TextEmbeddingPrior};
 pub use slerp::{slerp, slerp_path};
 pub use upsampler::{bilinear_upsample, downsample, gaussian_blur, Upsampler, UpsamplerDenoiser};

@@ -1,14 +1,15 @@
 //! The whole of unCLIP in one call: captions -> prior -> `z_i` -> decoder -> upsampler.
 //!
 //! The prior is anything that turns captions into CLIP image embeddings, [`ImagePrior`]:
-//! chapter 10's diffusion prior, or the baseline the paper compares it with (§5.1,
-//! Figure 7's "caption" row), feeding the CLIP *text* embedding to the decoder in place
-//! of an image embedding, [`TextEmbeddingPrior`].
+//! chapter 10's diffusion prior ([`UnclipPrior`], through [`DiffusionImagePrior`]), or a
+//! baseline the paper compares it with (§5.1), feeding the CLIP *text* embedding to the
+//! decoder in place of an image embedding, [`TextEmbeddingPrior`].
 
 use ndarray::Array2;
 
 use super::clip_embed::{check_prompts, FrozenClip};
 use super::edits::{Decoded, Unclip};
+use crate::models::prior::{PriorSampling, UnclipPrior};
 use crate::tensor::Rng;
 use crate::{Error, Result};
 
@@ -33,6 +34,24 @@ impl ImagePrior for TextEmbeddingPrior<'_> {
 
     fn image_embeddings(&self, captions: &[String], _rng: &mut Rng) -> Result<Array2<f32>> {
         self.clip.text_embeddings(captions) // z_t in place of z_i
+    }
+}
+
+/// Chapter 10's diffusion prior with its sampling settings.
+pub struct DiffusionImagePrior<'a> {
+    /// The prior and the CLIP it was trained on.
+    pub prior: &'a UnclipPrior,
+    /// Steps, guidance and candidates per caption.
+    pub sampling: PriorSampling,
+}
+
+impl ImagePrior for DiffusionImagePrior<'_> {
+    fn embed_dim(&self) -> usize {
+        self.prior.clip.embed_dim()
+    }
+
+    fn image_embeddings(&self, captions: &[String], rng: &mut Rng) -> Result<Array2<f32>> {
+        self.prior.sample(captions, &self.sampling, rng) // z_i ~ P(z_i | y)
     }
 }
 
