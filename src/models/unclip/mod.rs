@@ -10,7 +10,7 @@
 //! - [`clip_embed`]: the frozen toy CLIP: image and caption embeddings, caption token states;
 //! - [`decoder`]: chapter 08's U-Net conditioned on `z_i` (timestep embedding + 4 tokens) and the caption;
 //! - [`upsampler`]: a diffusion model of the 28x28 image given the blurred 14x14 one;
-//! - [`slerp`]: spherical interpolation on the embedding sphere;
+//! - [`slerp`](mod@slerp): spherical interpolation on the embedding sphere;
 //! - [`edits`]: decode embeddings to images, variations, interpolations, text diffs;
 //! - [`pipeline`]: text -> prior (chapter 10) -> decoder -> upsampler in one call.
 
