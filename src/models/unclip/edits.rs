@@ -170,7 +170,7 @@ impl Unclip<'_> {
         let (za, zb) = (self.clip.image_embeddings(a)?, self.clip.image_embeddings(b)?); // (1, E) each
         let path: Vec<_> = (0..steps).map(|i| slerp(za.row(0), zb.row(0), i as f32 / (steps - 1) as f32)).collect::<Result<_>>()?;
         let z = ndarray::stack(Axis(0), &path.iter().map(|v| v.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?; // (steps, E)
-        self.decode_shared_noise(z, None, rng)
+        self.decode_shared_noise(z, rng)
     }
     // ANCHOR_END: interpolate
 
@@ -187,17 +187,17 @@ impl Unclip<'_> {
         let diff = &zt.row(1) - &zt.row(0); // z_to - z_from (slerp normalises it)
         let path: Vec<_> = thetas.iter().map(|&t| slerp(zi.row(0), diff.view(), t)).collect::<Result<_>>()?;
         let z = ndarray::stack(Axis(0), &path.iter().map(|v| v.view()).collect::<Vec<_>>()).map_err(|e| Error::Msg(e.to_string()))?; // (θs, E)
-        self.decode_shared_noise(z, None, rng)
+        self.decode_shared_noise(z, rng)
     }
     // ANCHOR_END: text_diff
 
     /// Decodes every row of `z (N, E)` from the same `x_T` (and the same upsampler noise).
-    fn decode_shared_noise(&self, z: Array2<f32>, captions: Option<&[String]>, rng: &mut Rng) -> Result<Decoded> {
+    fn decode_shared_noise(&self, z: Array2<f32>, rng: &mut Rng) -> Result<Decoded> {
         let n = z.dim().0;
         let c = &self.decoder.config.unet;
         let one = Tensor::randn(&[1, c.in_channels, c.image_size, c.image_size], rng); // the shared x_T
         let noise = one.index_select(0, &vec![0; n])?; // (N, C, h, h)
-        let cond = self.condition(z, captions)?;
+        let cond = self.condition(z, None)?;
         let seed = rng.below(u32::MAX as usize) as u64;
         let low = self.decode_low(&cond, Some(&noise), rng)?;
         // the upsampler draws its noise per batch: give every row the same one by upsampling them one seed at a time
