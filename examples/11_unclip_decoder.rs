@@ -255,8 +255,12 @@ fn notebook() -> dalle::Result<()> {
     cell(3, "Build the decoder and the upsampler");
     let mut dconfig = DecoderConfig::mnist();
     let mut uconfig = Upsampler::mnist_config();
-    if smoke {
+    let train_upsampler = args.train != Part::Decoder && args.upsampler_weights.is_none();
+    // --smoke shrinks the models it trains; loaded weights keep the chapter's sizes
+    if smoke && train_decoder {
         dconfig.unet.base_channels = 8;
+    }
+    if smoke && train_upsampler {
         uconfig.base_channels = 8;
     }
     let decoder = UnclipDecoder::new(dconfig.clone(), &mut Rng::new(c.seed))?;
@@ -264,7 +268,6 @@ fn notebook() -> dalle::Result<()> {
     println!("decoder: {dconfig:?}\n  {} parameters", decoder.num_parameters());
     println!("upsampler: {uconfig:?}\n  {} parameters", upsampler.num_parameters());
     let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(NUM_TRAIN_STEPS), NUM_TRAIN_STEPS)?, prediction: Prediction::Epsilon };
-    let train_upsampler = args.train != Part::Decoder && args.upsampler_weights.is_none();
     if !train_decoder {
         load_weights(&c.weights.clone().unwrap_or_else(|| PathBuf::from(SHIPPED_DECODER)), &decoder)?;
     }
