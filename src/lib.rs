@@ -18,6 +18,7 @@
 //! | 08 DDPM | [`models::diffusion`], [`nn::context_attention`], [`eval::frechet`] | noise schedules, the U-Net with its conditioning hook, DDPM/DDIM/ODE samplers, classifier-free guidance, EMA; the Fréchet distance |
 //! | 09 GLIDE | [`models::glide`], [`models::noised_clip`] | a text transformer's tokens in every U-Net attention layer, classifier-free guidance on captions; CLIP guidance with a noised CLIP |
 //! | 10 unCLIP prior | [`models::prior`] | a diffusion prior and an autoregressive prior (PCA + buckets) from a caption to a CLIP image embedding |
+//! | 11 unCLIP decoder | [`models::unclip`] | the decoder (CLIP image embedding in the timestep embedding and as 4 tokens), the diffusion upsampler, slerp, variations, interpolations, text diffs, the text -> prior -> decoder -> upsampler pipeline |
 //!
 //! Around them: [`data`] (MNIST, Fashion-MNIST, CIFAR-10, Shapes, captions),
 //! [`io`] (checkpoints, PNG grids, `.npy`, plots), [`train`] (the command line

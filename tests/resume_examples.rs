@@ -142,11 +142,17 @@ fn resume_10_unclip_prior() {
     stop_and_resume_matches("10_unclip_prior", 6, 2);
 }
 
+#[test]
+fn resume_11_unclip_decoder() {
+    // the decoder's run (metrics.jsonl, checkpoint.safetensors); the upsampler's resumes the same way
+    stop_and_resume_matches("11_unclip_decoder", 6, 2);
+}
+
 /// `--lr 1e9` makes every example's loss NaN within a few steps: the run must fail
 /// with the non-finite error naming the step, and write no checkpoint.
 #[test]
 fn nan_loss_stops_every_example_without_a_checkpoint() {
-    for name in ["00_autograd", "01_attention", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae", "09_noised_clip", "09_glide"] {
+    for name in ["00_autograd", "01_attention", "02_vit", "03_clip", "04_vae", "05_vq_vae", "06_dvae", "09_noised_clip", "09_glide", "11_unclip_decoder"] {
         let out = fresh(&format!("{name}-nan"));
         let o = run(name, &["--steps", "8", "--lr", "1e9"], &out);
         let msg = text(&o);

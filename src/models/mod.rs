@@ -10,6 +10,7 @@ pub mod image_tokenizer;
 pub mod noised_clip;
 pub mod prior;
 pub mod text_to_image;
+pub mod unclip;
 pub mod vae;
 pub mod vit;
 pub mod vqvae;
