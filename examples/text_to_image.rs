@@ -134,33 +134,47 @@ fn compare(args: &Args, generators: &[Box<dyn TextToImage>], judge: &DigitJudge,
     let (per_digit, n) = if c.smoke { (1, 2) } else { (args.compare_per_digit, args.per_prompt.max(2)) };
     let prompts: Vec<String> = (0..per_digit).flat_map(|j| (0..10).map(move |d| class_caption(DatasetName::Mnist, d, j))).collect(); // every template in turn
     let labels: Vec<usize> = prompts.iter().flat_map(|p| std::iter::repeat_n(prompted_digit(p).expect("a digit caption"), n)).collect();
-    // the real test images' judge features, the reference of the Fréchet distance (skipped without MNIST)
-    let reference = match data::load(DatasetName::Mnist, &c.data_dir(), Split::Test, Some(if c.smoke { 200 } else { 2000 })) {
-        Ok(test) => Some(FeatureStats::from_rows(&judge.feature_rows(&test.images)?)?),
+    // the first 2000 real test images are the Fréchet reference; later ones, arranged like the
+    // generated set (n of the prompted digit per caption), are the row every model is measured against
+    let reference_size = if c.smoke { 200 } else { 2000 };
+    let (reference, real) = match data::load(DatasetName::Mnist, &c.data_dir(), Split::Test, None) {
+        Ok(test) => {
+            let r = FeatureStats::from_rows(&judge.feature_rows(&test.images.slice(ndarray::s![..reference_size, .., .., ..]).to_owned())?)?;
+            let mut next = reference_size..test.labels.len();
+            let picks: Option<Vec<usize>> = labels.iter().map(|&d| next.find(|&i| test.labels[i] == d)).collect(); // each digit's next unused image
+            (Some(r), picks.map(|p| test.images.select(Axis(0), &p)))
+        }
         Err(e) => {
-            println!("no Fréchet distance: {e}");
-            None
+            println!("no Fréchet distance and no real-digit row: {e}");
+            (None, None)
         }
     };
-    let mut rows = vec!["model,parameters,images,fidelity,pairwise_distance,frechet,seconds_per_image".to_string()];
+    let mut rows = vec!["model,parameters,images,fidelity,pairwise_distance,frechet,seconds_per_image,training_minutes".to_string()];
     let mut table = vec![
-        "| model | parameters | images | digit fidelity | pairwise distance within a prompt | Fréchet distance (judge features) | seconds per image |".to_string(),
-        "|---|---:|---:|---:|---:|---:|---:|".to_string(),
+        "| model | parameters | images | digit fidelity | pairwise distance within a prompt | Fréchet distance (judge features) | seconds per image | training minutes |".to_string(),
+        "|---|---:|---:|---:|---:|---:|---:|---:|".to_string(),
     ];
+    let mut measure = |name: &str, images: &Array4<f32>, params: String, secs: String, minutes: String| -> dalle::Result<()> {
+        let fidelity = judge.fidelity(images, &labels)? as f64;
+        let pairwise = mean_pairwise_distance(images, n)?;
+        let fd = match &reference {
+            Some(r) => frechet_distance(&FeatureStats::from_rows(&judge.feature_rows(images)?)?, r),
+            None => f64::NAN,
+        };
+        println!("{name:>12}: fidelity {:.1} %, pairwise distance {pairwise:.3}, Fréchet {fd:.2}, {secs} s per image", 100.0 * fidelity);
+        rows.push(format!("{name},{params},{},{fidelity:.4},{pairwise:.4},{fd:.3},{secs},{minutes}", images.dim().0));
+        table.push(format!("| {name} | {params} | {} | {:.1} % | {pairwise:.3} | {fd:.2} | {secs} | {minutes} |", images.dim().0, 100.0 * fidelity));
+        Ok(())
+    };
+    if let Some(real) = &real {
+        measure("real digits", real, "-".into(), "-".into(), "-".into())?;
+    }
     let mut firsts = Vec::new();
     for g in generators {
         let timer = Instant::now();
         let images = draw(g.as_ref(), &prompts, n, c.seed)?; // (P·n, 1, 28, 28)
         let secs = timer.elapsed().as_secs_f64() / images.dim().0 as f64;
-        let fidelity = judge.fidelity(&images, &labels)? as f64;
-        let pairwise = mean_pairwise_distance(&images, n)?;
-        let fd = match &reference {
-            Some(r) => frechet_distance(&FeatureStats::from_rows(&judge.feature_rows(&images)?)?, r),
-            None => f64::NAN,
-        };
-        println!("{:>7}: fidelity {:.1} %, pairwise distance {pairwise:.3}, Fréchet {fd:.2}, {secs:.3} s per image", g.name(), 100.0 * fidelity);
-        rows.push(format!("{},{},{},{fidelity:.4},{pairwise:.4},{fd:.3},{secs:.4}", g.name(), g.num_parameters(), images.dim().0));
-        table.push(format!("| {} | {} | {} | {:.1} % | {pairwise:.3} | {fd:.2} | {secs:.3} |", g.name(), g.num_parameters(), images.dim().0, 100.0 * fidelity));
+        measure(g.name(), &images, g.num_parameters().to_string(), format!("{secs:.3}"), format!("{:.0}", g.training_minutes()))?;
         firsts.push(images.select(Axis(0), &(0..10).map(|p| p * n).collect::<Vec<_>>())); // the first image of each digit
     }
     let csv = out.join("compare.csv");

@@ -19,6 +19,7 @@
 //! | 09 GLIDE | [`models::glide`], [`models::noised_clip`] | a text transformer's tokens in every U-Net attention layer, classifier-free guidance on captions; CLIP guidance with a noised CLIP |
 //! | 10 unCLIP prior | [`models::prior`] | a diffusion prior and an autoregressive prior (PCA + buckets) from a caption to a CLIP image embedding |
 //! | 11 unCLIP decoder | [`models::unclip`] | the decoder (CLIP image embedding in the timestep embedding and as 4 tokens), the diffusion upsampler, slerp, variations, interpolations, text diffs, the text -> prior -> decoder -> upsampler pipeline |
+//! | 12 side by side | [`models::text_to_image`] | one `TextToImage` interface over DALL-E 1, GLIDE and unCLIP; the `text_to_image` example and its comparison |
 //!
 //! Around them: [`data`] (MNIST, Fashion-MNIST, CIFAR-10, Shapes, captions),
 //! [`io`] (checkpoints, PNG grids, `.npy`, plots), [`train`] (the command line

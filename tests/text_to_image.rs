@@ -45,6 +45,11 @@ fn glide_draws_the_prompted_digit() {
 }
 
 #[test]
+fn unclip_draws_the_prompted_digit() {
+    judge_generator("unclip");
+}
+
+#[test]
 fn unknown_model_and_empty_prompts_are_errors() {
     let e = load_generator("dalle3", true).err().expect("no such model").to_string();
     assert!(e.contains("dalle3") && MODEL_NAMES.iter().all(|m| e.contains(m)), "{e}");

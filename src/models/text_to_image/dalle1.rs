@@ -80,6 +80,10 @@ impl TextToImage for Dalle1 {
         &self.vocabulary
     }
 
+    fn training_minutes(&self) -> f64 {
+        28.0 + 20.0 + 4.9 + 11.4 // DALL-E 1 (28 min, then 20 more resumed) + VQ-VAE + CLIP
+    }
+
     // ANCHOR: generate
     fn generate(&self, prompts: &[String], per_prompt: usize, seed: u64, progress: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>> {
         check_request(prompts, per_prompt)?;

@@ -66,6 +66,10 @@ impl TextToImage for GlideGenerator {
         &self.vocabulary
     }
 
+    fn training_minutes(&self) -> f64 {
+        62.0 + 30.0 // GLIDE, and chapter 08's DDPM its U-Net started from
+    }
+
     // ANCHOR: generate
     fn generate(&self, prompts: &[String], per_prompt: usize, seed: u64, progress: &mut dyn FnMut(usize, usize)) -> Result<Array4<f32>> {
         check_request(prompts, per_prompt)?;

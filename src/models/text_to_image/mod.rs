@@ -16,10 +16,12 @@
 
 pub mod dalle1;
 pub mod glide;
+pub mod unclip;
 pub mod vocabulary;
 
 pub use dalle1::Dalle1;
 pub use glide::GlideGenerator;
+pub use unclip::UnclipGenerator;
 pub use vocabulary::{prompted_digit, Vocabulary};
 
 use crate::{Error, Result};
@@ -35,6 +37,9 @@ pub trait TextToImage {
     fn num_parameters(&self) -> usize;
     /// The words of the captions the model was trained on.
     fn vocabulary(&self) -> &Vocabulary;
+    /// Minutes the shipped weights trained, all networks together, as recorded in
+    /// `chapters/results.md` (on this project's shared two-core machine, under load).
+    fn training_minutes(&self) -> f64;
     /// `per_prompt` images for each prompt, `(P · per_prompt, C, H, W)` in `[0, 1]`,
     /// the images of prompt `p` at rows `p · per_prompt ..`. `progress(done, total)`
     /// is called after each sampling step. The same seed gives the same images.
@@ -83,7 +88,15 @@ pub fn load_generator(name: &str, quick: bool) -> Result<Box<dyn TextToImage>> {
             }
             Ok(Box::new(g))
         }
-        "unclip" => Err(Error::Config(format!("{name}: no shipped weights in this build yet (chapters 10-11)"))),
+        "unclip" => {
+            let mut g = UnclipGenerator::shipped()?;
+            if quick {
+                g.prior_sampling.steps = 16;
+                g.sampling.decoder_steps = 4;
+                g.sampling.upsampler_steps = 4;
+            }
+            Ok(Box::new(g))
+        }
         other => Err(Error::Config(format!("no generator called {other:?}; the generators are {}", MODEL_NAMES.join(", ")))),
     }
 }
