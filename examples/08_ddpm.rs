@@ -29,7 +29,7 @@ use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions, Series}
 use dalle::models::diffusion::samplers::ddpm_sample;
 use dalle::models::diffusion::{
     ddim_invert, diffusion_loss, drop_labels, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Diffusion, NoiseSchedule,
-    Prediction, Sampler, UNetConfig, Variance,
+    Prediction, Sampler, UNetConfig, Variance, to_model, to_pixels,
 };
 use dalle::nn::Module;
 use dalle::optim::{Adam, Ema, Optimizer};
@@ -77,15 +77,6 @@ const NUM_TRAIN_STEPS: usize = 1000;
 fn main() -> dalle::Result<()> {
     // Kernels split their work with rayon; see `on_worker` for why main runs on the pool.
     dalle::backend::on_worker(notebook)
-}
-
-/// Pixels in `[0, 1]` to the model's `[-1, 1]`, and back.
-fn to_model(images: &Array4<f32>) -> Tensor {
-    Tensor::new(images.mapv(|v| 2.0 * v - 1.0).into_dyn())
-}
-fn to_pixels(x: &Tensor) -> dalle::Result<Array4<f32>> {
-    let a = x.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(format!("samples: {e}")))?;
-    Ok(a.mapv(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0)))
 }
 
 /// A run's checkpoint: the weights, their EMA (`ema.*`), Adam's state and the step.

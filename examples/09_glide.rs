@@ -27,7 +27,7 @@ use dalle::eval::{frechet_distance, mean_pairwise_distance, DigitJudge, FeatureS
 use dalle::io::checkpoint;
 use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions, Series};
 use dalle::models::clip::load::tokenizer_path_for;
-use dalle::models::diffusion::{diffusion_loss, respace, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
+use dalle::models::diffusion::{diffusion_loss, respace, to_model, to_pixels, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
 use dalle::models::glide::{drop_captions, Glide, GlideConfig, EMPTY_CAPTION};
 use dalle::models::noised_clip::{ClipGuided, NoisedClip};
 use dalle::nn::Module;
@@ -92,15 +92,6 @@ const NUM_TRAIN_STEPS: usize = 1000;
 
 fn main() -> dalle::Result<()> {
     dalle::backend::on_worker(notebook)
-}
-
-/// Pixels in `[0, 1]` to the model's `[-1, 1]`, and back.
-fn to_model(images: &Array4<f32>) -> Tensor {
-    Tensor::new(images.mapv(|v| 2.0 * v - 1.0).into_dyn())
-}
-fn to_pixels(x: &Tensor) -> dalle::Result<Array4<f32>> {
-    let a = x.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(format!("samples: {e}")))?;
-    Ok(a.mapv(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0)))
 }
 
 /// The caption templates training sees: all of MNIST's but the held-out one.

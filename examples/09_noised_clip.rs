@@ -28,7 +28,7 @@ use dalle::io::{checkpoint, plot_lines, save_image_grid, write_samples, GridOpti
 use dalle::models::clip::load::{load_toy, tokenizer_path_for};
 use dalle::models::clip::zero_shot::dataset_prompts;
 use dalle::models::clip::ClipModel;
-use dalle::models::diffusion::{respace, BetaSchedule, ClassConditionalUNet, Diffusion, NoiseSchedule, Prediction, Sampler, UNetConfig, Variance};
+use dalle::models::diffusion::{respace, to_model, to_pixels, BetaSchedule, ClassConditionalUNet, Diffusion, NoiseSchedule, Prediction, Sampler, UNetConfig, Variance};
 use dalle::models::noised_clip::{ClipGuided, NoisedClip};
 use dalle::nn::Module;
 use dalle::optim::{clip_grad_norm, Adam, Optimizer, WarmupCosine};
@@ -36,7 +36,7 @@ use dalle::tensor::no_grad;
 use dalle::tokenizer::{TextTokenizer, TrainedBpe};
 use dalle::train::{cell, check_finite, resume_from, save_or_stop, series, wrote, CommonArgs, MetricsLog, Progress, RunState, TimeBudget};
 use dalle::{Error, Rng, Tensor};
-use ndarray::{Array2, Array4, Axis};
+use ndarray::{Array2, Axis};
 
 /// Train a noised CLIP and sample digits with CLIP guidance.
 #[derive(Parser)]
@@ -79,15 +79,6 @@ const EVAL_T: [usize; 10] = [0, 100, 200, 300, 400, 500, 600, 700, 800, 900];
 
 fn main() -> dalle::Result<()> {
     dalle::backend::on_worker(notebook)
-}
-
-/// Pixels in `[0, 1]` to the diffusion's `[-1, 1]` (also what chapter 03's CLIP sees), and back.
-fn to_model(images: &Array4<f32>) -> Tensor {
-    Tensor::new(images.mapv(|v| 2.0 * v - 1.0).into_dyn())
-}
-fn to_pixels(x: &Tensor) -> dalle::Result<Array4<f32>> {
-    let a = x.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(format!("samples: {e}")))?;
-    Ok(a.mapv(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0)))
 }
 
 /// Prompt-ensembled class embeddings `(K, E)`: every template's unit embedding, averaged, renormalised.

@@ -8,7 +8,7 @@
 
 use super::{check_request, shipped, TextToImage, Vocabulary};
 use crate::data::DatasetName;
-use crate::models::diffusion::{respace, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
+use crate::models::diffusion::{respace, to_pixels, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
 use crate::models::glide::{check_guidance_scale, load_toy, Glide};
 use crate::nn::Module;
 use crate::tensor::{Rng, Tensor};
@@ -85,7 +85,7 @@ impl TextToImage for GlideGenerator {
             let x_t = Tensor::randn(&[chunk.len(), c.in_channels, c.image_size, c.image_size], &mut rng); // x_T ~ N(0, I)
             let guided = self.model.guided(&self.tokenizer, chunk, self.guidance, false)?; // ε_∅ + s (ε_c − ε_∅), one batch of 2B
             let x0 = Sampler::Ddim(0.0).sample(&guided, &self.diffusion, x_t, &timesteps, &mut rng, &mut |i, _| progress(k * timesteps.len() + i + 1, total))?;
-            images.push(x0.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(format!("glide samples: {e}")))?.mapv(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0))); // [-1, 1] -> [0, 1]
+            images.push(to_pixels(&x0)?); // [-1, 1] -> [0, 1]
         }
         let views: Vec<_> = images.iter().map(|a| a.view()).collect();
         ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Msg(format!("glide samples: {e}")))

@@ -14,7 +14,7 @@ use super::clip_embed::FrozenClip;
 use super::decoder::{DecoderCondition, UnclipDecoder};
 use super::slerp::slerp;
 use super::upsampler::{bilinear_upsample, gaussian_blur, Upsampler};
-use crate::models::diffusion::{respace, Diffusion, Sampler};
+use crate::models::diffusion::{respace, to_model, to_pixels, Diffusion, Sampler};
 use crate::tensor::{Rng, Tensor};
 use crate::{Error, Result};
 
@@ -54,17 +54,6 @@ pub struct Unclip<'a> {
     pub diffusion: &'a Diffusion,
     /// Steps, guidance, blur.
     pub sampling: Sampling,
-}
-
-/// Model space `[-1, 1]` to pixels `[0, 1]`.
-pub fn to_pixels(x: &Tensor) -> Result<Array4<f32>> {
-    let a = x.to_array().into_dimensionality::<ndarray::Ix4>().map_err(|e| Error::Msg(format!("samples: {e}")))?;
-    Ok(a.mapv(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0)))
-}
-
-/// Pixels `[0, 1]` to model space `[-1, 1]`.
-pub fn to_model(images: &Array4<f32>) -> Tensor {
-    Tensor::new(images.mapv(|v| 2.0 * v - 1.0).into_dyn())
 }
 
 fn stack(parts: &[Array4<f32>]) -> Result<Array4<f32>> {

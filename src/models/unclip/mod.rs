@@ -22,7 +22,8 @@ pub mod slerp;
 pub mod upsampler;
 
 pub use clip_embed::{check_prompts, FrozenClip, TextStates};
-pub use edits::{to_model, to_pixels, Decoded, Sampling, Unclip};
+pub use crate::models::diffusion::{to_model, to_pixels};
+pub use edits::{Decoded, Sampling, Unclip};
 pub use decoder::{DecoderCondition, DecoderConfig, DecoderDenoiser, UnclipDecoder};
 pub use pipeline::{generate, DiffusionImagePrior, ImagePrior, TextEmbeddingPrior};
 pub use slerp::{slerp, slerp_path};
