@@ -28,8 +28,7 @@ use dalle::io::checkpoint::{self, Checkpoint};
 use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions, Series};
 use dalle::models::diffusion::samplers::ddpm_sample;
 use dalle::models::diffusion::{
-    ddim_invert, diffusion_loss, drop_labels, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Diffusion, NoiseSchedule,
-    Prediction, Sampler, UNetConfig, Variance, to_model, to_pixels,
+    ddim_invert, diffusion_loss, drop_labels, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Diffusion, NoiseSchedule, Sampler, UNetConfig, Variance, to_model, to_pixels,
 };
 use dalle::nn::Module;
 use dalle::optim::{Adam, Ema, Optimizer};
@@ -169,7 +168,7 @@ fn notebook() -> dalle::Result<()> {
 
     // ANCHOR: forward_process
     cell(2, "The forward process: q(x_t | x_0) on one image");
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(NUM_TRAIN_STEPS), NUM_TRAIN_STEPS)?, prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon()?;
     let cosine = NoiseSchedule::new(BetaSchedule::Cosine, NUM_TRAIN_STEPS)?;
     let shown_t = [0, 50, 100, 200, 350, 500, 700, 999];
     let x0 = to_model(&test.images.slice(s![0..1, .., .., ..]).to_owned()); // (1, C, H, W)

@@ -27,7 +27,7 @@ use dalle::eval::{frechet_distance, mean_pairwise_distance, DigitJudge, FeatureS
 use dalle::io::checkpoint;
 use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions, Series};
 use dalle::models::clip::load::tokenizer_path_for;
-use dalle::models::diffusion::{diffusion_loss, respace, to_model, to_pixels, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
+use dalle::models::diffusion::{diffusion_loss, respace, to_model, to_pixels, Diffusion, Sampler};
 use dalle::models::glide::{drop_captions, Glide, GlideConfig, EMPTY_CAPTION};
 use dalle::models::noised_clip::{ClipGuided, NoisedClip};
 use dalle::nn::Module;
@@ -256,7 +256,7 @@ fn notebook() -> dalle::Result<()> {
     std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| Error::io(&path, e))?;
     wrote(&path);
 
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(NUM_TRAIN_STEPS), NUM_TRAIN_STEPS)?, prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon()?;
     let params = model.named_parameters();
     let mut ema = Ema::new(&params, 0.999); // starts at the current weights
     let mut opt = Adam::new(params.clone(), c.lr_or(1e-3) as f32);

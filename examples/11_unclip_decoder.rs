@@ -27,7 +27,7 @@ use dalle::data::{self, DatasetName, Split};
 use dalle::eval::DigitJudge;
 use dalle::io::checkpoint;
 use dalle::io::{plot_lines, save_image_grid, write_samples, GridOptions};
-use dalle::models::diffusion::{diffusion_loss, BetaSchedule, Diffusion, NoiseSchedule, Prediction};
+use dalle::models::diffusion::{diffusion_loss, Diffusion};
 use dalle::models::prior::{FrozenClip as PriorClip, PriorSampling, UnclipPrior};
 use dalle::models::unclip::pipeline::{generate, DiffusionImagePrior, ImagePrior, TextEmbeddingPrior};
 use dalle::models::unclip::upsampler::{SAMPLE_BLUR_SIGMA, TRAIN_BLUR_SIGMA};
@@ -267,7 +267,7 @@ fn notebook() -> dalle::Result<()> {
     let upsampler = Upsampler::new(uconfig.clone(), 2, &mut Rng::new(c.seed + 1))?;
     println!("decoder: {dconfig:?}\n  {} parameters", decoder.num_parameters());
     println!("upsampler: {uconfig:?}\n  {} parameters", upsampler.num_parameters());
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(NUM_TRAIN_STEPS), NUM_TRAIN_STEPS)?, prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon()?;
     if !train_decoder {
         load_weights(&c.weights.clone().unwrap_or_else(|| PathBuf::from(SHIPPED_DECODER)), &decoder)?;
     }

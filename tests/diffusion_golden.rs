@@ -15,7 +15,7 @@
 
 use dalle::io::checkpoint::{self, Checkpoint};
 use dalle::models::diffusion::blocks::{timestep_embedding, AttentionBlock, ResBlock};
-use dalle::models::diffusion::{BetaSchedule, Diffusion, NoiseSchedule, Prediction, Variance};
+use dalle::models::diffusion::{BetaSchedule, Diffusion, NoiseSchedule, Variance};
 use dalle::nn::context_attention::Context;
 use dalle::nn::Module;
 use dalle::{Rng, Tensor};
@@ -55,7 +55,7 @@ fn schedules_match_diffusers() {
 }
 
 fn linear_diffusion() -> Diffusion {
-    Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon }
+    Diffusion::linear_epsilon().unwrap()
 }
 
 #[test]

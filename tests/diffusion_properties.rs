@@ -3,7 +3,7 @@
 use dalle::eval::{frechet_distance, FeatureStats};
 use dalle::models::diffusion::samplers::{ddim_sample, ode_sample};
 use dalle::models::diffusion::{
-    guidance, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Denoiser, Diffusion, NoiseSchedule, Prediction, Sampler, UNet, UNetConfig, Variance,
+    guidance, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Denoiser, Diffusion, Prediction, Sampler, UNet, UNetConfig, Variance,
 };
 use dalle::nn::context_attention::ContextAttention;
 use dalle::nn::Module;
@@ -12,7 +12,7 @@ use dalle::{Rng, Tensor};
 use ndarray::Array2;
 
 fn linear() -> Diffusion {
-    Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon }
+    Diffusion::linear_epsilon().unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -4,7 +4,7 @@
 //! the output blind to the caption and the properties trivially true.
 
 use dalle::models::clip::ClipTextConfig;
-use dalle::models::diffusion::{respace, BetaSchedule, Denoiser, Diffusion, NoiseSchedule, Prediction, Sampler, UNetConfig, Variance};
+use dalle::models::diffusion::{respace, Denoiser, Diffusion, Sampler, UNetConfig, Variance};
 use dalle::models::glide::{drop_captions, Glide, GlideConfig, EMPTY_CAPTION};
 use dalle::nn::Module;
 use dalle::tokenizer::TrainedBpe;
@@ -94,7 +94,7 @@ fn tokens_after_the_end_of_text_are_masked() {
 #[test]
 fn every_chapter_08_sampler_runs_the_guided_denoiser() {
     let (model, tok) = (tiny_glide(7), tokenizer());
-    let d = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon };
+    let d = Diffusion::linear_epsilon().unwrap();
     let guided = model.guided(&tok, &CAPTIONS, 3.0, false).unwrap();
     let steps = respace(1000, 3).unwrap();
     for sampler in [Sampler::Ddpm(Variance::Small), Sampler::Ddim(0.0), Sampler::Euler, Sampler::Heun] {

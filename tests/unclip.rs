@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dalle::models::diffusion::{BetaSchedule, Diffusion, NoiseSchedule, Prediction, UNetConfig};
+use dalle::models::diffusion::{Diffusion, UNetConfig};
 use dalle::models::unclip::{
     bilinear_upsample, check_prompts, downsample, gaussian_blur, generate, slerp, ImagePrior, slerp_path, DecoderCondition, DecoderConfig, FrozenClip, Sampling,
     TextEmbeddingPrior, TextStates, Unclip, UnclipDecoder, Upsampler,
@@ -202,7 +202,7 @@ fn empty_prompts_and_wrong_image_sizes_are_clear_errors() {
     assert!(e.contains("(2, 1, 14, 14)") && e.contains("(N >= 1, 1, 28, 28)"), "{e}");
 
     let decoder = tiny_decoder();
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon().unwrap();
     let unclip = Unclip {
         clip: &clip,
         decoder: &decoder,

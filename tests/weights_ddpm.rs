@@ -5,14 +5,14 @@
 use dalle::data::{self, DatasetName, Split};
 use dalle::eval::DigitJudge;
 use dalle::io::checkpoint;
-use dalle::models::diffusion::{ddim_invert, respace, BetaSchedule, ClassConditionalUNet, ClassifierFree, Diffusion, NoiseSchedule, Prediction, Sampler, UNetConfig};
+use dalle::models::diffusion::{ddim_invert, respace, ClassConditionalUNet, ClassifierFree, Diffusion, Sampler, UNetConfig};
 use dalle::{Rng, Tensor};
 
 fn shipped() -> (ClassConditionalUNet, Diffusion) {
     let model = ClassConditionalUNet::new(UNetConfig::mnist(), 10, &mut Rng::new(0)).unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/ddpm_mnist.safetensors");
     checkpoint::load(&path).unwrap().load_into(&model, &[]).unwrap();
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon().unwrap();
     (model, diffusion)
 }
 

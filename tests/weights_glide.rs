@@ -6,7 +6,7 @@
 use dalle::data::captions::class_caption;
 use dalle::data::DatasetName;
 use dalle::eval::DigitJudge;
-use dalle::models::diffusion::{respace, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
+use dalle::models::diffusion::{respace, Diffusion, Sampler};
 use dalle::models::glide::load_toy;
 use dalle::{Rng, Tensor};
 
@@ -14,7 +14,7 @@ use dalle::{Rng, Tensor};
 /// the judge's accuracy.
 fn fidelity(template: usize) -> f32 {
     let (model, tokenizer) = load_toy(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/glide_mnist.safetensors")).unwrap();
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon().unwrap();
     let labels: Vec<usize> = (0..20).map(|i| i % 10).collect();
     let captions: Vec<String> = labels.iter().map(|&d| class_caption(DatasetName::Mnist, d, template)).collect();
     let texts: Vec<&str> = captions.iter().map(String::as_str).collect();

@@ -9,7 +9,7 @@ use std::path::Path;
 use dalle::data::{self, DatasetName, Split};
 use dalle::eval::DigitJudge;
 use dalle::io::checkpoint;
-use dalle::models::diffusion::{BetaSchedule, Diffusion, NoiseSchedule, Prediction};
+use dalle::models::diffusion::Diffusion;
 use dalle::models::prior::{PriorSampling, UnclipPrior};
 use dalle::models::unclip::{bilinear_upsample, downsample, generate, DecoderConfig, DiffusionImagePrior, FrozenClip, ImagePrior, Sampling, TextEmbeddingPrior, Unclip, UnclipDecoder, Upsampler};
 use dalle::Rng;
@@ -31,7 +31,7 @@ fn shipped() -> Shipped {
     checkpoint::load(&weights("unclip_decoder_mnist.safetensors")).unwrap().load_into(&decoder, &[]).unwrap();
     let upsampler = Upsampler::new(Upsampler::mnist_config(), 2, &mut Rng::new(0)).unwrap();
     checkpoint::load(&weights("unclip_upsampler_mnist.safetensors")).unwrap().load_into(&upsampler, &[]).unwrap();
-    let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000).unwrap(), prediction: Prediction::Epsilon };
+    let diffusion = Diffusion::linear_epsilon().unwrap();
     Shipped { clip, decoder, upsampler, diffusion }
 }
 

@@ -102,6 +102,12 @@ fn check_steps(schedule: &NoiseSchedule, steps: &[usize]) -> Result<()> {
 }
 
 impl Diffusion {
+    /// Ho et al.'s setting, which chapters 08, 09 and 11 train with: `T = 1000` steps of the
+    /// linear β schedule, the network predicting ε.
+    pub fn linear_epsilon() -> Result<Self> {
+        Ok(Diffusion { schedule: super::schedule::NoiseSchedule::new(super::schedule::BetaSchedule::linear(1000), 1000)?, prediction: super::objective::Prediction::Epsilon })
+    }
+
     /// `(x̂_0, ε̂)` from the network at `x_t`, `t` (the same `t` for every row);
     /// with `clip`, `x̂_0` is clamped to the data range `[-1, 1]` and ε̂ recomputed from it.
     pub fn predict_x0_eps(&self, model: &dyn Denoiser, x_t: &Tensor, t: usize, clip: bool) -> Result<(Tensor, Tensor)> {

@@ -8,7 +8,7 @@
 
 use super::{check_request, shipped, TextToImage, Vocabulary};
 use crate::data::DatasetName;
-use crate::models::diffusion::{respace, to_pixels, BetaSchedule, Diffusion, NoiseSchedule, Prediction, Sampler};
+use crate::models::diffusion::{respace, to_pixels, Diffusion, Sampler};
 use crate::models::glide::{check_guidance_scale, load_toy, Glide};
 use crate::nn::Module;
 use crate::tensor::{Rng, Tensor};
@@ -41,7 +41,7 @@ impl GlideGenerator {
     /// GLIDE from `weights` and the tokenizer beside it, with chapter 09's sampler: DDIM-10, s = 3.
     pub fn load(weights: &Path) -> Result<Self> {
         let (model, tokenizer) = load_toy(weights)?;
-        let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(NUM_TRAIN_STEPS), NUM_TRAIN_STEPS)?, prediction: Prediction::Epsilon };
+        let diffusion = Diffusion::linear_epsilon()?;
         // the shipped model never saw template 2, "a picture of the number seven" (chapter 09's held-out phrasing)
         let vocabulary = Vocabulary::of_templates(DatasetName::Mnist, &[0, 1, 3, 4]);
         Ok(GlideGenerator { model, tokenizer, diffusion, steps: 10, guidance: 3.0, batch: 100, vocabulary })

@@ -8,7 +8,7 @@
 use super::{check_request, shipped, TextToImage, Vocabulary};
 use crate::data::DatasetName;
 use crate::io::checkpoint;
-use crate::models::diffusion::{BetaSchedule, Diffusion, NoiseSchedule, Prediction};
+use crate::models::diffusion::Diffusion;
 use crate::models::prior::{PriorSampling, UnclipPrior};
 use crate::models::unclip::{DecoderConfig, FrozenClip, Sampling, Unclip, UnclipDecoder, Upsampler};
 use crate::nn::Module;
@@ -45,7 +45,7 @@ impl UnclipGenerator {
         checkpoint::load(&shipped("unclip_decoder_mnist.safetensors"))?.load_into(&decoder, &[])?;
         let upsampler = Upsampler::new(Upsampler::mnist_config(), 2, &mut Rng::new(0))?;
         checkpoint::load(&shipped("unclip_upsampler_mnist.safetensors"))?.load_into(&upsampler, &[])?;
-        let diffusion = Diffusion { schedule: NoiseSchedule::new(BetaSchedule::linear(1000), 1000)?, prediction: Prediction::Epsilon };
+        let diffusion = Diffusion::linear_epsilon()?;
         let sampling = Sampling { decoder_steps: 10, guidance: 3.0, upsampler_steps: 10, blur_sigma: 0.5, batch: 64 };
         // the prior never saw template 4, "an image of a handwritten 7" (chapter 10's held-out phrasing)
         let vocabulary = Vocabulary::of_templates(DatasetName::Mnist, &[0, 1, 2, 3]);
