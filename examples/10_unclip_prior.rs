@@ -146,9 +146,9 @@ fn notebook() -> dalle::Result<()> {
     let classes = train.classes.len();
     let table = CaptionTable::new(&clip, classes)?;
     let started = Instant::now();
-    let train_z = clip.image_embeds(&train.images)?; // (N, E), unit rows
+    let train_z = clip.image_embeddings(&train.images)?; // (N, E), unit rows
     let n_eval = args.eval_images.min(test.len());
-    let test_z = clip.image_embeds(&test.images.slice(ndarray::s![..n_eval, .., .., ..]))?; // (N_eval, E)
+    let test_z = clip.image_embeddings(&test.images.slice(ndarray::s![..n_eval, .., .., ..]))?; // (N_eval, E)
     println!("{} train and {n_eval} test images embedded in {:.1} s; E = {e}, caption tokens {:?}", train.len(), started.elapsed().as_secs_f64(), table.encoded.tokens.dim());
     // training captions: templates 0..3 at random; template 4 is never seen in training
     let mut rng = Rng::new(c.seed);
