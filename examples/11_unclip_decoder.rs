@@ -7,7 +7,13 @@
 //! cargo run --release --example 11_unclip_decoder -- --train decoder --minutes 60
 //! cargo run --release --example 11_unclip_decoder -- --resume runs/11_unclip_decoder/checkpoint.safetensors
 //! cargo run --release --example 11_unclip_decoder -- --smoke
+//! cargo run --release --example 11_unclip_decoder -- --dataset shapes --train decoder --minutes 30
+//! cargo run --release --example 11_unclip_decoder -- --dataset shapes --weights weights/unclip_decoder_shapes.safetensors
 //! ```
+//!
+//! `--dataset shapes`: a 3x16x16 decoder and a 16 -> 32 upsampler over the Shapes CLIP
+//! ([`UnclipSetup`]), judged by the Shapes pixel judge (`eval::shapes_fidelity`): the 36
+//! one-object phrases `--shapes-per-prompt` times each and `--relation-prompts` test captions.
 //!
 //! Leaves in `runs/11_unclip_decoder/`: `loss.png`, `upsampler_loss.png`, `fidelity.png` (test
 //! images, decoded from their own CLIP embedding), `upsampling.png`, `variations.png`,
@@ -54,7 +60,7 @@ enum Part {
     Upsampler,
 }
 
-/// Train unCLIP's decoder and upsampler on MNIST; variations, interpolations, text diffs.
+/// Train unCLIP's decoder and upsampler on MNIST or Shapes; variations, interpolations, text diffs.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -557,6 +563,9 @@ fn notebook() -> dalle::Result<()> {
     }
     let mut written = None;
     for (name, prior, per_class) in runs {
+        if per_class == 0 {
+            continue;
+        }
         for set in pipeline_prompts(dataset, if smoke { 1 } else { per_class }, &args, smoke)? {
             if set.prompts.is_empty() {
                 continue;
