@@ -13,7 +13,7 @@ use ndarray::Array4;
 /// these settings; 17/20 leaves room for the seed without letting a broken
 /// conditioning, 10 % by chance, pass).
 fn judge_generator(name: &str) {
-    let g = load_generator(name, true).unwrap();
+    let g = load_generator(name, DatasetName::Mnist, true).unwrap();
     let prompts: Vec<String> = ["a handwritten 0", "the digit one", "a handwritten 2", "the digit three", "a handwritten 4", "the digit five", "a handwritten 6", "the digit seven", "a handwritten 8", "the digit nine"]
         .iter()
         .map(|s| s.to_string())
@@ -51,8 +51,10 @@ fn unclip_draws_the_prompted_digit() {
 
 #[test]
 fn unknown_model_and_empty_prompts_are_errors() {
-    let e = load_generator("dalle3", true).err().expect("no such model").to_string();
+    let e = load_generator("dalle3", DatasetName::Mnist, true).err().expect("no such model").to_string();
     assert!(e.contains("dalle3") && MODEL_NAMES.iter().all(|m| e.contains(m)), "{e}");
+    let e = load_generator("glide", DatasetName::Cifar10, true).err().expect("no CIFAR-10 generator").to_string();
+    assert!(e.contains("cifar10") && e.contains("mnist, shapes"), "{e}");
     assert!(check_request(&[], 1).unwrap_err().to_string().contains("no prompt"));
     let e = check_request(&["a handwritten 1".into(), "  ".into()], 1).unwrap_err().to_string();
     assert!(e.contains("prompt 2 is empty"), "{e}");
@@ -66,6 +68,9 @@ fn unknown_words_are_listed_once_in_prompt_order() {
     assert!(v.unknown_words("the digit seven, written by hand").is_empty());
     assert_eq!(v.unknown_words("a teddy bear, a teddy"), vec!["teddy", "bear"]);
     assert_eq!(Vocabulary::from_captions(&["x y"]).len(), 2);
+    let shapes = Vocabulary::of_dataset(DatasetName::Shapes);
+    assert!(shapes.unknown_words("a small red circle left of two large cyan squares").is_empty());
+    assert_eq!(shapes.unknown_words("a handwritten 7"), vec!["handwritten", "7"]);
 }
 
 #[test]

@@ -61,6 +61,14 @@ impl Dalle1 {
         Ok(Dalle1 { model, vqvae: tokenizer, clip: clip_model, bpe, sampling: SamplingConfig::default(), candidates: 8, vocabulary: Vocabulary::of_dataset(DatasetName::Mnist) })
     }
 
+    /// The shipped generator for `dataset` (captioned MNIST or Shapes).
+    pub fn shipped_for(dataset: DatasetName) -> Result<Self> {
+        match dataset {
+            DatasetName::Mnist => Self::shipped(),
+            other => Err(Error::Config(format!("dalle1: no weights are shipped for {} yet", other.as_str()))),
+        }
+    }
+
     /// The shipped toy: `weights/dalle_mnist`, `vqvae_mnist` and `clip_mnist`.
     pub fn shipped() -> Result<Self> {
         Self::load(&shipped("dalle_mnist.safetensors"), &shipped("vqvae_mnist.safetensors"), &shipped("clip_mnist.safetensors"))
@@ -70,6 +78,10 @@ impl Dalle1 {
 impl TextToImage for Dalle1 {
     fn name(&self) -> &'static str {
         "dalle1"
+    }
+
+    fn dataset(&self) -> DatasetName {
+        DatasetName::Mnist
     }
 
     fn num_parameters(&self) -> usize {

@@ -47,6 +47,14 @@ impl GlideGenerator {
         Ok(GlideGenerator { model, tokenizer, diffusion, steps: 10, guidance: 3.0, batch: 100, vocabulary })
     }
 
+    /// The shipped generator for `dataset` (captioned MNIST or Shapes).
+    pub fn shipped_for(dataset: DatasetName) -> Result<Self> {
+        match dataset {
+            DatasetName::Mnist => Self::shipped(),
+            other => Err(Error::Config(format!("glide: no weights are shipped for {} yet", other.as_str()))),
+        }
+    }
+
     /// The shipped toy: `weights/glide_mnist.safetensors`.
     pub fn shipped() -> Result<Self> {
         Self::load(&shipped("glide_mnist.safetensors"))
@@ -56,6 +64,10 @@ impl GlideGenerator {
 impl TextToImage for GlideGenerator {
     fn name(&self) -> &'static str {
         "glide"
+    }
+
+    fn dataset(&self) -> DatasetName {
+        DatasetName::Mnist
     }
 
     fn num_parameters(&self) -> usize {

@@ -24,6 +24,7 @@ pub use glide::GlideGenerator;
 pub use unclip::UnclipGenerator;
 pub use vocabulary::{prompted_digit, Vocabulary};
 
+use crate::data::DatasetName;
 use crate::{Error, Result};
 use ndarray::Array4;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ use std::path::{Path, PathBuf};
 pub trait TextToImage {
     /// The name on the command line: `dalle1`, `glide`, `unclip`.
     fn name(&self) -> &'static str;
+    /// The data set its captions and images come from.
+    fn dataset(&self) -> DatasetName;
     /// Parameters of every network that runs while sampling (the judge excluded).
     fn num_parameters(&self) -> usize;
     /// The words of the captions the model was trained on.
@@ -70,26 +73,47 @@ pub fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
 }
 
-/// The shipped generator called `name` (one of [`MODEL_NAMES`]); `quick` trades
-/// quality for seconds (fewer candidates or sampling steps), for smoke runs and tests.
-pub fn load_generator(name: &str, quick: bool) -> Result<Box<dyn TextToImage>> {
+/// [`shipped`], or an error naming the file when it is not there.
+pub fn require_shipped(name: &str) -> Result<PathBuf> {
+    let path = shipped(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::Config(format!("{}: no such shipped weights file", path.display())))
+    }
+}
+
+/// The data sets generators are shipped for: captioned MNIST and Shapes.
+pub const DATASETS: [DatasetName; 2] = [DatasetName::Mnist, DatasetName::Shapes];
+
+/// The shipped generator called `name` (one of [`MODEL_NAMES`]) trained on `dataset`
+/// (one of [`DATASETS`]); `quick` trades quality for seconds (fewer candidates or
+/// sampling steps), for smoke runs and tests.
+pub fn load_generator(name: &str, dataset: DatasetName, quick: bool) -> Result<Box<dyn TextToImage>> {
+    if !DATASETS.contains(&dataset) {
+        return Err(Error::Config(format!(
+            "no generator is shipped for {}; the data sets are {}",
+            dataset.as_str(),
+            DATASETS.map(|d| d.as_str()).join(", ")
+        )));
+    }
     match name {
         "dalle1" => {
-            let mut g = Dalle1::shipped()?;
+            let mut g = Dalle1::shipped_for(dataset)?;
             if quick {
                 g.candidates = 2;
             }
             Ok(Box::new(g))
         }
         "glide" => {
-            let mut g = GlideGenerator::shipped()?;
+            let mut g = GlideGenerator::shipped_for(dataset)?;
             if quick {
                 g.steps = 4;
             }
             Ok(Box::new(g))
         }
         "unclip" => {
-            let mut g = UnclipGenerator::shipped()?;
+            let mut g = UnclipGenerator::shipped_for(dataset)?;
             if quick {
                 g.prior_sampling.steps = 16;
                 g.sampling.decoder_steps = 4;

@@ -13,7 +13,7 @@ use crate::models::prior::{PriorSampling, UnclipPrior};
 use crate::models::unclip::{DecoderConfig, FrozenClip, Sampling, Unclip, UnclipDecoder, Upsampler};
 use crate::nn::Module;
 use crate::tensor::Rng;
-use crate::Result;
+use crate::{Error, Result};
 use ndarray::Array4;
 
 /// The unCLIP pipeline with its sampling settings.
@@ -36,6 +36,14 @@ pub struct UnclipGenerator {
 }
 
 impl UnclipGenerator {
+    /// The shipped generator for `dataset` (captioned MNIST or Shapes).
+    pub fn shipped_for(dataset: DatasetName) -> Result<Self> {
+        match dataset {
+            DatasetName::Mnist => Self::shipped(),
+            other => Err(Error::Config(format!("unclip: no weights are shipped for {} yet", other.as_str()))),
+        }
+    }
+
     /// The shipped toy: `weights/unclip_prior_mnist`, `unclip_decoder_mnist`,
     /// `unclip_upsampler_mnist` and `clip_mnist`, with chapter 11's sampler settings.
     pub fn shipped() -> Result<Self> {
@@ -56,6 +64,10 @@ impl UnclipGenerator {
 impl TextToImage for UnclipGenerator {
     fn name(&self) -> &'static str {
         "unclip"
+    }
+
+    fn dataset(&self) -> DatasetName {
+        DatasetName::Mnist
     }
 
     fn num_parameters(&self) -> usize {

@@ -8,6 +8,7 @@
 //! command line can warn about them.
 
 use crate::data::captions::{class_caption, class_names, num_templates};
+use crate::data::shapes::SHAPES_VOCAB;
 use crate::data::DatasetName;
 use std::collections::BTreeSet;
 
@@ -23,9 +24,13 @@ impl Vocabulary {
         Vocabulary { words: captions.iter().flat_map(|c| words(c.as_ref())).collect() }
     }
 
-    /// Every caption chapter 03's templates make for a data set's classes.
+    /// Every word a data set's captions use: chapter 03's templates over the classes,
+    /// or for Shapes its whole vocabulary ([`SHAPES_VOCAB`]).
     pub fn of_dataset(name: DatasetName) -> Self {
-        Self::of_templates(name, &(0..num_templates(name)).collect::<Vec<_>>())
+        match name {
+            DatasetName::Shapes => Self::from_captions(&SHAPES_VOCAB),
+            _ => Self::of_templates(name, &(0..num_templates(name)).collect::<Vec<_>>()),
+        }
     }
 
     /// The captions of `templates` only, for a model trained with some held out.
