@@ -25,6 +25,6 @@ pub mod text;
 
 pub use denoiser::{check_guidance_scale, drop_captions, CaptionDenoiser, EMPTY_CAPTION};
 #[cfg(feature = "trained-bpe")]
-pub use model::load_toy;
+pub use model::{load_toy, load_toy_for, load_toy_shapes};
 pub use model::{Glide, GlideConfig};
 pub use text::{TextEncoder, TextFeatures};
