@@ -493,8 +493,8 @@ fn shapes_fidelity(parts: &DalleParts, args: &Args, sampling: &SamplingConfig, r
     let labels = prompts.iter().map(|p| first_shape(p)).collect::<Result<_>>()?;
     let shown_phrases: Vec<usize> = (0..phrases.len().min(k)).step_by(5).collect(); // 8 phrases across sizes, colours and shapes
     Ok(Fidelity {
-        first_shown: (0..k).collect(),
-        first_row: 12,
+        first_shown: (0..k.min(2 * phrases.len())).collect(), // each phrase twice
+        first_row: 9,
         ranked_shown: shown_phrases.into_iter().chain((k..prompts.len()).take(4)).collect(),
         metrics,
         prompts,

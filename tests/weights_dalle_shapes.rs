@@ -44,18 +44,20 @@ fn shapes_text_len_fits_the_longest_caption() {
     assert!(err.to_string().contains("dalle prompt"), "{err}");
 }
 
-/// Measured when shipped, at this seed: see the assertion's message; the floors are set a few
-/// images under what was read, so a change in summation order passes and a broken model fails.
-const COLOUR_FLOOR: f64 = 0.8;
-const SHAPE_FLOOR: f64 = 0.6;
+/// Measured when shipped, at seed 2024, CLIP best of 4 for each of the 36 phrases: colour 35/36,
+/// shape 31/36 (the example's 8 x 36 best-of-8 measurement: 99.7 % and 88.9 %). The floors sit
+/// three or four images lower (32/36, 27/36): a change of summation order that flips a few
+/// tokens passes, a broken model or tokenizer (an untrained one reads 0/36) fails.
+const COLOUR_FLOOR: f64 = 32.0 / 36.0;
+const SHAPE_FLOOR: f64 = 27.0 / 36.0;
 
 #[test]
 fn shipped_shapes_dalle_draws_the_prompted_colour_and_shape() {
     let parts = DalleParts::shipped(DatasetName::Shapes).unwrap();
-    let prompts: Vec<String> = single_object_prompts().into_iter().step_by(3).collect(); // 12 of the 36 phrases
+    let prompts = single_object_prompts(); // the 36 phrases
     let candidates = parts.draw(&prompts, 4, &SamplingConfig::default(), 64, &mut Rng::new(2024)).unwrap();
     let best = ShapesFidelity::measure(&candidates.best(), &prompts).unwrap();
-    eprintln!("CLIP best of 4, 12 phrases: {}", best.summary());
+    eprintln!("CLIP best of 4, 36 phrases: {}", best.summary());
     assert!(best.colour >= COLOUR_FLOOR && best.shape >= SHAPE_FLOOR, "{}", best.summary());
 }
 
