@@ -646,10 +646,10 @@ fn evaluate_shapes(args: &Args, eval: &Eval, scales: &[f32], clip_scales: &[f32]
     if args.clip_per_digit > 0 {
         let clip = NoisedClip::load(noised_clip)?; // refuses a CLIP not trained on noised images
         let clip_tokenizer = TrainedBpe::load(tokenizer_path_for(noised_clip))?;
-        let best = clip_scales.iter().copied().fold(0.0, f32::max);
+        let strongest = clip_scales.iter().copied().fold(0.0, f32::max); // its grids are saved
         for &scale in clip_scales {
             let (row, images, related_images) = measure(Guidance::Clip { scale, clip: &clip, tokenizer: &clip_tokenizer }, c.seed + 3)?;
-            if scale == best {
+            if scale == strongest {
                 save_grids("clip", &images, &related_images)?;
             }
             table.push(row);
