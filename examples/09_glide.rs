@@ -244,14 +244,12 @@ fn notebook() -> dalle::Result<()> {
     let templates = training_templates(args.held_out_template);
     println!("{} train images; tokenizer {} ({} tokens)", train.len(), tokenizer_path.display(), tokenizer.vocab_size());
     match &train.captions {
-        // ANCHOR: shapes_captions
         Some(own) => {
             // Shapes: every image carries its own caption; the longest must fit the text context.
             let lengths = own.iter().map(|c| tokenizer.encode(c).map(|ids| ids.len())).collect::<dalle::Result<Vec<usize>>>()?;
             let longest = (0..own.len()).max_by_key(|&i| lengths[i]).unwrap_or(0);
             println!("own captions, e.g. {:?}; the longest, {:?}, is {} tokens with SOT and EOT (context {})", own[0], own[longest], lengths[longest] + 2, base_config.text.max_position_embeddings);
         }
-        // ANCHOR_END: shapes_captions
         None => {
             for t in 0..num_templates(DatasetName::Mnist) {
                 let role = if templates.contains(&t) { "train" } else { "held out" };
@@ -648,10 +646,10 @@ fn evaluate_shapes(args: &Args, eval: &Eval, scales: &[f32], clip_scales: &[f32]
     if args.clip_per_digit > 0 {
         let clip = NoisedClip::load(noised_clip)?; // refuses a CLIP not trained on noised images
         let clip_tokenizer = TrainedBpe::load(tokenizer_path_for(noised_clip))?;
-        let best = clip_scales.iter().copied().fold(0.0, f32::max);
+        let strongest = clip_scales.iter().copied().fold(0.0, f32::max); // its grids are saved
         for &scale in clip_scales {
             let (row, images, related_images) = measure(Guidance::Clip { scale, clip: &clip, tokenizer: &clip_tokenizer }, c.seed + 3)?;
-            if scale == best {
+            if scale == strongest {
                 save_grids("clip", &images, &related_images)?;
             }
             table.push(row);

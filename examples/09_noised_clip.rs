@@ -158,13 +158,12 @@ impl Unconditional {
     fn sample(&self, clip: &NoisedClip, text: Tensor, s: f32, diffusion: &Diffusion, sampler: &Sampler, x_t: Tensor, steps: &[usize], rng: &mut Rng) -> dalle::Result<Tensor> {
         let n = x_t.dim(0);
         let schedule = &diffusion.schedule;
+        // ANCHOR: guided
         match self {
             Unconditional::NullClass(unet) => {
-                // ANCHOR: guided
                 let null = unet.with_labels(vec![unet.null_class(); n]); // ε(x_t, t, ∅)
                 let guided = ClipGuided::new(null, Prediction::Epsilon, schedule, clip, text, s)?; // ε - s √(1-ᾱ) ∇ f̂·ĝ
                 sampler.sample(&guided, diffusion, x_t, steps, rng, &mut |_, _| {})
-                // ANCHOR_END: guided
             }
             Unconditional::EmptyCaption(glide, tokenizer) => {
                 let empty = glide.with_captions(tokenizer, &vec![EMPTY_CAPTION; n], false)?; // ε(x_t, t, "")
@@ -172,6 +171,7 @@ impl Unconditional {
                 sampler.sample(&guided, diffusion, x_t, steps, rng, &mut |_, _| {})
             }
         }
+        // ANCHOR_END: guided
     }
 
     /// `(C, S)`: image channels and side.
@@ -203,6 +203,7 @@ fn notebook() -> dalle::Result<()> {
     let (toy, tokenizer): (ClipModel, TrainedBpe) = load_toy(&clip_path)?;
     println!("{} train, {} test images; chapter 03's CLIP from {}", train.len(), test_labels.len(), clip_path.display());
 
+    // ANCHOR: build
     cell(2, "The noised CLIP: chapter 03's towers, a time token in place of the class token");
     let clip = match &c.weights {
         Some(path) => NoisedClip::load(path)?,
@@ -212,6 +213,7 @@ fn notebook() -> dalle::Result<()> {
         Some(path) => println!("loaded {} (trained on noised images)", path.display()),
         None => println!("warm start: image tower from {}, time token = its class token at every t; text tower frozen", clip_path.display()),
     }
+    // ANCHOR_END: build
     let trainable: Vec<(String, Tensor)> = clip.named_parameters().into_iter().filter(|(_, p)| p.requires_grad()).collect();
     println!(
         "{} parameters, {} trained (image tower, time token, temperature); text tower frozen",

@@ -40,6 +40,7 @@ impl GlideConfig {
         Self::with_text(UNetConfig::mnist(), 340, 12)
     }
 
+    // ANCHOR: shapes_config
     /// The model for 32x32 RGB Shapes captions (`weights/glide_shapes.safetensors`): chapter
     /// 08's U-Net at CIFAR size (3 channels, 16/32/32 channels at 32/16/8, attention at 8x8
     /// and in the middle) and the same text transformer over 16 tokens of the Shapes toy
@@ -49,6 +50,7 @@ impl GlideConfig {
     pub fn shapes() -> Self {
         Self::with_text(UNetConfig::cifar10(), 335, 16)
     }
+    // ANCHOR_END: shapes_config
 
     /// The chapter's model for `dataset` (MNIST or Shapes); other data sets have no captions
     /// the chapter trains on, an error that says so.
