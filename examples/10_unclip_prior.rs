@@ -367,7 +367,8 @@ fn notebook() -> dalle::Result<()> {
     cost.extend(ar.as_ref().map(|ar| ("autoregressive", ar.transformer.num_parameters(), f64::NAN)));
     if trained > start {
         let n = (trained - start) as f64;
-        println!("trained steps {start}..{trained} of {batch_size} rows: diffusion prior {:.3} s/step, AR prior {:.3} s/step (forward + backward; load: {})", d_secs / n, ar_secs / n, load_average());
+        let ar_cost = if ar.is_some() { format!(", AR prior {:.3} s/step", ar_secs / n) } else { String::new() };
+        println!("trained steps {start}..{trained} of {batch_size} rows: diffusion prior {:.3} s/step{ar_cost} (forward + backward; load: {})", d_secs / n, load_average());
         cost[0].2 = d_secs / n;
         if let Some(row) = cost.get_mut(1) {
             row.2 = ar_secs / n;
@@ -434,6 +435,27 @@ fn notebook() -> dalle::Result<()> {
         }
     }
     // ANCHOR_END: evaluate
+    if dataset == DatasetName::Shapes {
+        // Does the embedding carry the relation? "A above B" against the flipped "A below B".
+        let set = &captioning.eval_sets[0];
+        let related: Vec<(usize, String)> = set.caption_ids.iter().enumerate().filter_map(|(i, &id)| flip_relation(&table.encoded.captions[id]).map(|f| (i, f))).collect();
+        if !related.is_empty() {
+            let rows: Vec<usize> = related.iter().map(|(i, _)| *i).collect();
+            let true_z = set.image_embeds.select(Axis(0), &rows); // (R, E)
+            let captions = table.encoded.select(&rows.iter().map(|&i| set.caption_ids[i]).collect::<Vec<_>>());
+            let flipped = clip.encode_captions(&related.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>())?;
+            let closer = |a: &Array2<f32>, b: &Array2<f32>| (0..a.nrows()).filter(|&r| true_z.row(r).dot(&a.row(r)) > true_z.row(r).dot(&b.row(r))).count() as f64 / a.nrows() as f64;
+            let sampling = PriorSampling { steps: sample_steps, guidance: scales[0], candidates: 1 };
+            let z_right = sample_best_of(&prior, &diffusion, &captions, &sampling, &mut Rng::new(c.seed + 5))?;
+            let z_flipped = sample_best_of(&prior, &diffusion, &flipped, &sampling, &mut Rng::new(c.seed + 5))?;
+            println!(
+                "relations, {} test captions \"A above B\" against the flipped \"A below B\": the image's z_i is closer to the right caption's z_t in {:.1}%, to the prior's embedding of the right caption in {:.1}% (chance: 50%)",
+                rows.len(),
+                100.0 * closer(&captions.text_embeds, &flipped.text_embeds),
+                100.0 * closer(&z_right, &z_flipped)
+            );
+        }
+    }
     let path = out.join("eval.csv");
     std::fs::write(&path, &csv).map_err(|err| Error::io(&path, err))?;
     wrote(&path);
@@ -501,6 +523,15 @@ fn spread(z: &Array2<f32>, labels: &[usize], classes: usize) -> f64 {
     let centres = normalize_rows(&centres);
     let total: f64 = z.rows().into_iter().zip(labels).map(|(row, &y)| row.dot(&centres.row(y)) as f64).sum();
     1.0 - total / labels.len().max(1) as f64
+}
+
+/// The caption with its relation reversed ("above" <-> "below", "left of" <-> "right of"),
+/// `None` for a caption without one.
+fn flip_relation(caption: &str) -> Option<String> {
+    [(" above ", " below "), (" below ", " above "), (" left of ", " right of "), (" right of ", " left of ")]
+        .iter()
+        .find(|(from, _)| caption.contains(from))
+        .map(|(from, to)| caption.replacen(from, to, 1))
 }
 
 /// The parameters as the list [`clip_grad_norm`] takes.
