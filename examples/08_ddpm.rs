@@ -391,7 +391,7 @@ fn notebook() -> dalle::Result<()> {
             entry.1.push((nfe, fd));
         }
     }
-    if judge.is_some() {
+    if judge.is_some() && !curves.is_empty() {
         let mut acc_series = Vec::new();
         let mut fd_series = Vec::new();
         let mut keys: Vec<_> = curves.keys().cloned().collect();
