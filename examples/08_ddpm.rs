@@ -391,10 +391,11 @@ fn notebook() -> dalle::Result<()> {
             entry.1.push((nfe, fd));
         }
     }
-    if judge.is_some() && !curves.is_empty() {
+    if judge.is_some() && curves.values().any(|(acc, _)| acc.len() >= 2) {
         let mut acc_series = Vec::new();
         let mut fd_series = Vec::new();
-        let mut keys: Vec<_> = curves.keys().cloned().collect();
+        // a sampler with one step count (DDPM-1000) is one point: no line, and it would stretch the axis
+        let mut keys: Vec<_> = curves.iter().filter(|(_, (acc, _))| acc.len() >= 2).map(|(k, _)| k.clone()).collect();
         keys.sort();
         for key in keys {
             let (mut acc, mut fd) = curves[&key].clone();
