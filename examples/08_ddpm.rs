@@ -353,7 +353,7 @@ fn notebook() -> dalle::Result<()> {
     }
     // (sampler, steps, samples per class); DDPM with all 1000 steps is slow, so it gets fewer samples
     let runs: Vec<(Sampler, usize, usize)> = if smoke {
-        vec![(Sampler::Ddpm(Variance::Small), 5, 1), (Sampler::Ddim(0.0), 3, 1), (Sampler::Euler, 3, 1), (Sampler::Heun, 2, 1)]
+        vec![(Sampler::Ddpm(Variance::Small), 5, 1), (Sampler::Ddim(0.0), 3, 1), (Sampler::Ddim(0.0), 2, 1), (Sampler::Euler, 3, 1), (Sampler::Heun, 2, 1)]
     } else {
         parse_samplers(&args.samplers, args.eval_per_class, args.ddpm_per_class)?
     };
