@@ -140,3 +140,30 @@ fn drop_captions_empties_about_p_of_them() {
     // binomial(10 000, 0.2): standard deviation 40; allowed 5 of them
     assert!((empty as i64 - 2000).abs() < 200, "{empty}");
 }
+
+#[test]
+fn the_shapes_model_takes_32x32_rgb_and_every_shapes_caption_fits_its_context() {
+    use dalle::data::shapes::{Shapes, ShapesConfig};
+    use dalle::data::{DatasetName, Split};
+    let config = GlideConfig::for_dataset(DatasetName::Shapes).unwrap();
+    assert_eq!(config, GlideConfig::shapes());
+    assert_eq!((config.unet.in_channels, config.unet.image_size, config.text.max_position_embeddings), (3, 32, 16));
+    let model = Glide::new(config, &mut Rng::new(14)).unwrap();
+    let tok = TrainedBpe::load(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/glide_shapes.tokenizer.json")).unwrap();
+    // 2000 training captions, among them three-object ones (the longest kind): none is refused
+    let shapes = Shapes::new(ShapesConfig::for_split(Split::Train)).unwrap();
+    let captions: Vec<String> = shapes.iter().take(2000).map(|s| s.caption).collect();
+    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+    let ids = model.text.tokenize(&tok, &refs, false).unwrap();
+    let longest = ids.rows().into_iter().map(|r| r.iter().position(|&id| id == 2).unwrap() + 1).max().unwrap();
+    assert_eq!(longest, 16, "three objects: 14 words, SOT and EOT fill the context exactly");
+    // a fourth object does not fit, and says so
+    let four = "a small red circle, a large cyan square, a small blue triangle and a large green circle";
+    assert!(model.text.tokenize(&tok, &[four], false).err().expect("too long").message().contains("context length 16"));
+    // the denoiser keeps the image's shape: (B, 3, 32, 32)
+    let denoiser = model.with_captions(&tok, &refs[..2], false).unwrap();
+    assert_eq!(denoiser.predict(&Tensor::zeros(&[2, 3, 32, 32]), &[10, 900]).unwrap().shape(), vec![2, 3, 32, 32]);
+    // there is no GLIDE for a data set without captions the chapter trains on
+    let err = GlideConfig::for_dataset(DatasetName::Cifar10).err().expect("refused").message();
+    assert!(err.contains("cifar10") && err.contains("MNIST or Shapes"), "{err}");
+}

@@ -40,3 +40,9 @@ impl TimeBudget {
         self.start.elapsed().as_secs_f64()
     }
 }
+
+/// `/proc/loadavg`'s first three fields (1, 5 and 15 minutes), for timing lines: a
+/// steps-per-second figure means little without the load it was measured under.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "unknown".into())
+}

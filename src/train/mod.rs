@@ -9,7 +9,7 @@ pub mod progress;
 pub mod resume;
 
 pub use args::{non_negative_finite_f32, non_negative_finite_f64, positive_finite_f64, positive_usize, CommonArgs, DeviceArg};
-pub use budget::TimeBudget;
+pub use budget::{load_average, TimeBudget};
 pub use guard::check_finite;
 pub use metrics::{read_metrics, series, MetricRecord, MetricsLog};
 pub use notebook::{cell, wrote};

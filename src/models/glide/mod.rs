@@ -14,7 +14,10 @@
 //!   its [`text::TextFeatures`]: tokens, padding mask and the end-of-text summary, in a
 //!   form other models (chapter 11's decoder) can take as they are;
 //! - [`model`]: [`Glide`], the encoder, the `cond` projection and the U-Net, with a warm
-//!   start from chapter 08's weights;
+//!   start from chapter 08's weights; one model per data set ([`GlideConfig::mnist`],
+//!   28x28 grey digits; [`GlideConfig::shapes`], 32x32 RGB Shapes), the shipped weights
+//!   loaded with [`load_toy`] (`weights/glide_mnist.*`) and [`load_toy_shapes`]
+//!   (`weights/glide_shapes.*`);
 //! - [`denoiser`]: the model with its captions fixed, a [`crate::models::diffusion::Denoiser`]
 //!   for every chapter 08 sampler, and classifier-free guidance with the empty caption as
 //!   the unconditional input (both passes in one batch).
@@ -25,6 +28,6 @@ pub mod text;
 
 pub use denoiser::{check_guidance_scale, drop_captions, CaptionDenoiser, EMPTY_CAPTION};
 #[cfg(feature = "trained-bpe")]
-pub use model::load_toy;
+pub use model::{load_toy, load_toy_for, load_toy_shapes};
 pub use model::{Glide, GlideConfig};
 pub use text::{TextEncoder, TextFeatures};

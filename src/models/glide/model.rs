@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use super::text::{TextEncoder, TextFeatures};
+use crate::data::DatasetName;
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::models::clip::{ClipTextConfig, HiddenAct};
 use crate::models::diffusion::{UNet, UNetConfig};
@@ -36,19 +37,47 @@ impl GlideConfig {
     /// 64-wide context tokens, and a 2-block, 64-wide, 4-head text transformer over 12
     /// tokens of the toy CLIP's 340-token BPE (`weights/clip_mnist.tokenizer.json`).
     pub fn mnist() -> Self {
+        Self::with_text(UNetConfig::mnist(), 340, 12)
+    }
+
+    // ANCHOR: shapes_config
+    /// The model for 32x32 RGB Shapes captions (`weights/glide_shapes.safetensors`): chapter
+    /// 08's U-Net at CIFAR size (3 channels, 16/32/32 channels at 32/16/8, attention at 8x8
+    /// and in the middle) and the same text transformer over 16 tokens of the Shapes toy
+    /// CLIP's 335-token BPE (`weights/clip_shapes.tokenizer.json`): the longest caption,
+    /// three objects ("a small red circle, a large cyan square and a small blue triangle"),
+    /// is 14 words (every word and the comma one token) plus SOT and EOT.
+    pub fn shapes() -> Self {
+        Self::with_text(UNetConfig::cifar10(), 335, 16)
+    }
+    // ANCHOR_END: shapes_config
+
+    /// The chapter's model for `dataset` (MNIST or Shapes); other data sets have no captions
+    /// the chapter trains on, an error that says so.
+    pub fn for_dataset(dataset: DatasetName) -> Result<Self> {
+        match dataset {
+            DatasetName::Mnist => Ok(Self::mnist()),
+            DatasetName::Shapes => Ok(Self::shapes()),
+            other => Err(Error::Config(format!("glide: no model for --dataset {} (captioned MNIST or Shapes)", other.as_str()))),
+        }
+    }
+
+    /// `unet` with context tokens from a 2-block, 64-wide, 4-head text transformer over
+    /// `context_length` tokens of a `vocab_size`-token BPE (end-of-text id 2).
+    fn with_text(unet: UNetConfig, vocab_size: usize, context_length: usize) -> Self {
         let text = ClipTextConfig {
             hidden_size: 64,
             intermediate_size: 256,
             num_attention_heads: 4,
             num_hidden_layers: 2,
-            max_position_embeddings: 12,
-            vocab_size: 340,
+            max_position_embeddings: context_length,
+            vocab_size,
             hidden_act: HiddenAct::QuickGelu,
             layer_norm_eps: 1e-5,
             eos_token_id: 2,
             pool_at_first_eos: true,
         };
-        GlideConfig { unet: UNetConfig { context_dim: Some(text.hidden_size), ..UNetConfig::mnist() }, text }
+        GlideConfig { unet: UNetConfig { context_dim: Some(text.hidden_size), ..unet }, text }
     }
 }
 
@@ -120,11 +149,16 @@ impl Glide {
     }
     // ANCHOR_END: warm_start
 
-    /// A model of [`GlideConfig::mnist`] with the weights of `path` (every name and shape checked).
-    pub fn load_mnist(path: &Path) -> Result<Self> {
-        let model = Glide::new(GlideConfig::mnist(), &mut Rng::new(0))?;
+    /// A model of `config` with the weights of `path` (every name and shape checked).
+    pub fn load(path: &Path, config: GlideConfig) -> Result<Self> {
+        let model = Glide::new(config, &mut Rng::new(0))?;
         checkpoint::load(path)?.load_into(&model, &[])?;
         Ok(model)
+    }
+
+    /// A model of [`GlideConfig::mnist`] with the weights of `path` (every name and shape checked).
+    pub fn load_mnist(path: &Path) -> Result<Self> {
+        Self::load(path, GlideConfig::mnist())
     }
 }
 
@@ -141,10 +175,24 @@ impl Module for Glide {
 /// vocabulary is not the text encoder's.
 #[cfg(feature = "trained-bpe")]
 pub fn load_toy(weights: &Path) -> Result<(Glide, crate::tokenizer::TrainedBpe)> {
+    load_toy_for(DatasetName::Mnist, weights)
+}
+
+/// [`load_toy`] for the Shapes model ([`GlideConfig::shapes`], `weights/glide_shapes.safetensors`
+/// with `glide_shapes.tokenizer.json` beside it).
+#[cfg(feature = "trained-bpe")]
+pub fn load_toy_shapes(weights: &Path) -> Result<(Glide, crate::tokenizer::TrainedBpe)> {
+    load_toy_for(DatasetName::Shapes, weights)
+}
+
+/// Shipped GLIDE weights of [`GlideConfig::for_dataset`] and the tokenizer stored beside them;
+/// errors when the tokenizer's vocabulary is not the text encoder's.
+#[cfg(feature = "trained-bpe")]
+pub fn load_toy_for(dataset: DatasetName, weights: &Path) -> Result<(Glide, crate::tokenizer::TrainedBpe)> {
     use crate::tokenizer::TextTokenizer;
     let path = crate::models::clip::load::tokenizer_path_for(weights);
     let tokenizer = crate::tokenizer::TrainedBpe::load(&path)?;
-    let model = Glide::load_mnist(weights)?;
+    let model = Glide::load(weights, GlideConfig::for_dataset(dataset)?)?;
     if tokenizer.vocab_size() != model.config.text.vocab_size || tokenizer.eot() != model.config.text.eos_token_id {
         return Err(Error::Config(format!(
             "{}: the tokenizer has {} tokens and EOT id {}, the text encoder vocab_size = {} and eos_token_id = {}",
