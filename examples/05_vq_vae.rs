@@ -1,8 +1,9 @@
-//! Chapter 05: a VQ-VAE on MNIST (or CIFAR-10): images as grids of discrete codes.
+//! Chapter 05: a VQ-VAE on MNIST (or CIFAR-10, or Shapes): images as grids of discrete codes.
 //!
 //! ```text
 //! cargo run --release --example 05_vq_vae                       # MNIST, a few minutes
 //! cargo run --release --example 05_vq_vae -- --dataset cifar10
+//! cargo run --release --example 05_vq_vae -- --dataset shapes --steps 3000 --time-limit 900
 //! cargo run --release --example 05_vq_vae -- --weights weights/vqvae_mnist.safetensors
 //! cargo run --release --example 05_vq_vae -- --smoke
 //! ```
@@ -17,8 +18,9 @@ use std::collections::HashMap;
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
 use dalle::data::{self, DatasetName, Split};
+use dalle::eval::shapes_fidelity::ShapesFidelity;
 use dalle::io::{checkpoint, plot_lines, save_image_grid, save_reconstructions, GridOptions};
-use dalle::models::image_tokenizer::{colour_tokens, ImageTokenizer};
+use dalle::models::image_tokenizer::{colour_tokens, reconstruct, ImageTokenizer};
 use dalle::models::vqvae::{to_array4, VqVae, VqVaeConfig};
 use dalle::nn::Module;
 use dalle::optim::{Adam, Optimizer};
@@ -58,10 +60,7 @@ fn notebook() -> dalle::Result<()> {
     println!("{} train and {} test images of shape {:?}", train.len(), test.len(), train.image_shape());
 
     cell(2, "Build the model");
-    let mut config = match dataset {
-        DatasetName::Cifar10 => VqVaeConfig::cifar10(),
-        _ => VqVaeConfig::mnist(),
-    };
+    let mut config = VqVaeConfig::for_dataset(dataset);
     config.hidden = args.hidden.unwrap_or(config.hidden);
     config.quantizer.num_codes = args.codes.unwrap_or(config.quantizer.num_codes);
     let mut rng = Rng::new(c.seed);
@@ -126,6 +125,15 @@ fn notebook() -> dalle::Result<()> {
     cell(4, "Evaluate on the test set");
     let report = model.evaluate(&test, 250)?;
     println!("test ({} images): {report} of {}", test.len(), model.vocab_size());
+    let judged = match &test.captions {
+        Some(captions) => {
+            // Shapes: read every reconstruction back with the Shapes judge, against its own caption.
+            let fidelity = ShapesFidelity::measure(&reconstruct(&model, &test, 250)?, captions)?;
+            println!("Shapes judge on the reconstructions: {}", fidelity.summary());
+            Some(fidelity)
+        }
+        None => None,
+    };
 
     cell(5, "Reconstructions (originals above, reconstructions below)");
     let shown: Vec<usize> = (0..16.min(test.len())).collect();
@@ -163,8 +171,10 @@ fn notebook() -> dalle::Result<()> {
             ("test_mse".to_string(), format!("{:.6}", report.mse)),
             ("steps".to_string(), steps.to_string()),
         ]);
+        let meta = meta.into_iter().chain(judged.map(|f| ("shapes_all".to_string(), format!("{:.4}", f.all)))).collect();
         checkpoint::save(&path, &model, None, &meta)?;
         wrote(&path);
     }
     Ok(())
 }
+

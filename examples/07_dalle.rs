@@ -1,8 +1,10 @@
-//! Chapter 07: DALL-E 1 on captioned MNIST: one transformer over caption and
+//! Chapter 07: DALL-E 1 on captioned MNIST or Shapes: one transformer over caption and
 //! image tokens, KV-cached sampling, CLIP reranking.
 //!
 //! ```text
 //! cargo run --release --example 07_dalle
+//! cargo run --release --example 07_dalle -- --dataset shapes
+//! cargo run --release --example 07_dalle -- --dataset shapes --weights weights/dalle_shapes.safetensors
 //! cargo run --release --example 07_dalle -- --weights weights/dalle_mnist.safetensors
 //! cargo run --release --example 07_dalle -- --smoke
 //! cargo run --release --example 07_dalle -- --weights weights/dalle_mnist.safetensors --prompt "the digit three"
@@ -11,36 +13,39 @@
 //!
 //! Leaves in `runs/07_dalle/`: `masks.png` (the attention masks), `curves.png`,
 //! `samples.npy`, `prompts.txt`, `labels.txt` (the CLIP-best candidate of every
-//! prompt), `reranked.png` (one prompt per digit, its candidates sorted by CLIP
-//! score), `first_samples.png`, `metrics.jsonl`, `checkpoint.safetensors` and `dalle.safetensors`;
+//! prompt; the label is the digit, or on Shapes the first named object's shape),
+//! `reranked.png` (one prompt per digit, or ten Shapes prompts, its candidates sorted
+//! by CLIP score), `first_samples.png`, `metrics.jsonl`, `checkpoint.safetensors` and `dalle.safetensors`;
 //! with `--prompt`, `prompt.png`; with `--compare-masks`, `masks_loss.png` and one `masks_*.jsonl` per mask.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
 use dalle::data::captions::{class_caption, num_templates};
+use dalle::data::shapes::ShapeKind;
 use dalle::data::{self, DatasetName, ImageDataset, Split};
-use dalle::eval::DigitJudge;
+use dalle::eval::shapes::parse_caption;
+use dalle::eval::shapes_fidelity::{relation_prompts, single_object_prompts};
+use dalle::eval::{DigitJudge, ShapesFidelity};
 use dalle::io::{checkpoint, plot_lines, save_image_grid, write_samples, GridOptions};
 use dalle::models::clip::load::load_toy;
 use dalle::models::dalle::masks::mask_picture;
-use dalle::models::dalle::rerank::{clip_scores, rank_groups};
+use dalle::models::dalle::pipeline::{image_side, load_image_tokenizer, Candidates, DalleParts};
 use dalle::models::dalle::sample::SamplingConfig;
 use dalle::models::dalle::sequence::{decode_caption, encode_caption, encode_captions, join_sequences};
 use dalle::models::dalle::{dalle_mask, Dalle, DalleConfig, ImageAttention, MaskPattern};
 use dalle::models::image_tokenizer::ImageTokenizer;
-use dalle::models::vqvae::{VqVae, VqVaeConfig};
 use dalle::nn::{Module, TransformerConfig};
 use dalle::optim::{Adam, Optimizer, WarmupCosine};
-use dalle::tokenizer::TrainedBpe;
+use dalle::tokenizer::TextTokenizer;
 use dalle::train::{cell, check_finite, series, wrote, CommonArgs, MetricsLog, Progress, TimeBudget};
 use dalle::{Error, Result, Rng};
 use ndarray::{s, Array4, Axis};
 
-/// Train DALL-E 1 on captioned MNIST, sample with a KV cache, rerank with CLIP.
+/// Train DALL-E 1 on captioned MNIST or Shapes, sample with a KV cache, rerank with CLIP.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
@@ -60,15 +65,21 @@ struct Args {
     /// Attention heads.
     #[arg(long, default_value_t = 4)]
     heads: usize,
-    /// Image tokenizer weights (the VQ-VAE of chapter 05).
-    #[arg(long, default_value = "weights/vqvae_mnist.safetensors")]
-    image_tokenizer: std::path::PathBuf,
-    /// The toy CLIP of chapter 03 (its BPE is also the caption tokenizer).
-    #[arg(long, default_value = "weights/clip_mnist.safetensors")]
-    clip: std::path::PathBuf,
-    /// Prompts per digit for the fidelity measurement.
+    /// Image tokenizer weights, the VQ-VAE of chapter 05 (default: weights/vqvae_DATASET.safetensors).
+    #[arg(long)]
+    image_tokenizer: Option<PathBuf>,
+    /// The toy CLIP of chapter 03; its BPE is also the caption tokenizer (default: weights/clip_DATASET.safetensors).
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// MNIST: prompts per digit for the fidelity measurement.
     #[arg(long)]
     per_digit: Option<usize>,
+    /// Shapes: prompts per one-object phrase (36 phrases) for the attribute fidelity.
+    #[arg(long)]
+    per_phrase: Option<usize>,
+    /// Shapes: two-object captions of the test split for the relation fidelity.
+    #[arg(long)]
+    relations: Option<usize>,
     /// Candidates per prompt for CLIP reranking.
     #[arg(long, default_value_t = 8)]
     candidates: usize,
@@ -110,16 +121,40 @@ fn tokenize_images(tokenizer: &dyn ImageTokenizer, data: &ImageDataset) -> Resul
 /// Everything one training run needs besides the model.
 struct TrainData<'a> {
     image_tokens: &'a [usize],
-    labels: &'a [usize],
-    /// `captions[label][template]`: the encoded text of every caption.
+    /// `caption_set[i]`: the set of captions image `i` draws from (MNIST: its label; Shapes: its own).
+    caption_set: Vec<usize>,
+    /// `captions[set][k]`: the encoded text of every caption (MNIST: a set per digit, one caption
+    /// per template; Shapes: a set per image, its one caption).
     captions: Vec<Vec<Vec<usize>>>,
 }
 
 impl TrainData<'_> {
-    /// One batch of whole sequences: each image's tokens after a caption of its label,
-    /// the template drawn by `rng` (a fresh caption every time the image comes back).
+    /// The captions of `data`, encoded: the digit templates of its label on MNIST, each image's own on Shapes.
+    fn new<'a>(dataset: DatasetName, data: &ImageDataset, image_tokens: &'a [usize], bpe: &dyn TextTokenizer, text_len: usize) -> Result<TrainData<'a>> {
+        let (caption_set, captions) = match &data.captions {
+            Some(own) => ((0..own.len()).collect(), own.iter().map(|c| Ok(vec![encode_caption(bpe, c, text_len, false)?])).collect::<Result<_>>()?),
+            None => {
+                let templates = |label| (0..num_templates(dataset)).map(|t| encode_caption(bpe, &class_caption(dataset, label, t), text_len, false)).collect();
+                (data.labels.clone(), (0..10).map(templates).collect::<Result<_>>()?)
+            }
+        };
+        Ok(TrainData { image_tokens, caption_set, captions })
+    }
+
+    fn len(&self) -> usize {
+        self.caption_set.len()
+    }
+
+    /// One batch of whole sequences: each image's tokens after one of its captions, drawn by
+    /// `rng` (on MNIST a fresh template every time the image comes back).
     fn batch(&self, indices: &[usize], image_len: usize, rng: &mut Rng) -> Result<Vec<usize>> {
-        let text: Vec<usize> = indices.iter().flat_map(|&i| self.captions[self.labels[i]][rng.below(self.captions[0].len())].clone()).collect();
+        let text: Vec<usize> = indices
+            .iter()
+            .flat_map(|&i| {
+                let set = &self.captions[self.caption_set[i]];
+                set[rng.below(set.len())].clone()
+            })
+            .collect();
         let image: Vec<usize> = indices.iter().flat_map(|&i| self.image_tokens[i * image_len..(i + 1) * image_len].iter().copied()).collect();
         join_sequences(&text, &image, self.captions[0][0].len(), image_len)
     }
@@ -127,7 +162,7 @@ impl TrainData<'_> {
 
 /// Mean test loss (weighted, text, image) over up to `limit` test sequences.
 fn test_loss(model: &Dalle, data: &TrainData, limit: usize) -> Result<(f32, f32, f32)> {
-    let n = (data.labels.len()).min(limit);
+    let n = data.len().min(limit);
     let mut rng = Rng::new(1234);
     let (mut sum, mut text, mut image, mut batches) = (0.0, 0.0, 0.0, 0.0);
     for start in (0..n).step_by(250) {
@@ -147,7 +182,7 @@ fn test_loss(model: &Dalle, data: &TrainData, limit: usize) -> Result<(f32, f32,
 fn train(model: &Dalle, data: &TrainData, c: &CommonArgs, opt: &mut Adam, start: usize, steps: usize, budget: &TimeBudget, log: &mut MetricsLog, checkpoint_path: Option<&Path>) -> Result<usize> {
     let base_lr = c.lr_or(1e-3) as f32;
     let schedule = WarmupCosine { base_lr, min_lr: base_lr / 10.0, warmup: (steps / 20).max(1), total: steps };
-    let mut sampler = BatchSampler::new(data.labels.len(), c.batch_size_or(64, 8), c.seed);
+    let mut sampler = BatchSampler::new(data.len(), c.batch_size_or(64, 8), c.seed);
     (0..start).for_each(|_| drop(sampler.next_batch())); // the same batch order as an unbroken run
     let progress = Progress::new("dalle", steps);
     let mut last = start;
@@ -183,22 +218,27 @@ fn notebook() -> Result<()> {
     let c = &args.common;
     let out = c.start("07_dalle", true, true)?;
     let dataset = c.dataset_or(DatasetName::Mnist);
-    if dataset != DatasetName::Mnist {
-        return Err(Error::Config(format!("07_dalle: --dataset {} is not supported; DALL-E here trains on mnist only", dataset.as_str())));
+    if !matches!(dataset, DatasetName::Mnist | DatasetName::Shapes) {
+        return Err(Error::Config(format!("07_dalle: --dataset {} is not supported; DALL-E here trains on mnist or shapes", dataset.as_str())));
     }
     let sampling = SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p };
     sampling.validate()?;
 
-    cell(1, "Load MNIST, the image tokenizer (VQ-VAE, chapter 05) and the caption tokenizer (CLIP's BPE, chapter 03)");
-    let train_set = data::load(dataset, &c.data_dir(), Split::Train, c.limit_or(512))?;
+    cell(1, "Load the data, the image tokenizer (VQ-VAE, chapter 05) and the caption tokenizer (CLIP's BPE, chapter 03)");
+    let train_limit = match dataset {
+        DatasetName::Shapes => Some(if c.smoke { 512 } else { 30_000 }), // as many as chapter 03's Shapes CLIP saw
+        _ => c.limit_or(512),
+    };
+    let train_set = data::load(dataset, &c.data_dir(), Split::Train, train_limit)?;
     let test_set = data::load(dataset, &c.data_dir(), Split::Test, c.limit_or(256))?;
-    let vqvae = VqVae::new(VqVaeConfig::mnist(), &mut Rng::new(0))?;
-    checkpoint::load(&args.image_tokenizer)?.load_into(&vqvae, &["optim."])?;
-    let (clip, bpe): (_, TrainedBpe) = load_toy(&args.clip)?;
+    let shipped = |model: &str| PathBuf::from(format!("weights/{model}_{}.safetensors", dataset.as_str()));
+    let vqvae = load_image_tokenizer(dataset, args.image_tokenizer.as_ref().unwrap_or(&shipped("vqvae")))?;
+    let (clip, bpe) = load_toy(args.clip.as_ref().unwrap_or(&shipped("clip")))?;
     let timer = Instant::now();
     let train_tokens = tokenize_images(&vqvae, &train_set)?;
     let test_tokens = tokenize_images(&vqvae, &test_set)?;
-    let grid = vqvae.grid(28, 28);
+    let side = image_side(dataset);
+    let grid = vqvae.grid(side, side);
     println!("{} train and {} test images -> {}x{} grids of {} codes in {:.1} s", train_set.len(), test_set.len(), grid.0, grid.1, vqvae.vocab_size(), timer.elapsed().as_secs_f64());
 
     cell(2, "Build DALL-E: the sequence, the embeddings, the masks");
@@ -214,22 +254,27 @@ fn notebook() -> Result<()> {
             (model, step)
         }
         (None, None) => {
-            let mut config = DalleConfig::mnist(dalle::tokenizer::TextTokenizer::vocab_size(&bpe));
+            let mut config = match dataset {
+                DatasetName::Shapes => DalleConfig::shapes(bpe.vocab_size()),
+                _ => DalleConfig::mnist(bpe.vocab_size()),
+            };
             config.transformer = TransformerConfig::new(args.dim, args.heads, args.layers);
             config.masks = MaskPattern::parse(&args.masks)?;
             (Dalle::new(config, &mut rng)?, 0)
         }
     };
-    model.check_image_tokenizer(vqvae.vocab_size(), grid)?;
+    let parts = DalleParts { model, vqvae, clip, bpe, dataset };
+    parts.check()?; // the image tokenizer's codebook and grid, the caption tokenizer's vocabulary
+    let (model, bpe) = (&parts.model, &parts.bpe);
     let config = model.config;
     println!("{config:?}\n{} parameters", model.num_parameters());
-    let example = class_caption(dataset, 7, 2);
-    println!("caption {example:?} -> text ids {:?} (padding tokens are V_text + position)", encode_caption(&bpe, &example, config.text_len, false)?);
-    let captions: Vec<Vec<Vec<usize>>> = (0..10)
-        .map(|label| (0..num_templates(dataset)).map(|t| encode_caption(&bpe, &class_caption(dataset, label, t), config.text_len, false)).collect())
-        .collect::<Result<_>>()?;
-    let train_data = TrainData { image_tokens: &train_tokens, labels: &train_set.labels, captions: captions.clone() };
-    let test_data = TrainData { image_tokens: &test_tokens, labels: &test_set.labels, captions };
+    let example = match &train_set.captions {
+        Some(own) => own.iter().max_by_key(|caption| bpe.encode(caption).map_or(0, |ids| ids.len())).expect("a caption per image").clone(), // the longest
+        None => class_caption(dataset, 7, 2),
+    };
+    println!("caption {example:?} -> text ids {:?} (padding tokens are V_text + position)", encode_caption(bpe, &example, config.text_len, false)?);
+    let train_data = TrainData::new(dataset, &train_set, &train_tokens, bpe, config.text_len)?;
+    let test_data = TrainData::new(dataset, &test_set, &test_tokens, bpe, config.text_len)?;
     // ANCHOR: masks
     let kinds = [ImageAttention::Full, ImageAttention::Row, ImageAttention::Column, ImageAttention::Conv { kernel: 3 }];
     let pictures: Vec<Array4<f32>> = kinds
@@ -259,7 +304,7 @@ fn notebook() -> Result<()> {
     }
     let mut log = MetricsLog::open(out.join("metrics.jsonl"), start > 0)?;
     let budget = TimeBudget::new(args.time_limit);
-    let done = train(&model, &train_data, c, &mut opt, start, steps, &budget, &mut log, Some(&out.join("checkpoint.safetensors")))?;
+    let done = train(model, &train_data, c, &mut opt, start, steps, &budget, &mut log, Some(&out.join("checkpoint.safetensors")))?;
     if steps > start {
         let secs = budget.elapsed_secs();
         println!("trained steps {start}..{done} in {secs:.1} s ({:.2} s/step)", secs / (done - start).max(1) as f64);
@@ -268,7 +313,7 @@ fn notebook() -> Result<()> {
         plot_lines(&path, "DALL-E training loss", "step", "cross-entropy (nats)", &[series(&records, "loss"), series(&records, "text"), series(&records, "image")], true)?;
         wrote(&path);
     }
-    let (loss, text, image) = test_loss(&model, &test_data, if c.smoke { 64 } else { 2000 })?;
+    let (loss, text, image) = test_loss(model, &test_data, if c.smoke { 64 } else { 2000 })?;
     println!("test loss {loss:.4} (text {text:.4}, image {image:.4} nats per token)");
     log.log(done, &[("test_loss", loss as f64), ("test_text", text as f64), ("test_image", image as f64)])?;
 
@@ -294,8 +339,11 @@ fn notebook() -> Result<()> {
 
     // ANCHOR: speed
     cell(5, "Sampling with and without the key/value cache");
-    let prompts: Vec<String> = (0..8).map(|d| class_caption(dataset, d, 0)).collect();
-    let text = encode_captions(&bpe, &prompts, config.text_len, false)?;
+    let prompts: Vec<String> = match dataset {
+        DatasetName::Shapes => single_object_prompts().into_iter().step_by(4).take(8).collect(),
+        _ => (0..8).map(|d| class_caption(dataset, d, 0)).collect(),
+    };
+    let text = encode_captions(bpe, &prompts, config.text_len, false)?;
     let mut timings = Vec::new();
     let mut logits = Vec::new();
     for cached in [false, true] {
@@ -309,69 +357,41 @@ fn notebook() -> Result<()> {
     println!("{} image tokens for {} prompts: uncached {:.0} tokens/s, cached {:.0} tokens/s ({:.1}x); max |logit difference| {gap:.2e}", tokens, prompts.len(), tokens / timings[0], tokens / timings[1], timings[0] / timings[1]);
     // ANCHOR_END: speed
 
-    // ANCHOR: rerank
     cell(6, "Prompt fidelity: N candidates per caption, the first and the CLIP-best judged");
-    let per_digit = args.per_digit.unwrap_or(if c.smoke { 2 } else { 100 });
     let n = args.candidates.max(1);
-    let mut prompts = Vec::new();
-    let mut labels = Vec::new();
-    for digit in 0..10 {
-        for j in 0..per_digit {
-            prompts.push(class_caption(dataset, digit, j)); // every template in turn
-            labels.push(digit);
-        }
-    }
-    let repeated: Vec<String> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect(); // candidates of prompt g at g·n..(g+1)·n
     let timer = Instant::now();
-    let mut images = Vec::new();
-    for chunk in repeated.chunks(400) {
-        let sampled = model.sample(&encode_captions(&bpe, chunk, config.text_len, false)?, &sampling, true, &mut rng)?;
-        images.push(vqvae.decode(&sampled.tokens)?); // (b, 1, 28, 28)
-    }
-    let views: Vec<_> = images.iter().map(|a| a.view()).collect();
-    let candidates = ndarray::concatenate(Axis(0), &views).expect("same shape"); // (P · N, 1, 28, 28)
-    println!("{} candidates ({} prompts x {n}) drawn and decoded in {:.1} s", candidates.dim().0, prompts.len(), timer.elapsed().as_secs_f64());
-    let scores = clip_scores(&clip, &bpe, &candidates, &repeated)?;
-    let ranked = rank_groups(&scores, n)?; // per prompt, best first
-    let first: Vec<usize> = (0..prompts.len()).map(|g| g * n).collect();
-    let best: Vec<usize> = ranked.iter().map(|order| order[0]).collect();
-    let judge = DigitJudge::pretrained()?;
-    let first_images = candidates.select(Axis(0), &first);
-    let best_images = candidates.select(Axis(0), &best);
-    let fidelity_first = judge.fidelity(&first_images, &labels)?;
-    let fidelity_best = judge.fidelity(&best_images, &labels)?;
-    println!("prompt fidelity ({} prompts, {per_digit} per digit): first sample {:.1}%, CLIP best of {n} {:.1}%", prompts.len(), 100.0 * fidelity_first, 100.0 * fidelity_best);
-    // ANCHOR_END: rerank
-    log.log(done, &[("fidelity_first", fidelity_first as f64), ("fidelity_reranked", fidelity_best as f64)])?;
-    write_samples(&out, &best_images, &prompts, Some(&labels))?;
+    let fidelity = match dataset {
+        DatasetName::Shapes => shapes_fidelity(&parts, &args, &sampling, &mut rng)?,
+        _ => digit_fidelity(&parts, &args, &sampling, &mut rng)?,
+    };
+    let candidates = &fidelity.candidates;
+    println!("{} candidates ({} prompts x {n}) drawn, decoded and scored in {:.1} s", candidates.images.dim().0, fidelity.prompts.len(), timer.elapsed().as_secs_f64());
+    log.log(done, &fidelity.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>())?;
+    write_samples(&out, &candidates.best(), &fidelity.prompts, Some(&fidelity.labels))?;
     wrote(out.join("samples.npy"));
 
-    cell(7, "Grids: first samples, and one prompt per digit with its candidates sorted by CLIP score");
-    let shown: Vec<usize> = (0..10).flat_map(|d| (0..per_digit.min(8)).map(move |j| d * per_digit + j)).collect();
+    cell(7, "Grids: first samples, and some prompts with their candidates sorted by CLIP score");
     let path = out.join("first_samples.png");
-    save_image_grid(&path, &first_images.select(Axis(0), &shown), &GridOptions { scale: 2, ..GridOptions::with_nrow(per_digit.min(8)) })?;
+    save_image_grid(&path, &candidates.first().select(Axis(0), &fidelity.first_shown), &GridOptions { scale: 2, ..GridOptions::with_nrow(fidelity.first_row) })?;
     wrote(&path);
-    let sorted: Vec<usize> = (0..10).flat_map(|d| ranked[d * per_digit].clone()).collect();
+    let sorted: Vec<usize> = fidelity.ranked_shown.iter().flat_map(|&g| candidates.ranked[g].clone()).collect();
     let path = out.join("reranked.png");
-    save_image_grid(&path, &candidates.select(Axis(0), &sorted), &GridOptions { scale: 2, ..GridOptions::with_nrow(n) })?;
+    save_image_grid(&path, &candidates.images.select(Axis(0), &sorted), &GridOptions { scale: 2, ..GridOptions::with_nrow(n) })?;
     wrote(&path);
-    for d in 0..10 {
-        let order = &ranked[d * per_digit];
-        let line: Vec<String> = order.iter().map(|&i| format!("{:.3}", scores[i])).collect();
-        println!("{:?}: CLIP scores best first {}", prompts[d * per_digit], line.join(" "));
+    for &g in &fidelity.ranked_shown {
+        let line: Vec<String> = candidates.ranked[g].iter().map(|&i| format!("{:.3}", candidates.scores[i])).collect();
+        println!("{:?}: CLIP scores best first {}", fidelity.prompts[g], line.join(" "));
     }
 
     if let Some(prompt) = &args.prompt {
         cell(8, "Your caption: candidates sorted by CLIP score");
-        let ids = encode_caption(&bpe, prompt, config.text_len, args.truncate)?; // too long: an error, unless --truncate
-        let prompt = &decode_caption(&bpe, &ids)?; // what the model sees
-        let text: Vec<usize> = std::iter::repeat_n(ids, n).flatten().collect();
-        let images = vqvae.decode(&model.sample(&text, &sampling, true, &mut rng)?.tokens)?;
-        let scores = clip_scores(&clip, &bpe, &images, &vec![prompt.clone(); n])?;
-        let order = &rank_groups(&scores, n)?[0];
-        println!("{prompt:?}: CLIP scores best first {:?}", order.iter().map(|&i| (scores[i] * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+        let ids = encode_caption(bpe, prompt, config.text_len, args.truncate)?; // too long: an error, unless --truncate
+        let prompt = decode_caption(bpe, &ids)?; // what the model sees
+        let drawn = parts.draw(std::slice::from_ref(&prompt), n, &sampling, 400, &mut rng)?;
+        let order = &drawn.ranked[0];
+        println!("{prompt:?}: CLIP scores best first {:?}", order.iter().map(|&i| (drawn.scores[i] * 1000.0).round() / 1000.0).collect::<Vec<_>>());
         let path = out.join("prompt.png");
-        save_image_grid(&path, &images.select(Axis(0), order), &GridOptions { scale: 2, ..GridOptions::with_nrow(n) })?;
+        save_image_grid(&path, &drawn.images.select(Axis(0), order), &GridOptions { scale: 2, ..GridOptions::with_nrow(n) })?;
         wrote(&path);
     }
 
@@ -380,10 +400,112 @@ fn notebook() -> Result<()> {
         let path = out.join("dalle.safetensors");
         let mut meta: HashMap<String, String> = config.metadata().into_iter().collect();
         meta.insert("steps".into(), done.to_string());
-        meta.insert("fidelity_first".into(), format!("{fidelity_first:.4}"));
-        meta.insert("fidelity_reranked".into(), format!("{fidelity_best:.4}"));
-        checkpoint::save(&path, &model, None, &meta)?;
+        meta.insert("dataset".into(), dataset.as_str().into());
+        meta.extend(fidelity.metrics.iter().map(|(k, v)| (k.clone(), format!("{v:.4}"))));
+        checkpoint::save(&path, model, None, &meta)?;
         wrote(&path);
     }
     Ok(())
+}
+
+/// What cell 6 measured, and which prompts the grids of cell 7 show.
+struct Fidelity {
+    /// One per caption.
+    prompts: Vec<String>,
+    /// The digit, or the shape of the first object a Shapes caption names.
+    labels: Vec<usize>,
+    /// `n` per caption.
+    candidates: Candidates,
+    /// `(name, rate)` for the metrics log and the checkpoint.
+    metrics: Vec<(String, f64)>,
+    /// Captions whose first sample `first_samples.png` shows, `first_row` per row.
+    first_shown: Vec<usize>,
+    first_row: usize,
+    /// Captions whose candidates `reranked.png` shows, one row each.
+    ranked_shown: Vec<usize>,
+}
+
+// ANCHOR: rerank
+/// MNIST: `--per-digit` captions per digit (the templates in turn), the digit judge on the
+/// first and the CLIP-best candidate of each.
+fn digit_fidelity(parts: &DalleParts, args: &Args, sampling: &SamplingConfig, rng: &mut Rng) -> Result<Fidelity> {
+    let per_digit = args.per_digit.unwrap_or(if args.common.smoke { 2 } else { 100 });
+    let (prompts, labels): (Vec<String>, Vec<usize>) = (0..10).flat_map(|digit| (0..per_digit).map(move |j| (class_caption(DatasetName::Mnist, digit, j), digit))).unzip();
+    let candidates = parts.draw(&prompts, args.candidates.max(1), sampling, 400, rng)?; // (P · N, 1, 28, 28), ranked by CLIP
+    let judge = DigitJudge::pretrained()?;
+    let fidelity_first = judge.fidelity(&candidates.first(), &labels)?;
+    let fidelity_best = judge.fidelity(&candidates.best(), &labels)?;
+    println!("prompt fidelity ({} prompts, {per_digit} per digit): first sample {:.1}%, CLIP best of {} {:.1}%", prompts.len(), 100.0 * fidelity_first, args.candidates.max(1), 100.0 * fidelity_best);
+    // ANCHOR_END: rerank
+    Ok(Fidelity {
+        first_shown: (0..10).flat_map(|d| (0..per_digit.min(8)).map(move |j| d * per_digit + j)).collect(),
+        first_row: per_digit.min(8),
+        ranked_shown: (0..10).map(|d| d * per_digit).collect(),
+        metrics: vec![("fidelity_first".into(), fidelity_first as f64), ("fidelity_reranked".into(), fidelity_best as f64)],
+        prompts,
+        labels,
+        candidates,
+    })
+}
+
+// ANCHOR: shapes_fidelity
+/// Shapes: the 36 one-object phrases `--per-phrase` times each and `--relations` two-object
+/// captions of the test split, the Shapes judge on the first and the CLIP-best candidate of each.
+fn shapes_fidelity(parts: &DalleParts, args: &Args, sampling: &SamplingConfig, rng: &mut Rng) -> Result<Fidelity> {
+    let smoke = args.common.smoke;
+    let per_phrase = args.per_phrase.unwrap_or(if smoke { 1 } else { 8 });
+    let mut phrases = single_object_prompts(); // "a small red circle", ...: 36
+    if smoke {
+        phrases.truncate(12);
+    }
+    let single: Vec<String> = (0..per_phrase).flat_map(|_| phrases.iter().cloned()).collect();
+    let relations = relation_prompts(args.relations.unwrap_or(if smoke { 2 } else { 200 }))?; // "a small red circle above a large blue square", ...
+    let prompts: Vec<String> = single.iter().chain(&relations).cloned().collect();
+    let n = args.candidates.max(1);
+    let candidates = parts.draw(&prompts, n, sampling, 400, rng)?; // (P · N, 3, 32, 32), ranked by CLIP
+    let (first, best) = (candidates.first(), candidates.best());
+    let k = single.len();
+    let mut metrics = Vec::new();
+    for (set, range, names) in [
+        ("one-object phrases", 0..k, ["colour", "shape", "count", "phrase", "all"]),
+        ("relation captions", k..prompts.len(), ["relation", "colour", "shape", "count", "all"]),
+    ] {
+        let captions = &prompts[range.clone()];
+        let judged = |images: &ndarray::Array4<f32>| ShapesFidelity::measure(&images.slice(ndarray::s![range.clone(), .., .., ..]).to_owned(), captions);
+        let (f, b) = (judged(&first)?, judged(&best)?);
+        println!("{set}, first sample:         {}", f.summary());
+        println!("{set}, CLIP best of {n}:      {}", b.summary());
+        for name in names {
+            let rate = |x: &ShapesFidelity| match name {
+                "colour" => x.colour,
+                "shape" => x.shape,
+                "count" => x.count,
+                "phrase" => x.phrase,
+                "relation" => x.relation.unwrap_or(0.0),
+                _ => x.all,
+            };
+            let prefix = if range.start == 0 { "single" } else { "relation" };
+            metrics.push((format!("{prefix}_{name}_first"), rate(&f)));
+            metrics.push((format!("{prefix}_{name}_reranked"), rate(&b)));
+        }
+    }
+    // ANCHOR_END: shapes_fidelity
+    let labels = prompts.iter().map(|p| first_shape(p)).collect::<Result<_>>()?;
+    let shown_phrases: Vec<usize> = (0..phrases.len().min(k)).step_by(5).collect(); // 8 phrases across sizes, colours and shapes
+    Ok(Fidelity {
+        first_shown: (0..k.min(2 * phrases.len())).collect(), // each phrase twice
+        first_row: 9,
+        ranked_shown: shown_phrases.into_iter().chain((k..prompts.len()).take(4)).collect(),
+        metrics,
+        prompts,
+        labels,
+        candidates,
+    })
+}
+
+/// The label of a Shapes caption: the shape of the first object it names.
+fn first_shape(caption: &str) -> Result<usize> {
+    let phrases = parse_caption(caption)?.phrases();
+    let noun = phrases[0].rsplit(' ').next().unwrap_or("");
+    ShapeKind::ALL.iter().position(|k| k.name() == noun).ok_or_else(|| Error::Msg(format!("caption {caption:?} names no shape first")))
 }

@@ -65,6 +65,10 @@ struct Args {
     /// The evaluated samplers and their steps (ddpm-N, ddim-N, euler-N, heun-N), comma-separated.
     #[arg(long, default_value = "ddpm-1000,ddim-50,heun-25,ddim-10,heun-5")]
     samplers: String,
+    /// An `eval.jsonl` of an earlier run of these weights whose sampler rows join this run's
+    /// accuracy and Fréchet plots (repeatable: evaluations split over several processes).
+    #[arg(long)]
+    plot_with: Vec<std::path::PathBuf>,
     /// Images per sampling batch (guidance doubles it inside the network).
     #[arg(long, default_value_t = 250)]
     sample_batch: usize,
@@ -148,6 +152,26 @@ fn parse_samplers(list: &str, per_class: usize, ddpm_per_class: usize) -> dalle:
         .collect()
 }
 
+/// The sampler rows of an `eval.jsonl` (the guidance-curve rows, `"ddim-25 s=3"`, are left out):
+/// (sampler name, network evaluations, guided, accuracy, Fréchet distance).
+fn read_eval_rows(path: &Path) -> dalle::Result<Vec<(String, f64, bool, f64, f64)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = |what: &str| Error::Msg(format!("{}: line {}: {what}", path.display(), i + 1));
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+        let sampler = v["sampler"].as_str().ok_or_else(|| bad("no `sampler`"))?;
+        if sampler.contains(' ') {
+            continue;
+        }
+        let name = sampler.split('-').next().unwrap_or(sampler).to_string();
+        let number = |key: &str| v[key].as_f64().ok_or_else(|| bad(&format!("no number `{key}`")));
+        let guided = v["guided"].as_bool().ok_or_else(|| bad("no `guided`"))?;
+        rows.push((name, number("evaluations")?, guided, number("accuracy")?, number("frechet")?));
+    }
+    Ok(rows)
+}
+
 /// `per_class` labels of each of `classes` classes: 0, 1, ..., K-1, 0, 1, ...
 fn balanced_labels(classes: usize, per_class: usize) -> Vec<usize> {
     (0..classes * per_class).map(|i| i % classes).collect()
@@ -159,6 +183,7 @@ fn notebook() -> dalle::Result<()> {
     let out = c.start("08_ddpm", true, true)?;
     let dataset = c.dataset_or(DatasetName::Mnist);
     let smoke = c.smoke;
+    println!("CPU kernel tier: {} (DALLE_CPU forces one)", dalle::backend::cpu::tier::tier().name());
 
     cell(1, "Load the data");
     let train = data::load(dataset, &c.data_dir(), Split::Train, c.limit_or(256))?;
@@ -359,7 +384,14 @@ fn notebook() -> dalle::Result<()> {
             }
         }
     }
-    if judge.is_some() {
+    for path in &args.plot_with {
+        for (name, nfe, guided, acc, fd) in read_eval_rows(path)? {
+            let entry = curves.entry((name, guided)).or_default();
+            entry.0.push((nfe, acc));
+            entry.1.push((nfe, fd));
+        }
+    }
+    if judge.is_some() && !curves.is_empty() {
         let mut acc_series = Vec::new();
         let mut fd_series = Vec::new();
         let mut keys: Vec<_> = curves.keys().cloned().collect();

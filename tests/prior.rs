@@ -165,7 +165,7 @@ fn bad_input_gives_clear_errors() {
     let err = clip.encode_captions(&["a handwritten 1".to_string(), "  ".to_string()]).err().expect("empty prompt").to_string();
     assert!(err.contains("caption 1 is empty"), "{err}");
     // images of the wrong size for CLIP
-    let err = clip.image_embeds(&ndarray::Array4::<f32>::zeros((1, 1, 14, 14))).unwrap_err().to_string();
+    let err = clip.image_embeddings(&ndarray::Array4::<f32>::zeros((1, 1, 14, 14))).unwrap_err().to_string();
     assert!(err.contains("1x14x14") && err.contains("1x28x28"), "{err}");
 }
 

@@ -148,6 +148,19 @@ fn resume_11_unclip_decoder() {
     stop_and_resume_matches("11_unclip_decoder", 6, 2);
 }
 
+/// Chapters 10 and 11 on Shapes (`--dataset shapes`): the smoke runs finish and write the
+/// samples and the Shapes judge's lines.
+#[test]
+fn unclip_examples_run_on_shapes() {
+    for (name, wrote) in [("10_unclip_prior", "eval.csv"), ("11_unclip_decoder", "eval.jsonl")] {
+        let out = fresh(&format!("{name}-shapes"));
+        let o = run(name, &["--dataset", "shapes"], &out);
+        assert!(o.status.success(), "{name} --dataset shapes:\n{}", text(&o));
+        assert!(out.join("samples.npy").is_file() && out.join(wrote).is_file(), "{name}: {:?}", walk(&out));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
 /// `--lr 1e9` makes every example's loss NaN within a few steps: the run must fail
 /// with the non-finite error naming the step, and write no checkpoint.
 #[test]

@@ -5,6 +5,7 @@
 use dalle::data::{self, DatasetName, Split};
 use dalle::eval::DigitJudge;
 use dalle::io::checkpoint;
+use dalle::models::diffusion::pixels::{to_model, to_pixels};
 use dalle::models::diffusion::{ddim_invert, respace, ClassConditionalUNet, ClassifierFree, Diffusion, Sampler, UNetConfig};
 use dalle::{Rng, Tensor};
 
@@ -14,10 +15,6 @@ fn shipped() -> (ClassConditionalUNet, Diffusion) {
     checkpoint::load(&path).unwrap().load_into(&model, &[]).unwrap();
     let diffusion = Diffusion::linear_epsilon().unwrap();
     (model, diffusion)
-}
-
-fn to_pixels(x: &Tensor) -> ndarray::Array4<f32> {
-    x.to_array().into_dimensionality::<ndarray::Ix4>().unwrap().mapv(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0))
 }
 
 #[test]
@@ -30,21 +27,22 @@ fn guided_ddim_samples_are_judged_as_the_asked_digits() {
     let mut rng = Rng::new(0);
     let x_t = Tensor::randn(&[30, 1, 28, 28], &mut rng);
     let x0 = Sampler::Ddim(0.0).sample(&guided, &diffusion, x_t, &respace(1000, 10).unwrap(), &mut rng, &mut |_, _| {}).unwrap();
-    let fidelity = DigitJudge::pretrained().unwrap().fidelity(&to_pixels(&x0), &labels).unwrap();
+    let fidelity = DigitJudge::pretrained().unwrap().fidelity(&to_pixels(&x0).unwrap(), &labels).unwrap();
     println!("judge accuracy of 30 guided DDIM-10 samples: {fidelity}");
     assert!(fidelity >= MIN_FIDELITY, "fidelity {fidelity}");
 }
 
-/// Measured when the weights were shipped: 28 of 30 (0.933). The floor leaves room for
-/// 4 more verdicts to change with floating-point differences between machines (kernels
-/// that sum in another order); an untrained or wrongly loaded model scores about 0.1.
-const MIN_FIDELITY: f32 = 0.8;
+/// Measured when the weights were shipped (1312 training steps): 29 of 30 (0.967); the
+/// earlier 743-step weights gave 28. The floor, 25 of 30, leaves room for 4 verdicts to
+/// change with floating-point differences between machines (kernels that sum in another
+/// order); an untrained or wrongly loaded model scores about 0.1.
+const MIN_FIDELITY: f32 = 0.83;
 
 #[test]
 fn ddim_inversion_then_sampling_returns_the_start() {
     let (model, diffusion) = shipped();
     let test = data::load(DatasetName::Mnist, &data::resolve_data_dir(None), Split::Test, Some(4)).expect("MNIST test set");
-    let x0 = Tensor::new(test.images.mapv(|v| 2.0 * v - 1.0).into_dyn()); // (4, 1, 28, 28) in [-1, 1]
+    let x0 = to_model(&test.images); // (4, 1, 28, 28) in [-1, 1]
     let denoiser = model.with_labels(test.labels.clone());
     let steps = respace(1000, 50).unwrap();
     let x_t = ddim_invert(&denoiser, &diffusion, &x0, &steps).unwrap();
@@ -54,7 +52,8 @@ fn ddim_inversion_then_sampling_returns_the_start() {
     assert!(err < MAX_INVERSION_ERROR, "mean error {err}");
 }
 
-/// Measured when the weights were shipped: mean absolute error 0.054 (pixels in [-1, 1], 50
-/// steps each way; the error comes from inversion's ε̂(x_t, t') approximation). Allowed: 0.15.
+/// Measured when the weights were shipped: mean absolute error 0.052 (0.054 with the earlier
+/// weights; pixels in [-1, 1], 50 steps each way; the error comes from inversion's ε̂(x_t, t')
+/// approximation). Allowed: 0.15.
 /// A sampler that does not retrace the inversion lands on another digit, an error above 0.3.
 const MAX_INVERSION_ERROR: f32 = 0.15;

@@ -26,7 +26,7 @@ fn measure() -> Measured {
     let prior = UnclipPrior::load_shipped().unwrap();
     let test = data::load(DatasetName::Mnist, &data::resolve_data_dir(None), Split::Test, Some(N)).unwrap();
     let labels = test.labels[..N].to_vec();
-    let true_z = prior.clip.image_embeds(&test.images.slice(s![..N, .., .., ..])).unwrap(); // (N, 32)
+    let true_z = prior.clip.image_embeddings(&test.images.slice(s![..N, .., .., ..])).unwrap(); // (N, 32)
     // the caption template that training never saw: "an image of a handwritten {d}"
     let captions: Vec<String> = labels.iter().map(|&y| class_caption(DatasetName::Mnist, y, 4)).collect();
     let encoded = prior.encode(&captions).unwrap();

@@ -4,9 +4,10 @@
 //! transformer; the image tokens come from a discrete autoencoder. Both the
 //! VQ-VAE (chapter 05) and the dVAE (chapter 06) can play that part.
 
-use ndarray::{Array3, Array4};
+use ndarray::{Array3, Array4, Axis};
 
-use crate::Result;
+use crate::data::ImageDataset;
+use crate::{Error, Result};
 
 /// An autoencoder with a discrete latent: a grid of token ids per image.
 pub trait ImageTokenizer {
@@ -22,6 +23,18 @@ pub trait ImageTokenizer {
     fn grid(&self, height: usize, width: usize) -> (usize, usize) {
         (height / self.downsampling(), width / self.downsampling())
     }
+}
+
+/// `decode(encode(x))` of every image of `data`, in batches of `batch`: `(N, C, H, W)` in `[0, 1]`.
+pub fn reconstruct(tokenizer: &dyn ImageTokenizer, data: &ImageDataset, batch: usize) -> Result<Array4<f32>> {
+    let batch = batch.max(1);
+    let mut parts = Vec::new();
+    for start in (0..data.len()).step_by(batch) {
+        let (images, _) = data.batch(&(start..(start + batch).min(data.len())).collect::<Vec<_>>()); // (b, C, H, W)
+        parts.push(tokenizer.decode(&tokenizer.encode(&images)?)?);
+    }
+    let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Msg(format!("reconstruct {} images: {e}", data.len())))
 }
 
 /// Token grids `(B, h, w)` as RGB images `(B, 3, h, w)`: each id gets a fixed

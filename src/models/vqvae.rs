@@ -84,6 +84,24 @@ impl VqVaeConfig {
     pub fn cifar10() -> Self {
         VqVaeConfig { in_channels: 3, hidden: 48, quantizer: QuantizerConfig::new(256, 32).with_ema().with_restarts(20), reconstruction: ReconstructionLoss::Mse, ..Self::mnist() }
     }
+
+    /// Shapes: 32x32x3 -> an 8x8 grid of 128 codes, hidden width 48. Every channel of a Shapes
+    /// pixel is 0 or 1 (pure colours on black), so the reconstruction is a Bernoulli per channel
+    /// (BCE), as for MNIST: it keeps edges sharp, which the Shapes judge's fill ratios need.
+    pub fn shapes() -> Self {
+        VqVaeConfig { in_channels: 3, hidden: 48, ..Self::mnist() }
+    }
+
+    /// The book's configuration for `dataset`: [`Self::mnist`] for MNIST and Fashion-MNIST,
+    /// [`Self::cifar10`], [`Self::shapes`].
+    pub fn for_dataset(dataset: crate::data::DatasetName) -> Self {
+        use crate::data::DatasetName;
+        match dataset {
+            DatasetName::Mnist | DatasetName::FashionMnist => Self::mnist(),
+            DatasetName::Cifar10 => Self::cifar10(),
+            DatasetName::Shapes => Self::shapes(),
+        }
+    }
 }
 
 // ANCHOR: res_block

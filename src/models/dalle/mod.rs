@@ -19,9 +19,11 @@
 //! Files: [`sequence`] builds the token sequence, [`masks`] the row, column
 //! and convolutional attention masks, [`sample`] draws image tokens with
 //! temperature, top-k and top-p through a key/value cache, [`rerank`] orders
-//! candidates by CLIP score.
+//! candidates by CLIP score, [`pipeline`] loads the trained pieces of one data set together
+//! and draws ranked candidates.
 
 pub mod masks;
+pub mod pipeline;
 pub mod rerank;
 pub mod sample;
 pub mod sequence;
@@ -32,6 +34,12 @@ use crate::nn::{visit_child, Embedding, Forward, LearnedPositionEmbedding, Linea
 use crate::tensor::{Rng, Tensor};
 use crate::{Error, Result};
 pub use masks::{dalle_mask, ImageAttention, MaskPattern};
+
+/// Text positions of the Shapes model. The longest Shapes captions list three objects ("a small
+/// red circle, a large cyan square and a small blue triangle"): 14 words and a comma, one BPE id
+/// each in the Shapes CLIP's tokenizer, plus SOT and EOT (`tests/weights_dalle_shapes.rs` checks
+/// the longest word of every slot).
+pub const SHAPES_TEXT_LEN: usize = 16;
 
 /// The shape of a [`Dalle`].
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +73,13 @@ impl DalleConfig {
             masks: MaskPattern::Uniform(ImageAttention::Full),
             text_loss_weight: 1.0 / 8.0,
         }
+    }
+
+    /// The toy Shapes model: `L = SHAPES_TEXT_LEN` text positions (the longest Shapes caption,
+    /// three objects, in the Shapes CLIP's BPE, with SOT and EOT), an `8 × 8` grid of 128
+    /// codes (chapter 05's Shapes VQ-VAE), and the MNIST model's transformer.
+    pub fn shapes(text_vocab: usize) -> Self {
+        DalleConfig { text_len: SHAPES_TEXT_LEN, grid: (8, 8), ..Self::mnist(text_vocab) }
     }
 
     /// Image tokens per sequence, `N = h · w`.

@@ -1,4 +1,5 @@
-//! What the prior sees and what it predicts, all from a frozen CLIP (chapter 03).
+//! What the prior sees and what it predicts, all from a frozen CLIP (chapter 03); the
+//! decoder of chapter 11 reads the same [`FrozenClip`] (its caption token states, [`TextStates`]).
 //!
 //! For a caption `y` and its image `x` (unCLIP §2, Figure 2):
 //!
@@ -21,18 +22,19 @@ use std::path::Path;
 use ndarray::{Array2, Array3, ArrayRef4, Axis};
 
 use crate::models::clip::preprocess::normalize_unit;
-use crate::models::clip::zero_shot::image_embeddings;
+use crate::models::clip::zero_shot::{image_embeddings, text_embeddings};
 use crate::models::clip::ClipModel;
 use crate::nn::Forward;
 use crate::tensor::no_grad;
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Result};
 
-/// The frozen CLIP and its tokenizer.
+/// The frozen CLIP (chapter 03's toy model) and its tokenizer: what the prior (chapter 10)
+/// and the decoder (chapter 11) read, never train.
 pub struct FrozenClip {
-    /// The CLIP model (never trained here).
+    /// The two towers (never updated here).
     pub model: ClipModel,
-    /// Its tokenizer.
+    /// The tokenizer its text tower was trained with.
     pub tokenizer: Box<dyn TextTokenizer>,
 }
 
@@ -70,35 +72,101 @@ impl CaptionEncoding {
     }
 }
 
+/// Caption token states for the decoder's context: `tokens (N, T, C_text)` and
+/// `padding (N, T)`, `true` after each caption's end-of-text token (and on every
+/// token of a caption dropped for guidance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextStates {
+    /// `(N, T, C_text)`
+    pub tokens: Array3<f32>,
+    /// `(N, T)`, `true` = not attended to.
+    pub padding: Array2<bool>,
+}
+
+impl TextStates {
+    /// The rows `rows` (in that order).
+    pub fn select(&self, rows: &[usize]) -> TextStates {
+        TextStates { tokens: self.tokens.select(Axis(0), rows), padding: self.padding.select(Axis(0), rows) }
+    }
+
+    /// Number of captions.
+    pub fn len(&self) -> usize {
+        self.tokens.dim().0
+    }
+
+    /// True when there are no captions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Errors if there is no caption or one is empty (or only spaces), naming its position.
+pub fn check_prompts(captions: &[String]) -> Result<()> {
+    if captions.is_empty() {
+        return Err(Error::Config("no captions given: at least one prompt is required".into()));
+    }
+    if let Some(i) = captions.iter().position(|c| c.trim().is_empty()) {
+        return Err(Error::Config(format!("caption {i} is empty: a prompt is required here (e.g. \"a handwritten 7\" or \"a small red circle\")")));
+    }
+    Ok(())
+}
+
 impl FrozenClip {
-    /// The toy CLIP of chapter 03 (`weights/clip_mnist.safetensors` and the files beside it).
+    /// A toy CLIP of chapter 03 (`weights/clip_mnist.safetensors` or `weights/clip_shapes.safetensors`,
+    /// with its config and tokenizer beside it).
     #[cfg(feature = "trained-bpe")]
     pub fn load_toy(weights: &Path) -> Result<Self> {
         let (model, tokenizer) = crate::models::clip::load::load_toy(weights)?;
         Ok(FrozenClip { model, tokenizer: Box::new(tokenizer) })
     }
 
-    /// The width `E` of CLIP's embeddings.
+    /// `E`, the width of the joint embedding space.
     pub fn embed_dim(&self) -> usize {
         self.model.config.projection_dim
     }
 
-    /// The text transformer's width `C_text`.
+    /// `C_text`, the width of the text tower's token states.
     pub fn text_width(&self) -> usize {
         self.model.config.text_config.hidden_size
     }
 
-    /// The text context `T`.
+    /// `T`, the text context (caption tokens per row).
     pub fn context_length(&self) -> usize {
         self.model.config.text_config.max_position_embeddings
     }
 
-    /// Encode `captions` (each distinct caption once: captioned MNIST has 50).
-    /// Errors on an empty caption, naming its position.
-    pub fn encode_captions(&self, captions: &[String]) -> Result<CaptionEncoding> {
-        if let Some(i) = captions.iter().position(|c| c.trim().is_empty()) {
-            return Err(Error::Config(format!("prior: caption {i} is empty; the prior needs a prompt to condition on")));
+    /// `(channels, side)` of the images the vision tower takes.
+    pub fn image_shape(&self) -> (usize, usize) {
+        let v = &self.model.config.vision_config;
+        (v.num_channels, v.image_size)
+    }
+
+    /// Errors unless `images` is `(N >= 1, C, S, S)` for this CLIP's vision tower.
+    pub fn check_images(&self, images: &ArrayRef4<f32>) -> Result<()> {
+        let (c, s) = self.image_shape();
+        let (n, ic, h, w) = images.dim();
+        if n == 0 || ic != c || h != s || w != s {
+            return Err(Error::shape("clip image", format!("images of shape ({n}, {ic}, {h}, {w}), {ic}x{h}x{w}: this CLIP takes (N >= 1, {c}, {s}, {s}), {c}x{s}x{s}, with pixels in [0, 1]")));
         }
+        Ok(())
+    }
+
+    /// `z_i`: unit-length image embeddings `(N, E)` of `images (N, C, S, S)` in `[0, 1]`.
+    pub fn image_embeddings(&self, images: &ArrayRef4<f32>) -> Result<Array2<f32>> {
+        self.check_images(images)?;
+        image_embeddings(&self.model, normalize_unit(images).view(), 256)
+    }
+
+    /// `z_t`: unit-length caption embeddings `(N, E)`; every caption must be non-empty.
+    pub fn text_embeddings(&self, captions: &[String]) -> Result<Array2<f32>> {
+        check_prompts(captions)?;
+        text_embeddings(&self.model, self.tokenizer.as_ref(), captions, 256)
+    }
+
+    /// The prior's view of `captions` (each distinct caption encoded once): token ids, the
+    /// text tower's last hidden states and `z_t`. Errors on an empty caption, naming its position.
+    pub fn encode_captions(&self, captions: &[String]) -> Result<CaptionEncoding> {
+        check_prompts(captions)?;
         let mut distinct: Vec<&str> = Vec::new();
         let mut row_of: HashMap<&str, usize> = HashMap::new();
         for c in captions {
@@ -125,18 +193,17 @@ impl FrozenClip {
         })
     }
 
-    /// Unit-length CLIP image embeddings `z_i (N, E)` of images `(N, C, H, W)` in `[0, 1]`.
-    /// Errors when the images are not the size CLIP was trained on.
-    pub fn image_embeds(&self, images: &ArrayRef4<f32>) -> Result<Array2<f32>> {
-        let v = &self.model.config.vision_config;
-        let (_, c, h, w) = images.dim();
-        if (c, h, w) != (v.num_channels, v.image_size, v.image_size) {
-            return Err(Error::shape(
-                "prior image embeddings",
-                format!("images are {c}x{h}x{w}; this CLIP takes {}x{}x{}", v.num_channels, v.image_size, v.image_size),
-            ));
-        }
-        image_embeddings(&self.model, normalize_unit(images).view(), 500)
+    /// The decoder's view of `captions` (each non-empty): the text tower's last hidden states
+    /// and their padding mask.
+    pub fn text_states(&self, captions: &[String]) -> Result<TextStates> {
+        check_prompts(captions)?;
+        let refs: Vec<&str> = captions.iter().map(|s| s.as_str()).collect();
+        let ids = self.tokenizer.encode_batch(&refs, self.context_length(), true)?; // (N, T)
+        let eot = self.model.text_model.eot_positions(&ids)?;
+        let states = no_grad(|| self.model.text_model.forward(&ids))?.last_hidden_state; // (N, T, C_text)
+        let tokens = states.to_array().into_dimensionality::<ndarray::Ix3>().map_err(|e| Error::Msg(format!("clip text states: {e}")))?;
+        let padding = Array2::from_shape_fn(ids.dim(), |(n, t)| t > eot[n]); // after EOT: padding
+        Ok(TextStates { tokens, padding })
     }
 }
 

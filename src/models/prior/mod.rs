@@ -5,8 +5,9 @@
 //! draws an image for `z_i`. The paper tried two priors and found them comparable,
 //! the diffusion one cheaper to train and sample:
 //!
-//! - [`clip_features`]: the frozen CLIP's caption token encodings, text embedding `z_t`
-//!   and image embedding `z_i`, and the prior's scaling of `z_i`;
+//! - [`clip_features`]: the frozen CLIP ([`FrozenClip`], which chapter 11's decoder reads too):
+//!   caption token encodings, text embedding `z_t` and image embedding `z_i`, and the prior's
+//!   scaling of `z_i`;
 //! - [`diffusion_prior`]: a causal transformer that predicts the un-noised `z_i`
 //!   (chapter 08's `x_0` objective, schedule and samplers; classifier-free guidance);
 //! - [`pca`]: PCA and per-dimension buckets, the discrete code of the autoregressive prior;
@@ -21,7 +22,7 @@ pub mod pca;
 pub mod unclip_prior;
 
 pub use ar_prior::ArPrior;
-pub use clip_features::{embed_scale, normalize_rows, row_cosines, CaptionEncoding, FrozenClip};
+pub use clip_features::{check_prompts, embed_scale, normalize_rows, row_cosines, CaptionEncoding, FrozenClip, TextStates};
 pub use diffusion_prior::{DiffusionPrior, DiffusionPriorConfig, PriorDenoiser};
 pub use pca::{round_trip, Pca, Quantizer};
 pub use unclip_prior::{sample_best_of, PriorSampling, UnclipPrior};

@@ -115,9 +115,9 @@ pub fn load_generator(name: &str, dataset: DatasetName, quick: bool) -> Result<B
         "unclip" => {
             let mut g = UnclipGenerator::shipped_for(dataset)?;
             if quick {
-                g.prior_sampling.steps = 16;
-                g.sampling.decoder_steps = 4;
-                g.sampling.upsampler_steps = 4;
+                g.pipeline.prior_sampling.steps = 16;
+                g.pipeline.sampling.decoder_steps = 4;
+                g.pipeline.sampling.upsampler_steps = 4;
             }
             Ok(Box::new(g))
         }

@@ -19,7 +19,7 @@
 
 use ndarray::{concatenate, Array2, Axis};
 
-use super::clip_embed::TextStates;
+use crate::models::prior::clip_features::TextStates;
 use crate::models::diffusion::{ClassifierFree, Denoiser, UNet, UNetConfig};
 use crate::nn::context_attention::Context;
 use crate::nn::{visit_child, Forward, Linear, Module};
@@ -59,6 +59,17 @@ impl DecoderConfig {
             clip_dim: 32,
             text_dim: 64,
             image_tokens: 4,
+        }
+    }
+
+    /// The decoder for 16x16 Shapes (the upsampler makes the 32x32 images): MNIST's 16/32
+    /// channels at 16/8, three colour channels, attention at 8x8 and in the middle. The
+    /// Shapes CLIP has the same `E = 32` and `C_text = 64` as MNIST's.
+    pub fn shapes() -> Self {
+        let mnist = DecoderConfig::mnist();
+        DecoderConfig {
+            unet: UNetConfig { in_channels: 3, image_size: 16, attention_resolutions: vec![8], ..mnist.unet },
+            ..mnist
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use ndarray::{concatenate, Array2, Array4, Axis};
 
-use super::clip_embed::FrozenClip;
+use crate::models::prior::clip_features::FrozenClip;
 use super::decoder::{DecoderCondition, UnclipDecoder};
 use super::slerp::slerp;
 use super::upsampler::{bilinear_upsample, gaussian_blur, Upsampler};

@@ -7,7 +7,7 @@
 
 use ndarray::Array2;
 
-use super::clip_embed::{check_prompts, FrozenClip};
+use crate::models::prior::clip_features::{check_prompts, FrozenClip};
 use super::edits::{Decoded, Unclip};
 use crate::models::prior::{PriorSampling, UnclipPrior};
 use crate::tensor::Rng;

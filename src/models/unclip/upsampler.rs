@@ -47,6 +47,11 @@ impl Upsampler {
         }
     }
 
+    /// The 16x16 -> 32x32 upsampler for Shapes: MNIST's U-Net at 32/16/8 over `[x_t ; up(y)]`, 3 + 3 channels.
+    pub fn shapes_config() -> UNetConfig {
+        UNetConfig { in_channels: 6, image_size: 32, ..Upsampler::mnist_config() }
+    }
+
     /// An upsampler by `factor` with random weights; `config.in_channels` must be even (`2C`).
     pub fn new(config: UNetConfig, factor: usize, rng: &mut Rng) -> Result<Self> {
         if !config.in_channels.is_multiple_of(2) || factor < 2 || !config.image_size.is_multiple_of(factor) {
