@@ -5,7 +5,8 @@
 use dalle::eval::mean_pairwise_distance;
 use dalle::models::text_to_image::{check_request, load_generator, prompted_digit, Vocabulary, MODEL_NAMES};
 use dalle::data::DatasetName;
-use dalle::eval::DigitJudge;
+use dalle::eval::shapes_fidelity::single_object_prompts;
+use dalle::eval::{DigitJudge, ShapesFidelity};
 use ndarray::Array4;
 
 /// One caption per digit, 2 images each; the judge must read the prompted digit
@@ -92,4 +93,39 @@ fn pairwise_distance_is_zero_for_copies_and_exact_for_two_images() {
     assert!((mean_pairwise_distance(&two, 2).unwrap() - 0.5).abs() < 1e-12);
     assert!(mean_pairwise_distance(&two, 3).is_err(), "2 images are no groups of 3");
     assert!(mean_pairwise_distance(&two, 1).is_err(), "a group of 1 has no pairs");
+}
+
+/// Every shipped Shapes generator behind `TextToImage`, at the quick settings, on the 18
+/// large one-object captions (one image each, fixed seed): the Shapes judge must read the
+/// caption's colour in at least `colour_floor` of them. Floors from `--compare` at commit
+/// time (chapter 12), with room for the quick settings; chance is 3 in 18 for colour.
+fn judge_shapes_generator(name: &str, colour_floor: usize) {
+    let g = load_generator(name, DatasetName::Shapes, true).unwrap();
+    assert_eq!(g.dataset(), DatasetName::Shapes);
+    let prompts: Vec<String> = single_object_prompts().into_iter().filter(|p| p.starts_with("a large")).collect(); // (18)
+    let images = g.generate(&prompts, 1, 3, &mut |_, _| {}).unwrap();
+    assert_eq!(images.dim(), (18, 3, 32, 32));
+    assert!(images.iter().all(|v| (0.0..=1.0).contains(v)), "{name}: pixels outside [0, 1]");
+    let f = ShapesFidelity::measure(&images, &prompts).unwrap();
+    eprintln!("{name} on Shapes: {}", f.summary());
+    let colour = (f.colour * 18.0).round() as usize;
+    assert!(colour >= colour_floor, "{name}: colour right in {colour}/18 < {colour_floor}: {}", f.summary());
+}
+
+#[test]
+fn dalle1_draws_the_shapes_colours() {
+    judge_shapes_generator("dalle1", 13); // measured 16/18 (two candidates, seed 3)
+}
+
+/// The shipped Shapes GLIDE is under-trained (chapter 09: colour right in 7 % of one-object
+/// samples at s = 3): measured 0/18 here, so this checks only that the adapter runs,
+/// with the right shape and range, on the Shapes model.
+#[test]
+fn glide_draws_shapes_images() {
+    judge_shapes_generator("glide", 0);
+}
+
+#[test]
+fn unclip_draws_the_shapes_colours() {
+    judge_shapes_generator("unclip", 0);
 }

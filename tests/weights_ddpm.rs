@@ -6,7 +6,7 @@ use dalle::data::{self, DatasetName, Split};
 use dalle::eval::DigitJudge;
 use dalle::io::checkpoint;
 use dalle::models::diffusion::pixels::{to_model, to_pixels};
-use dalle::models::diffusion::{ddim_invert, respace, ClassConditionalUNet, ClassifierFree, Diffusion, Sampler, UNetConfig};
+use dalle::models::diffusion::{ddim_invert, respace, ClassConditionalUNet, ClassifierFree, Denoiser, Diffusion, Sampler, UNetConfig};
 use dalle::{Rng, Tensor};
 
 fn shipped() -> (ClassConditionalUNet, Diffusion) {
@@ -57,3 +57,21 @@ fn ddim_inversion_then_sampling_returns_the_start() {
 /// approximation). Allowed: 0.15.
 /// A sampler that does not retrace the inversion lands on another digit, an error above 0.3.
 const MAX_INVERSION_ERROR: f32 = 0.15;
+
+#[test]
+fn guidance_at_scale_1_is_the_conditional_model_on_the_shipped_weights() {
+    // On trained weights the label changes ε̂, so this would catch rows of the doubled
+    // batch leaking into each other or meeting the wrong labels.
+    let (model, _) = shipped();
+    let labels: Vec<usize> = (0..10).collect();
+    let x_t = Tensor::randn(&[10, 1, 28, 28], &mut Rng::new(5));
+    let t = [500; 10];
+    let cond = model.with_labels(labels.clone()).predict(&x_t, &t).unwrap();
+    let uncond = model.with_labels(vec![model.null_class(); 10]).predict(&x_t, &t).unwrap();
+    let doubled: Vec<usize> = labels.iter().copied().chain(std::iter::repeat_n(model.null_class(), 10)).collect();
+    let guided = ClassifierFree { model: model.with_labels(doubled), scale: 1.0 }.predict(&x_t, &t).unwrap();
+    let gap = |a: &Tensor, b: &Tensor| a.sub(b).unwrap().abs().to_vec().into_iter().fold(0.0f32, f32::max);
+    println!("max |ε(s=1) - ε_cond| = {}, max |ε_cond - ε_uncond| = {}", gap(&guided, &cond), gap(&cond, &uncond));
+    assert!(gap(&guided, &cond) < 1e-4, "s = 1 differs from the conditional model by {}", gap(&guided, &cond));
+    assert!(gap(&cond, &uncond) > 1e-2, "the label does not change ε̂: {}", gap(&cond, &uncond));
+}

@@ -107,8 +107,8 @@ pub fn load_generator(name: &str, dataset: DatasetName, quick: bool) -> Result<B
         }
         "glide" => {
             let mut g = GlideGenerator::shipped_for(dataset)?;
-            if quick {
-                g.steps = 4;
+            if quick && dataset == DatasetName::Mnist {
+                g.steps = 4; // the under-trained Shapes model needs its 10 steps to draw anything the judge can read
             }
             Ok(Box::new(g))
         }

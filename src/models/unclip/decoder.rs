@@ -62,6 +62,7 @@ impl DecoderConfig {
         }
     }
 
+    // ANCHOR: shapes_config
     /// The decoder for 16x16 Shapes (the upsampler makes the 32x32 images): MNIST's 16/32
     /// channels at 16/8, three colour channels, attention at 8x8 and in the middle. The
     /// Shapes CLIP has the same `E = 32` and `C_text = 64` as MNIST's.
@@ -72,6 +73,7 @@ impl DecoderConfig {
             ..mnist
         }
     }
+    // ANCHOR_END: shapes_config
 }
 
 /// What the decoder is conditioned on, one row per image: `image_embeds (B, E)` (a zero
