@@ -575,7 +575,12 @@ fn evaluate_shapes(args: &Args, eval: &Eval, scales: &[f32], clip_scales: &[f32]
     let c = &args.common;
     let (smoke, out, steps) = (c.smoke, eval.out, eval.steps);
     let (per_prompt, relations) = if smoke { (2, 4) } else { (args.shapes_per_prompt.max(2), args.shapes_relations) };
-    let [(single, single_labels), (related, related_labels)] = shapes_prompt_sets(per_prompt, relations)?;
+    let (scales, clip_scales) = if smoke { (&scales[..scales.len().min(2)], &clip_scales[..clip_scales.len().min(2)]) } else { (scales, clip_scales) }; // --smoke: seconds
+    let [(mut single, mut single_labels), (related, related_labels)] = shapes_prompt_sets(per_prompt, relations)?;
+    if smoke {
+        single.truncate(6 * per_prompt); // the first 6 prompts
+        single_labels.truncate(6 * per_prompt);
+    }
 
     cell(5, "The same prompts and noise at every guidance scale");
     let single_shown: Vec<String> = single_object_prompts().into_iter().step_by(7).take(6).collect(); // sizes, colours and shapes mixed
