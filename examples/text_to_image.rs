@@ -253,20 +253,21 @@ fn compare_shapes(args: &Args, generators: &[Box<dyn TextToImage>], out: &std::p
     let single: Vec<String> = if c.smoke { single_object_prompts()[..2].to_vec() } else { single_object_prompts() };
     let relations = relation_prompts(if c.smoke { 2 } else { args.compare_relations })?;
     let repeat = |prompts: &[String]| -> Vec<String> { prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), n)).collect() };
-    let mut rows = vec!["model,images,count,colour,shape,size_colour_shape,relation,relation_all,pairwise_distance,seconds_per_image".to_string()];
+    let mut rows = vec!["model,parameters,images,count,colour,shape,size_colour_shape,relation,relation_all,pairwise_distance,seconds_per_image,training_minutes".to_string()];
     let mut table = vec![
-        "| model | images | one object: count | colour | shape | size + colour + shape | two objects: relation | everything | pairwise distance within a prompt | seconds per image |".to_string(),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|".to_string(),
+        "| model | parameters | images | one object: count | colour | shape | size + colour + shape | two objects: relation | everything | pairwise distance within a prompt | seconds per image | training minutes |".to_string(),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".to_string(),
     ];
-    let mut measure = |name: &str, one: &Array4<f32>, two: &Array4<f32>, pairwise: Option<f64>, secs: String| -> dalle::Result<()> {
-        let a = ShapesFidelity::measure(one, &repeat(&single))?;
-        let r = ShapesFidelity::measure(two, &repeat(&relations))?;
+    // one row: images for one-object captions and for relation captions, each with its captions
+    let mut measure = |name: &str, one: (&Array4<f32>, &[String]), two: (&Array4<f32>, &[String]), pairwise: Option<f64>, params: String, secs: String, minutes: String| -> dalle::Result<()> {
+        let a = ShapesFidelity::measure(one.0, one.1)?;
+        let r = ShapesFidelity::measure(two.0, two.1)?;
         let (relation, pct) = (r.relation.unwrap_or(f64::NAN), |x: f64| format!("{:.1} %", 100.0 * x));
         let pw = pairwise.map_or("-".to_string(), |p| format!("{p:.3}"));
         println!("{name:>12}: one object {}; two objects {}", a.summary(), r.summary());
-        rows.push(format!("{name},{},{:.4},{:.4},{:.4},{:.4},{relation:.4},{:.4},{pw},{secs}", a.images + r.images, a.count, a.colour, a.shape, a.phrase, r.all));
+        rows.push(format!("{name},{params},{},{:.4},{:.4},{:.4},{:.4},{relation:.4},{:.4},{pw},{secs},{minutes}", a.images + r.images, a.count, a.colour, a.shape, a.phrase, r.all));
         table.push(format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {pw} | {secs} |",
+            "| {name} | {params} | {} | {} | {} | {} | {} | {} | {} | {pw} | {secs} | {minutes} |",
             a.images + r.images,
             pct(a.count),
             pct(a.colour),
@@ -286,9 +287,10 @@ fn compare_shapes(args: &Args, generators: &[Box<dyn TextToImage>], out: &std::p
     };
     let (real_one, real_one_captions) = real(&|s| s.count() == 1, single.len() * n);
     let (real_two, real_two_captions) = real(&|s| s.relation.is_some(), relations.len() * n);
-    let a = ShapesFidelity::measure(&real_one, &real_one_captions)?;
-    let r = ShapesFidelity::measure(&real_two, &real_two_captions)?;
-    println!("drawn Shapes (the judge's floor): one object {}; two objects {}", a.summary(), r.summary());
+    // the drawn images carry their own captions: the same kinds of caption, not the same ones
+    let none = || "-".to_string();
+    measure("drawn Shapes", (&real_one, &real_one_captions), (&real_two, &real_two_captions), None, none(), none(), none())?;
+    let (one_captions, two_captions) = (repeat(&single), repeat(&relations));
     let mut shown = Vec::new();
     for g in generators {
         let timer = Instant::now();
@@ -296,7 +298,8 @@ fn compare_shapes(args: &Args, generators: &[Box<dyn TextToImage>], out: &std::p
         let two = draw(g.as_ref(), &relations, n, c.seed)?;
         let secs = timer.elapsed().as_secs_f64() / (one.dim().0 + two.dim().0) as f64;
         let pairwise = (mean_pairwise_distance(&one, n)? * one.dim().0 as f64 + mean_pairwise_distance(&two, n)? * two.dim().0 as f64) / (one.dim().0 + two.dim().0) as f64;
-        measure(g.name(), &one, &two, Some(pairwise), format!("{secs:.3}"))?;
+        let minutes = format!("{:.0}", g.training_minutes());
+        measure(g.name(), (&one, &one_captions), (&two, &two_captions), Some(pairwise), g.num_parameters().to_string(), format!("{secs:.3}"), minutes)?;
         let showcase: Vec<String> = SHAPES_SHOWCASE.iter().map(|p| p.to_string()).collect();
         shown.push((g.name(), draw(g.as_ref(), &showcase, 1, c.seed)?));
     }

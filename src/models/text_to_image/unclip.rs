@@ -59,7 +59,7 @@ impl TextToImage for UnclipGenerator {
 
     fn training_minutes(&self) -> f64 {
         match self.dataset() {
-            DatasetName::Shapes => 0.0 + 0.0 + 0.0 + 3.0, // prior + decoder + upsampler + chapter 03's CLIP (chapters 10-11's Shapes sections)
+            DatasetName::Shapes => 18.0 + 58.0 + if self.bilinear { 0.0 } else { 53.0 } + 3.0, // prior + decoder (+ upsampler, when used) + chapter 03's CLIP
             _ => 25.0 + 70.0 + 60.0 + 11.4,               // prior + decoder + upsampler + chapter 03's CLIP
         }
     }
