@@ -2,7 +2,7 @@
 //! diversity for fidelity.
 //!
 //! ```text
-//! cargo run --release --example 09_glide                       # MNIST captions, 45 minutes of training
+//! cargo run --release --example 09_glide                       # MNIST captions, 35 minutes of training
 //! cargo run --release --example 09_glide -- --weights weights/glide_mnist.safetensors   # sample only
 //! cargo run --release --example 09_glide -- --resume runs/09_glide/checkpoint.safetensors
 //! cargo run --release --example 09_glide -- --smoke
@@ -55,7 +55,7 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Stop training after this many minutes even if steps remain (0: no limit).
-    #[arg(long, default_value_t = 45.0)]
+    #[arg(long, default_value_t = 35.0)]
     minutes: f64,
     /// The tokenizer to train with [default: the toy CLIP's BPE of chapter 03 for the data
     /// set, `weights/clip_<dataset>.tokenizer.json`].
