@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
@@ -368,7 +368,7 @@ fn notebook() -> dalle::Result<()> {
     if trained > start {
         let n = (trained - start) as f64;
         let ar_cost = if ar.is_some() { format!(", AR prior {:.3} s/step", ar_secs / n) } else { String::new() };
-        println!("trained steps {start}..{trained} of {batch_size} rows: diffusion prior {:.3} s/step{ar_cost} (forward + backward; load: {})", d_secs / n, load_average());
+        println!("trained steps {start}..{trained} of {batch_size} rows: diffusion prior {:.3} s/step{ar_cost} (forward + backward; load: {})", d_secs / n, dalle::train::load_average());
         cost[0].2 = d_secs / n;
         if let Some(row) = cost.get_mut(1) {
             row.2 = ar_secs / n;
@@ -539,7 +539,3 @@ fn opt_params(named: &[(String, Tensor)]) -> Vec<Tensor> {
     named.iter().map(|(_, t)| t.clone()).collect()
 }
 
-/// `uptime`'s load averages, for the timing lines (the machine is shared).
-fn load_average() -> String {
-    std::fs::read_to_string(Path::new("/proc/loadavg")).map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_else(|_| "unknown".into())
-}
