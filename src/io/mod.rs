@@ -16,3 +16,9 @@ pub use image_grid::{make_grid, save_image_grid, save_reconstructions, GridOptio
 pub use npy::{read_npy, write_npy};
 pub use plot::{plot_heatmap, plot_lines, plot_scatter, Series};
 pub use samples::{read_samples, write_samples, SamplesFolder};
+
+/// A shipped file: `weights/NAME` under the crate's folder, so that the examples
+/// and tests find it from any working directory.
+pub fn shipped_weights(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
+}

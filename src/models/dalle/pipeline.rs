@@ -20,7 +20,7 @@ use super::sample::SamplingConfig;
 use super::sequence::encode_captions;
 use super::Dalle;
 use crate::data::DatasetName;
-use crate::io::checkpoint;
+use crate::io::{checkpoint, shipped_weights};
 use crate::models::clip::load::load_toy;
 use crate::models::clip::ClipModel;
 use crate::models::image_tokenizer::ImageTokenizer;
@@ -96,9 +96,7 @@ impl DalleParts {
 
     /// The shipped toys: `weights/dalle_{dataset}`, `vqvae_{dataset}` and `clip_{dataset}` (MNIST or Shapes).
     pub fn shipped(dataset: DatasetName) -> Result<Self> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
-        let name = dataset.as_str();
-        let file = |model: &str| dir.join(format!("{model}_{name}.safetensors"));
+        let file = |model: &str| shipped_weights(&format!("{model}_{}.safetensors", dataset.as_str()));
         Self::load(dataset, &file("dalle"), &file("vqvae"), &file("clip"))
     }
 

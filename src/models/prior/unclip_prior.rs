@@ -62,7 +62,7 @@ pub struct UnclipPrior {
 
 /// The shipped prior: `weights/unclip_prior_mnist.safetensors`.
 pub fn default_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/unclip_prior_mnist.safetensors")
+    crate::io::shipped_weights("unclip_prior_mnist.safetensors")
 }
 
 /// The tensors of `ck` under `prefix`, with the prefix removed.
@@ -117,7 +117,7 @@ impl UnclipPrior {
     /// The shipped prior over the shipped toy CLIP (`weights/clip_mnist.safetensors`).
     #[cfg(feature = "trained-bpe")]
     pub fn load_shipped() -> Result<Self> {
-        let clip = FrozenClip::load_toy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip_mnist.safetensors"))?;
+        let clip = FrozenClip::load_toy(&crate::io::shipped_weights("clip_mnist.safetensors"))?;
         Self::load(&default_path(), clip)
     }
 

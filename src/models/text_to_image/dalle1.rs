@@ -33,10 +33,8 @@ pub struct Dalle1 {
 impl Dalle1 {
     /// The pipeline around `parts`, drawing 8 candidates per image at temperature 1.
     pub fn new(parts: DalleParts) -> Self {
-        let (vocabulary, training_minutes) = match parts.dataset {
-            DatasetName::Shapes => (Vocabulary::of_dataset(DatasetName::Shapes), SHAPES_MINUTES),
-            other => (Vocabulary::of_dataset(other), MNIST_MINUTES),
-        };
+        let vocabulary = Vocabulary::of_dataset(parts.dataset);
+        let training_minutes = if parts.dataset == DatasetName::Shapes { SHAPES_MINUTES } else { MNIST_MINUTES };
         Dalle1 { parts, sampling: SamplingConfig::default(), candidates: 8, vocabulary, training_minutes }
     }
 

@@ -27,7 +27,7 @@ pub use vocabulary::{prompted_digit, Vocabulary};
 use crate::data::DatasetName;
 use crate::{Error, Result};
 use ndarray::Array4;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 // ANCHOR: trait
 /// A text-to-image generator: prompts in, images in `[0, 1]` out.
@@ -67,15 +67,9 @@ pub fn check_request(prompts: &[String], per_prompt: usize) -> Result<()> {
     Ok(())
 }
 
-/// A shipped file: `weights/NAME` under the crate's folder, so that the examples
-/// and tests find it from any working directory.
-pub fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
-}
-
-/// [`shipped`], or an error naming the file when it is not there.
+/// [`crate::io::shipped_weights`], or an error naming the file when it is not there.
 pub fn require_shipped(name: &str) -> Result<PathBuf> {
-    let path = shipped(name);
+    let path = crate::io::shipped_weights(name);
     if path.is_file() {
         Ok(path)
     } else {

@@ -18,14 +18,14 @@
 //! # Ok(()) }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::decoder::{DecoderConfig, UnclipDecoder};
 use super::edits::{Decoded, Sampling, Unclip};
 use super::pipeline::{generate, DiffusionImagePrior};
 use super::upsampler::{Upsampler, SAMPLE_BLUR_SIGMA};
 use crate::data::DatasetName;
-use crate::io::checkpoint;
+use crate::io::{checkpoint, shipped_weights};
 use crate::models::diffusion::{Diffusion, UNetConfig};
 use crate::models::prior::{PriorSampling, UnclipPrior};
 use crate::tensor::Rng;
@@ -54,10 +54,6 @@ pub struct UnclipSetup {
     pub sampling: Sampling,
 }
 
-/// `weights/NAME` in this crate.
-fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
-}
 
 impl UnclipSetup {
     /// The setup for `dataset`; errors for a data set unCLIP was not built for.
@@ -71,10 +67,10 @@ impl UnclipSetup {
         let name = dataset.as_str();
         Ok(UnclipSetup {
             dataset,
-            clip: shipped(&format!("clip_{name}.safetensors")),
-            prior: shipped(&format!("unclip_prior_{name}.safetensors")),
-            decoder: shipped(&format!("unclip_decoder_{name}.safetensors")),
-            upsampler: shipped(&format!("unclip_upsampler_{name}.safetensors")),
+            clip: shipped_weights(&format!("clip_{name}.safetensors")),
+            prior: shipped_weights(&format!("unclip_prior_{name}.safetensors")),
+            decoder: shipped_weights(&format!("unclip_decoder_{name}.safetensors")),
+            upsampler: shipped_weights(&format!("unclip_upsampler_{name}.safetensors")),
             factor: upsampler_config.image_size / decoder_config.unet.image_size,
             decoder_config,
             upsampler_config,
