@@ -102,6 +102,13 @@ fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward
         ConvGeom { n: 2, c: 64, h: 5, w: 6, oc: 5, kh: 3, kw: 2, stride: 1, pad: 0 },
         ConvGeom { n: 2, c: 32, h: 4, w: 9, oc: 3, kh: 1, kw: 1, stride: 1, pad: 0 },
         ConvGeom { n: 2, c: 32, h: 5, w: 5, oc: 7, kh: 3, kw: 3, stride: 1, pad: 2 },
+        // The chapter 05/06 shapes in small: channel counts that are not a multiple of any
+        // NR (1, 3, 9, 20, 48 at AVX-512), 1 to 3 output channels, 4x4 stride-2 layers.
+        ConvGeom { n: 2, c: 48, h: 8, w: 8, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 1, h: 9, w: 9, oc: 8, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 3, h: 10, w: 10, oc: 5, kh: 4, kw: 4, stride: 2, pad: 1 },
+        ConvGeom { n: 3, c: 20, h: 7, w: 7, oc: 17, kh: 4, kw: 4, stride: 2, pad: 1 },
+        ConvGeom { n: 2, c: 9, h: 16, w: 16, oc: 1, kh: 3, kw: 3, stride: 1, pad: 1 },
     ];
     for g in geoms {
         let (oh, ow) = (g.oh(), g.ow());

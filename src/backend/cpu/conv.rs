@@ -22,6 +22,7 @@
 
 pub mod im2col;
 pub mod implicit;
+pub mod layout;
 
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};

@@ -4,8 +4,15 @@
 //! Backward: each input pixel was copied to an `f x f` block, so
 //! `dx[a, b] = Σ_{u, v < f} dy[f a + u, f b + v]`.
 //! Planes (one per sample and channel) run in parallel with rayon.
+//!
+//! The loops run under [`simd`] (compiled for the CPU tier) with the factor a
+//! constant for `f = 2` (every model in the book): a row of pairs is then a
+//! vector interleave (forward) or de-interleave (backward), which the
+//! compiler turns into shuffles. With `f` known only at run time the backward
+//! pass summed `f`-float chunks one by one, 8% of the MNIST VQ-VAE's step.
 
 use super::planes_per_task;
+use crate::ops::kernels::simd;
 use rayon::prelude::*;
 
 /// `y` (planes, f h, f w) from `x` (planes, h, w), both contiguous.
@@ -13,21 +20,43 @@ pub fn upsample_nearest_forward(x: &[f32], h: usize, w: usize, f: usize, y: &mut
     let (oh, ow) = (h * f, w * f);
     let per_task = planes_per_task(oh * ow);
     y.par_chunks_mut(oh * ow * per_task).zip(x.par_chunks(h * w * per_task)).for_each(|(y, x)| {
-        for (y_plane, x_plane) in y.chunks_mut(oh * ow).zip(x.chunks(h * w)) {
-            for (a, x_row) in x_plane.chunks(w).enumerate() {
-                // the first of the f output rows of input row a: each pixel f times
-                let first = &mut y_plane[a * f * ow..(a * f + 1) * ow];
-                for (block, &v) in first.chunks_mut(f).zip(x_row) {
-                    block.fill(v);
-                }
-                // the other f - 1 rows are copies of it
-                let (done, rest) = y_plane[a * f * ow..(a + 1) * f * ow].split_at_mut(ow);
-                for row in rest.chunks_mut(ow) {
-                    row.copy_from_slice(done);
-                }
-            }
-        }
+        simd(|| match f {
+            2 => forward_planes::<2>(x, w, y),
+            _ => forward_planes_any(x, w, f, y),
+        })
     });
+}
+
+/// [`upsample_nearest_forward`] on whole planes, the factor a constant `F`.
+#[inline(always)]
+fn forward_planes<const F: usize>(x: &[f32], w: usize, y: &mut [f32]) {
+    let ow = w * F;
+    for (x_row, y_rows) in x.chunks_exact(w).zip(y.chunks_exact_mut(F * ow)) {
+        // the first of the F output rows of this input row: each pixel F times
+        let (first, rest) = y_rows.split_at_mut(ow);
+        for (block, &v) in first.chunks_exact_mut(F).zip(x_row) {
+            *<&mut [f32; F]>::try_from(block).expect("F floats") = [v; F];
+        }
+        // the other F - 1 rows are copies of it
+        for row in rest.chunks_exact_mut(ow) {
+            row.copy_from_slice(first);
+        }
+    }
+}
+
+/// [`forward_planes`] for a factor known at run time.
+#[inline(always)]
+fn forward_planes_any(x: &[f32], w: usize, f: usize, y: &mut [f32]) {
+    let ow = w * f;
+    for (x_row, y_rows) in x.chunks_exact(w).zip(y.chunks_exact_mut(f * ow)) {
+        let (first, rest) = y_rows.split_at_mut(ow);
+        for (block, &v) in first.chunks_exact_mut(f).zip(x_row) {
+            block.fill(v);
+        }
+        for row in rest.chunks_exact_mut(ow) {
+            row.copy_from_slice(first);
+        }
+    }
 }
 
 /// `dx` (planes, h, w) from `dy` (planes, f h, f w): the sum over each `f x f` block.
@@ -35,17 +64,41 @@ pub fn upsample_nearest_backward(dy: &[f32], h: usize, w: usize, f: usize, dx: &
     let (oh, ow) = (h * f, w * f);
     let per_task = planes_per_task(oh * ow);
     dx.par_chunks_mut(h * w * per_task).zip(dy.par_chunks(oh * ow * per_task)).for_each(|(dx, dy)| {
-        for (dx_plane, dy_plane) in dx.chunks_mut(h * w).zip(dy.chunks(oh * ow)) {
-            dx_plane.fill(0.0);
-            for (i, dy_row) in dy_plane.chunks(ow).enumerate() {
-                let dx_row = &mut dx_plane[(i / f) * w..(i / f + 1) * w];
-                // dx[i / f, b] += Σ_v dy[i, f b + v]
-                for (d, block) in dx_row.iter_mut().zip(dy_row.chunks(f)) {
-                    *d += block.iter().sum::<f32>();
-                }
+        simd(|| match f {
+            2 => backward_planes::<2>(dy, w, dx),
+            _ => backward_planes_any(dy, w, f, dx),
+        })
+    });
+}
+
+/// [`upsample_nearest_backward`] on whole planes, the factor a constant `F`.
+#[inline(always)]
+fn backward_planes<const F: usize>(dy: &[f32], w: usize, dx: &mut [f32]) {
+    let ow = w * F;
+    for (dx_row, dy_rows) in dx.chunks_exact_mut(w).zip(dy.chunks_exact(F * ow)) {
+        // dx[a, b] = Σ_u (Σ_v dy[F a + u, F b + v]): one pass per row u, in order
+        for (u, row) in dy_rows.chunks_exact(ow).enumerate() {
+            for (d, block) in dx_row.iter_mut().zip(row.chunks_exact(F)) {
+                let block: &[f32; F] = block.try_into().expect("F floats");
+                let s = block[1..].iter().fold(block[0], |s, &v| s + v);
+                *d = if u == 0 { s } else { *d + s };
             }
         }
-    });
+    }
+}
+
+/// [`backward_planes`] for a factor known at run time.
+#[inline(always)]
+fn backward_planes_any(dy: &[f32], w: usize, f: usize, dx: &mut [f32]) {
+    let ow = w * f;
+    for (dx_row, dy_rows) in dx.chunks_exact_mut(w).zip(dy.chunks_exact(f * ow)) {
+        for (u, row) in dy_rows.chunks_exact(ow).enumerate() {
+            for (d, block) in dx_row.iter_mut().zip(row.chunks_exact(f)) {
+                let s = block[1..].iter().fold(block[0], |s, &v| s + v);
+                *d = if u == 0 { s } else { *d + s };
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@
 //! columns in `(i, j, c)` order; it is put back at the end. A strided
 //! convolution's dX goes through [`super::im2col`]'s col2im.
 
-use super::{im2col, images_per_task, with_scratch, ConvGeom};
+use super::{im2col, images_per_task, layout, with_scratch, ConvGeom};
 use crate::backend::cpu::copy_short;
 use crate::backend::cpu::gemm::MatPtr;
 use crate::backend::cpu::microkernel::MicroKernel;
@@ -160,12 +160,24 @@ fn pack_taps<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, xt: &[f32], t: usize,
             let s = taps.src[tap * taps.ohw + q];
             let dst = &mut row[l..l + len];
             if s >= 0 {
-                copy_short(dst, &xt[s as usize * c + ch..][..len]);
+                copy_run(dst, &xt[s as usize * c + ch..][..len]);
             } else {
                 dst.fill(0.0);
             }
         }
         row[cols..].fill(0.0);
+    }
+}
+
+/// [`copy_short`], with the runs of 1 to 3 floats of an image of 1 to 3 channels
+/// copied in place rather than by a call to `memmove`.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    match src.len() {
+        1 => dst[0] = src[0],
+        2 => dst[..2].copy_from_slice(&<[f32; 2]>::try_from(src).expect("2 floats")),
+        3 => dst[..3].copy_from_slice(&<[f32; 3]>::try_from(src).expect("3 floats")),
+        _ => copy_short(dst, src),
     }
 }
 
@@ -319,26 +331,19 @@ impl TapSource {
 
     /// Rearrange one image `x (C, H, W)` into `dst`; the padding of
     /// `Blocked` is never written, so `dst` starts zeroed and is reused for every image.
-    /// Both loops write `dst` in order and read one pixel of each channel of a block at a time.
+    /// Both are transposes in tiles ([`layout::transpose`]), not one float at a time.
     fn fill<K: MicroKernel>(&self, g: &ConvGeom, x: &[f32], dst: &mut [f32]) {
         let (hw, nr) = (g.h * g.w, K::NR);
         match *self {
             // xt[p, c] = x[c, p]
-            TapSource::ChannelsLast => {
-                for (p, out) in dst.chunks_exact_mut(g.c).take(hw).enumerate() {
-                    out.iter_mut().enumerate().for_each(|(c, v)| *v = x[c * hw + p]);
-                }
-            }
-            // xb[cb][(y + p, x + p)][l] = x[cb*NR + l, y, x]
+            TapSource::ChannelsLast => layout::transpose(x, hw, g.c, hw, dst, g.c),
+            // xb[cb][(y + p, x + p)][l] = x[cb*NR + l, y, x], one image row of NR planes at a time
             TapSource::Blocked { wp, block_rows } => {
                 for (cb, block) in dst.chunks_exact_mut(block_rows * nr).enumerate() {
                     let planes = &x[cb * nr * hw..(cb + 1) * nr * hw];
                     for y in 0..g.h {
                         let first = (y + g.pad) * wp + g.pad;
-                        for (xx, out) in block[first * nr..(first + g.w) * nr].chunks_exact_mut(nr).enumerate() {
-                            let p = y * g.w + xx;
-                            out.iter_mut().enumerate().for_each(|(l, v)| *v = planes[l * hw + p]);
-                        }
+                        layout::transpose(&planes[y * g.w..], hw, nr, g.w, &mut block[first * nr..], nr);
                     }
                 }
             }
@@ -365,6 +370,8 @@ impl TapSource {
 
 /// `dY_n (OC, OH*OW)` packed into MR-row slivers along a grid of output pixels
 /// `width` wide: column `y*width + x` holds `dY_n[o, y, x]` for `x < OW`, 0 past it.
+/// A transpose of the sliver's planes ([`layout::transpose`]), one output row
+/// at a time when the grid is wider than OW, else the whole plane at once.
 fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32]) {
     let mr = K::MR;
     let (oh, ow) = (g.oh(), g.ow());
@@ -375,10 +382,12 @@ fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f3
             out.fill(0.0);
         }
         let planes = &dy[row0 * oh * ow..(row0 + rows) * oh * ow];
-        for y in 0..oh {
-            for (x, step) in out[y * width * mr..(y * width + ow) * mr].chunks_exact_mut(mr).enumerate() {
-                // one output pixel of each of the sliver's rows (written in order, read across planes)
-                step[..rows].iter_mut().enumerate().for_each(|(i, v)| *v = planes[i * oh * ow + y * ow + x]);
+        if width == ow {
+            // out[q][i] = dY[row0 + i, q]
+            layout::transpose(planes, oh * ow, rows, oh * ow, out, mr);
+        } else {
+            for y in 0..oh {
+                layout::transpose(&planes[y * ow..], oh * ow, rows, ow, &mut out[y * width * mr..], mr);
             }
         }
     }
