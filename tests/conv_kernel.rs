@@ -137,3 +137,41 @@ fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward
         close(&dx_only, &dx_want, "dx (alone)", &g);
     }
 }
+
+/// The direct path (stride 1, few channels or output channels) against the
+/// same direct loops, on the tier `DALLE_CPU` picks, for every geometry it takes.
+#[test]
+fn direct_path_matches_direct_loops() {
+    use dalle::backend::cpu::conv::direct;
+    let geoms = [
+        ConvGeom { n: 2, c: 48, h: 8, w: 8, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 3, c: 32, h: 9, w: 7, oc: 1, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 1, h: 9, w: 9, oc: 8, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 5, h: 6, w: 6, oc: 2, kh: 3, kw: 3, stride: 1, pad: 0 },
+        ConvGeom { n: 2, c: 16, h: 11, w: 10, oc: 8, kh: 1, kw: 1, stride: 1, pad: 0 },
+        ConvGeom { n: 9, c: 7, h: 5, w: 13, oc: 17, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 3, h: 4, w: 4, oc: 2, kh: 2, kw: 4, stride: 1, pad: 2 },
+    ];
+    for g in geoms {
+        let x = values(g.n * g.c * g.h * g.w, 1);
+        let w = values(g.oc * g.c * g.kh * g.kw, 2);
+        let dy = values(g.n * g.oc * g.oh() * g.ow(), 3);
+        let (mut y_want, mut dw_want) = (vec![0.0f64; dy.len()], vec![0.0f64; w.len()]);
+        each_tap(&g, |yi, xi, wi| {
+            y_want[yi] += x[xi] as f64 * w[wi] as f64;
+            dw_want[wi] += dy[yi] as f64 * x[xi] as f64;
+        });
+        if direct::forward_fits(&g) {
+            let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); dy.len()];
+            direct::forward_into(&g, &x, &w, &mut y);
+            let y: Vec<f32> = y.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            close(&y, &y_want, "y (direct)", &g);
+        }
+        if direct::weight_grad_fits(&g) {
+            let mut dw = vec![f32::NAN; w.len()];
+            direct::weight_grad(&g, &x, &dy, &mut dw);
+            close(&dw, &dw_want, "dw (direct)", &g);
+        }
+        assert!(direct::forward_fits(&g) || direct::weight_grad_fits(&g), "{g:?} takes neither direct path");
+    }
+}

@@ -8,18 +8,22 @@
 //!                     col_n[(c, i, j), (y, x)] = x_pad[n, c, y*s + i, x*s + j]
 //! ```
 //!
-//! Two ways to run it:
+//! Three ways to run it:
 //!
 //! - [`implicit`] (every tier, on its micro-kernel): `col_n` is never stored.
 //!   The GEMM reads its right operand in panels of NR columns, and each panel
 //!   is packed straight from the image; both gradients are GEMMs of the same kind.
 //! - [`im2col`] (a strided convolution's dX): `col_n` is written out as a
 //!   matrix and handed to the general GEMM; `dX` comes back through `col2im`.
+//! - [`direct`] (stride 1, few output channels or few channels): no GEMM, the
+//!   sums taken straight from the zero-padded image, where a micro-tile would
+//!   be mostly empty (a decoder's last layer, the dVAE's narrow layers).
 //!
 //! Both cut the batch into a fixed number of runs of images, spread over
 //! rayon's threads, with single-threaded GEMMs inside a run and scratch
 //! buffers kept per thread.
 
+pub mod direct;
 pub mod im2col;
 pub mod implicit;
 pub mod layout;
@@ -109,6 +113,9 @@ pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 /// [`conv2d_forward`] into fresh memory: every element of `y` is written, so it
 /// need not be zero-filled first (the output of a conv layer skips that pass).
 pub fn conv2d_forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
+    if direct::forward_fits(g) {
+        return direct::forward_into(g, x, w, y);
+    }
     match tier() {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => implicit::forward_into::<Avx512>(g, x, w, y),
@@ -129,6 +136,13 @@ fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The dW sum over the
 /// batch is deterministic: it is added in a fixed order of runs of images.
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+    let dw = match dw {
+        Some(dw) if direct::weight_grad_fits(g) => {
+            direct::weight_grad(g, x, dy, dw);
+            None
+        }
+        dw => dw,
+    };
     match tier() {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => implicit::backward::<Avx512>(g, x, w, dy, dx, dw),
