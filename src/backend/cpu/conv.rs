@@ -30,7 +30,7 @@ pub mod layout;
 
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};
-use super::microkernel::Portable;
+use super::microkernel::{MicroKernel, Portable};
 use super::tier::{tier, Tier};
 
 use std::cell::RefCell;
@@ -136,8 +136,15 @@ fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The dW sum over the
 /// batch is deterministic: it is added in a fixed order of runs of images.
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+    let nr = match tier() {
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 => Avx512::NR,
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx2Fma => Avx2::NR,
+        _ => Portable::NR,
+    };
     let dw = match dw {
-        Some(dw) if direct::weight_grad_fits(g) => {
+        Some(dw) if direct::weight_grad_fits(g, nr) => {
             direct::weight_grad(g, x, dy, dw);
             None
         }

@@ -40,10 +40,13 @@ pub fn forward_fits(g: &ConvGeom) -> bool {
     g.stride == 1 && g.oc <= FWD_ROWS
 }
 
-/// Whether the weight gradient takes this path: stride 1 and a GEMM whose rows
-/// (OC) or columns (C KH KW, with few channels) fill a micro-tile badly.
-pub fn weight_grad_fits(g: &ConvGeom) -> bool {
-    g.stride == 1 && (g.kw == 1 || g.kw == 3) && (g.oc <= 8 || g.c <= 8)
+/// Whether the weight gradient takes this path, for a micro-kernel `NR` columns
+/// wide: stride 1, a 1x1 or 3-wide kernel, and a GEMM that fills its tile
+/// badly: few channels (C KH KW columns in panels of NR), or few output
+/// channels (rows) while the image must be packed as well (C not a multiple of
+/// NR; when it is, the GEMM reads the image in place and was as fast, 32 -> 1).
+pub fn weight_grad_fits(g: &ConvGeom, nr: usize) -> bool {
+    g.stride == 1 && (g.kw == 1 || g.kw == 3) && (g.c <= 8 || (g.oc <= 8 && !g.c.is_multiple_of(nr)))
 }
 
 /// The padded image geometry: `(HP, WP)`, the grid's length `OH * WP`
@@ -86,6 +89,7 @@ fn load<const L: usize>(s: &[f32], at: usize) -> [f32; L] {
 
 /// Forward: `y (N, OC, OH, OW) = conv(x, w)`, no bias, for [`forward_fits`] layers.
 pub fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
+    assert!(forward_fits(g), "direct::forward_into: stride 1 and at most {FWD_ROWS} output channels, got {g:?}");
     let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let per_task = images_per_task(g.n);
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
@@ -157,6 +161,7 @@ fn forward_rows<M: MulAdd, const L: usize, const O: usize>(g: &ConvGeom, w: &[f3
 /// [`weight_grad_fits`] layers: each task sums its run of images into its own
 /// dW, and the partial sums are added in run order (the same bits every time).
 pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    assert!(g.stride == 1 && (g.kw == 1 || g.kw == 3), "direct::weight_grad: stride 1 and a 1- or 3-wide kernel only, got {g:?}");
     let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let per_task = images_per_task(g.n);
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per_task))
@@ -192,6 +197,9 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // geometry, the two padded operands and their sizes, the output
 fn weight_grad_image<M: MulAdd, const L: usize>(g: &ConvGeom, xp: &[f32], dyg: &[f32], wp: usize, grid: usize, plane: usize, dw: &mut [f32]) {
+    if g.kh == 1 && g.kw == 1 {
+        return weight_grad_pointwise::<M, L>(g, xp, dyg, grid, plane, dw);
+    }
     for o0 in (0..g.oc).step_by(DW_ROWS) {
         match (g.kw, DW_ROWS.min(g.oc - o0)) {
             (1, 1) => weight_grad_tile::<M, L, 1, 1>(g, o0, xp, dyg, wp, grid, plane, dw),
@@ -230,6 +238,54 @@ fn weight_grad_tile<M: MulAdd, const L: usize, const J: usize, const R: usize>(g
                     dw[((o0 + r) * g.c + c) * kk + i * J + j] += sum_lanes(a);
                 }
             }
+        }
+    }
+}
+
+/// Channels of a 1x1 dW tile (with [`DW_ROWS`] output channels: 3 x 4 sums).
+const DW_CHANNELS: usize = 4;
+
+/// [`weight_grad_image`] of a 1x1 convolution, `dW[o, c] += Σ_q' dYg[o, q'] xp[c, q']`:
+/// a tile of [`DW_ROWS`] output channels by [`DW_CHANNELS`] channels (one tap
+/// each, where a 3-wide kernel's tile takes three taps of one channel).
+#[inline(always)]
+fn weight_grad_pointwise<M: MulAdd, const L: usize>(g: &ConvGeom, xp: &[f32], dyg: &[f32], grid: usize, plane: usize, dw: &mut [f32]) {
+    for o0 in (0..g.oc).step_by(DW_ROWS) {
+        let mut c0 = 0;
+        while c0 < g.c {
+            let cs = if g.c - c0 >= DW_CHANNELS { DW_CHANNELS } else { 1 };
+            match (DW_ROWS.min(g.oc - o0), cs) {
+                (1, 1) => pointwise_tile::<M, L, 1, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (2, 1) => pointwise_tile::<M, L, 2, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (_, 1) => pointwise_tile::<M, L, DW_ROWS, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (1, _) => pointwise_tile::<M, L, 1, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (2, _) => pointwise_tile::<M, L, 2, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (_, _) => pointwise_tile::<M, L, DW_ROWS, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
+            }
+            c0 += cs;
+        }
+    }
+}
+
+/// The 1x1 tile of `R` output channels from `o0` by `J` channels from `c0`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // as weight_grad_pointwise, and the tile's corner
+fn pointwise_tile<M: MulAdd, const L: usize, const R: usize, const J: usize>(g: &ConvGeom, o0: usize, c0: usize, xp: &[f32], dyg: &[f32], grid: usize, plane: usize, dw: &mut [f32]) {
+    let mut acc = [[[0.0f32; L]; J]; R];
+    for q in (0..grid).step_by(L) {
+        let d: [[f32; L]; R] = std::array::from_fn(|r| load::<L>(dyg, (o0 + r) * grid + q));
+        for j in 0..J {
+            let xv = load::<L>(xp, (c0 + j) * plane + q);
+            for (acc_r, d_r) in acc.iter_mut().zip(&d) {
+                for l in 0..L {
+                    acc_r[j][l] = M::mul_add(d_r[l], xv[l], acc_r[j][l]);
+                }
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, a) in acc_r.iter().enumerate() {
+            dw[(o0 + r) * g.c + c0 + j] += sum_lanes(a); // dW[o, c]
         }
     }
 }
