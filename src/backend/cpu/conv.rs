@@ -26,6 +26,7 @@
 pub mod direct;
 pub mod im2col;
 pub mod implicit;
+pub mod lanes;
 pub mod layout;
 
 #[cfg(target_arch = "x86_64")]

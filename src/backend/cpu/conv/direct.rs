@@ -16,15 +16,18 @@
 //! dW       dW[o, c, i, j]   += Σ_q' dYg[o, q'] · xp[c, q' + i WP + j]
 //! ```
 //!
-//! The lanes are plain `[f32; L]` arrays, run under the CPU tier's
-//! `#[target_feature]` ([`simd_as`]) with `L` its vector width (16, 8, 4), so
-//! each array operation is one instruction; a register tile of a few output
-//! rows by a few vectors (forward) or output rows by the `KW` taps of a
-//! kernel row (dW) keeps the sums in registers across the sweep.
+//! The vectors are the tier's ([`Lanes`]: 16, 8 or 4 floats), run under its
+//! `#[target_feature]` ([`simd_as`]); a register tile of a few output rows by
+//! a few vectors (forward) or output rows by the `KW` taps of a kernel row, or
+//! by a few channels of a 1x1 kernel (dW), keeps the sums in registers across
+//! the sweep.
 
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{Avx2x8, Avx512x16};
+use super::lanes::{Lanes, Portable4};
 use super::{images_per_task, with_scratch, ConvGeom};
 use crate::backend::cpu::tier::{tier, Tier};
-use crate::ops::kernels::{simd_as, Fused, MulAdd};
+use crate::ops::kernels::{simd_as, Fused};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -68,23 +71,17 @@ fn fill_padded(g: &ConvGeom, x: &[f32], wp: usize, plane: usize, xp: &mut [f32])
     }
 }
 
-/// Runs `f::<M, L>()` under the tier's features with its vector width `L`.
+/// Runs `f::<V>()` under the tier's features with its vector `V`.
 macro_rules! per_tier {
     ($f:ident ( $($arg:expr),* )) => {
         match tier() {
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512 => simd_as::<Fused, _>(#[inline(always)] || $f::<Fused, 16>($($arg),*)),
+            Tier::Avx512 => simd_as::<Fused, _>(#[inline(always)] || $f::<Avx512x16>($($arg),*)),
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx2Fma => simd_as::<Fused, _>(#[inline(always)] || $f::<Fused, 8>($($arg),*)),
-            _ => crate::with_mul_add!(M => simd_as::<M, _>(#[inline(always)] || $f::<M, 4>($($arg),*))),
+            Tier::Avx2Fma => simd_as::<Fused, _>(#[inline(always)] || $f::<Avx2x8>($($arg),*)),
+            _ => crate::with_mul_add!(M => simd_as::<M, _>(#[inline(always)] || $f::<Portable4<M>>($($arg),*))),
         }
     };
-}
-
-/// `L` floats from `s[at..]`.
-#[inline(always)]
-fn load<const L: usize>(s: &[f32], at: usize) -> [f32; L] {
-    s[at..at + L].try_into().expect("L floats")
 }
 
 /// Forward: `y (N, OC, OH, OW) = conv(x, w)`, no bias, for [`forward_fits`] layers.
@@ -117,33 +114,31 @@ pub fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32
 /// in tiles of `OC` rows by [`FWD_VECTORS`] vectors of `L` pixels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // geometry, weights, the padded image and its sizes, the output
-fn forward_grid<M: MulAdd, const L: usize>(g: &ConvGeom, w: &[f32], xp: &[f32], wp: usize, grid: usize, plane: usize, yg: &mut [f32]) {
+fn forward_grid<V: Lanes>(g: &ConvGeom, w: &[f32], xp: &[f32], wp: usize, grid: usize, plane: usize, yg: &mut [f32]) {
     match g.oc {
-        1 => forward_rows::<M, L, 1>(g, w, xp, wp, grid, plane, yg),
-        2 => forward_rows::<M, L, 2>(g, w, xp, wp, grid, plane, yg),
-        _ => forward_rows::<M, L, FWD_ROWS>(g, w, xp, wp, grid, plane, yg),
+        1 => forward_rows::<V, 1>(g, w, xp, wp, grid, plane, yg),
+        2 => forward_rows::<V, 2>(g, w, xp, wp, grid, plane, yg),
+        _ => forward_rows::<V, FWD_ROWS>(g, w, xp, wp, grid, plane, yg),
     }
 }
 
 /// [`forward_grid`] for `O == OC` output channels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // as forward_grid
-fn forward_rows<M: MulAdd, const L: usize, const O: usize>(g: &ConvGeom, w: &[f32], xp: &[f32], wp: usize, grid: usize, plane: usize, yg: &mut [f32]) {
+fn forward_rows<V: Lanes, const O: usize>(g: &ConvGeom, w: &[f32], xp: &[f32], wp: usize, grid: usize, plane: usize, yg: &mut [f32]) {
     let kk = g.kh * g.kw;
-    for q0 in (0..grid).step_by(L * FWD_VECTORS) {
-        let mut acc = [[[0.0f32; L]; FWD_VECTORS]; O];
+    for q0 in (0..grid).step_by(V::L * FWD_VECTORS) {
+        let mut acc = [[V::zero(); FWD_VECTORS]; O];
         for c in 0..g.c {
             let xc = &xp[c * plane..(c + 1) * plane];
             for i in 0..g.kh {
                 for j in 0..g.kw {
                     let at = q0 + i * wp + j;
-                    let xv: [[f32; L]; FWD_VECTORS] = std::array::from_fn(|v| load::<L>(xc, at + v * L));
+                    let xv: [V; FWD_VECTORS] = std::array::from_fn(|v| V::load(xc, at + v * V::L));
                     for (o, acc_o) in acc.iter_mut().enumerate() {
-                        let wv = w[(o * g.c + c) * kk + i * g.kw + j]; // w[o, c, i, j]
-                        for (a, x) in acc_o.iter_mut().zip(&xv) {
-                            for l in 0..L {
-                                a[l] = M::mul_add(wv, x[l], a[l]);
-                            }
+                        let wv = V::splat(w[(o * g.c + c) * kk + i * g.kw + j]); // w[o, c, i, j]
+                        for (a, &x) in acc_o.iter_mut().zip(&xv) {
+                            *a = V::mul_add(wv, x, *a);
                         }
                     }
                 }
@@ -151,7 +146,7 @@ fn forward_rows<M: MulAdd, const L: usize, const O: usize>(g: &ConvGeom, w: &[f3
         }
         for (o, acc_o) in acc.iter().enumerate() {
             for (v, a) in acc_o.iter().enumerate() {
-                yg[o * grid + q0 + v * L..][..L].copy_from_slice(a);
+                a.store(&mut yg[o * grid + q0 + v * V::L..]);
             }
         }
     }
@@ -196,18 +191,18 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 /// tiles of [`DW_ROWS`] output channels by the `KW` taps of one kernel row.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // geometry, the two padded operands and their sizes, the output
-fn weight_grad_image<M: MulAdd, const L: usize>(g: &ConvGeom, xp: &[f32], dyg: &[f32], wp: usize, grid: usize, plane: usize, dw: &mut [f32]) {
+fn weight_grad_image<V: Lanes>(g: &ConvGeom, xp: &[f32], dyg: &[f32], wp: usize, grid: usize, plane: usize, dw: &mut [f32]) {
     if g.kh == 1 && g.kw == 1 {
-        return weight_grad_pointwise::<M, L>(g, xp, dyg, grid, plane, dw);
+        return weight_grad_pointwise::<V>(g, xp, dyg, grid, plane, dw);
     }
     for o0 in (0..g.oc).step_by(DW_ROWS) {
         match (g.kw, DW_ROWS.min(g.oc - o0)) {
-            (1, 1) => weight_grad_tile::<M, L, 1, 1>(g, o0, xp, dyg, wp, grid, plane, dw),
-            (1, 2) => weight_grad_tile::<M, L, 1, 2>(g, o0, xp, dyg, wp, grid, plane, dw),
-            (1, _) => weight_grad_tile::<M, L, 1, DW_ROWS>(g, o0, xp, dyg, wp, grid, plane, dw),
-            (_, 1) => weight_grad_tile::<M, L, 3, 1>(g, o0, xp, dyg, wp, grid, plane, dw),
-            (_, 2) => weight_grad_tile::<M, L, 3, 2>(g, o0, xp, dyg, wp, grid, plane, dw),
-            (_, _) => weight_grad_tile::<M, L, 3, DW_ROWS>(g, o0, xp, dyg, wp, grid, plane, dw),
+            (1, 1) => weight_grad_tile::<V, 1, 1>(g, o0, xp, dyg, wp, grid, plane, dw),
+            (1, 2) => weight_grad_tile::<V, 1, 2>(g, o0, xp, dyg, wp, grid, plane, dw),
+            (1, _) => weight_grad_tile::<V, 1, DW_ROWS>(g, o0, xp, dyg, wp, grid, plane, dw),
+            (_, 1) => weight_grad_tile::<V, 3, 1>(g, o0, xp, dyg, wp, grid, plane, dw),
+            (_, 2) => weight_grad_tile::<V, 3, 2>(g, o0, xp, dyg, wp, grid, plane, dw),
+            (_, _) => weight_grad_tile::<V, 3, DW_ROWS>(g, o0, xp, dyg, wp, grid, plane, dw),
         }
     }
 }
@@ -215,27 +210,25 @@ fn weight_grad_image<M: MulAdd, const L: usize>(g: &ConvGeom, xp: &[f32], dyg: &
 /// The tile of `R` output channels from `o0`, for a kernel `J == KW` wide.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // as weight_grad_image, and the tile's first row
-fn weight_grad_tile<M: MulAdd, const L: usize, const J: usize, const R: usize>(g: &ConvGeom, o0: usize, xp: &[f32], dyg: &[f32], wp: usize, grid: usize, plane: usize, dw: &mut [f32]) {
+fn weight_grad_tile<V: Lanes, const J: usize, const R: usize>(g: &ConvGeom, o0: usize, xp: &[f32], dyg: &[f32], wp: usize, grid: usize, plane: usize, dw: &mut [f32]) {
     let kk = g.kh * J;
     for c in 0..g.c {
         let xc = &xp[c * plane..(c + 1) * plane];
         for i in 0..g.kh {
-            let mut acc = [[[0.0f32; L]; J]; R];
-            for q in (0..grid).step_by(L) {
-                let d: [[f32; L]; R] = std::array::from_fn(|r| load::<L>(dyg, (o0 + r) * grid + q));
+            let mut acc = [[V::zero(); J]; R];
+            for q in (0..grid).step_by(V::L) {
+                let d: [V; R] = std::array::from_fn(|r| V::load(dyg, (o0 + r) * grid + q));
                 for j in 0..J {
-                    let xv = load::<L>(xc, q + i * wp + j);
-                    for (acc_r, d_r) in acc.iter_mut().zip(&d) {
-                        for l in 0..L {
-                            acc_r[j][l] = M::mul_add(d_r[l], xv[l], acc_r[j][l]);
-                        }
+                    let xv = V::load(xc, q + i * wp + j);
+                    for (acc_r, &d_r) in acc.iter_mut().zip(&d) {
+                        acc_r[j] = V::mul_add(d_r, xv, acc_r[j]);
                     }
                 }
             }
             for (r, acc_r) in acc.iter().enumerate() {
                 for (j, a) in acc_r.iter().enumerate() {
                     // dW[o, c, i, j] += Σ_l acc (lanes added pairwise, a fixed order)
-                    dw[((o0 + r) * g.c + c) * kk + i * J + j] += sum_lanes(a);
+                    dw[((o0 + r) * g.c + c) * kk + i * J + j] += a.sum();
                 }
             }
         }
@@ -249,18 +242,18 @@ const DW_CHANNELS: usize = 4;
 /// a tile of [`DW_ROWS`] output channels by [`DW_CHANNELS`] channels (one tap
 /// each, where a 3-wide kernel's tile takes three taps of one channel).
 #[inline(always)]
-fn weight_grad_pointwise<M: MulAdd, const L: usize>(g: &ConvGeom, xp: &[f32], dyg: &[f32], grid: usize, plane: usize, dw: &mut [f32]) {
+fn weight_grad_pointwise<V: Lanes>(g: &ConvGeom, xp: &[f32], dyg: &[f32], grid: usize, plane: usize, dw: &mut [f32]) {
     for o0 in (0..g.oc).step_by(DW_ROWS) {
         let mut c0 = 0;
         while c0 < g.c {
             let cs = if g.c - c0 >= DW_CHANNELS { DW_CHANNELS } else { 1 };
             match (DW_ROWS.min(g.oc - o0), cs) {
-                (1, 1) => pointwise_tile::<M, L, 1, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
-                (2, 1) => pointwise_tile::<M, L, 2, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
-                (_, 1) => pointwise_tile::<M, L, DW_ROWS, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
-                (1, _) => pointwise_tile::<M, L, 1, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
-                (2, _) => pointwise_tile::<M, L, 2, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
-                (_, _) => pointwise_tile::<M, L, DW_ROWS, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (1, 1) => pointwise_tile::<V, 1, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (2, 1) => pointwise_tile::<V, 2, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (_, 1) => pointwise_tile::<V, DW_ROWS, 1>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (1, _) => pointwise_tile::<V, 1, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (2, _) => pointwise_tile::<V, 2, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
+                (_, _) => pointwise_tile::<V, DW_ROWS, DW_CHANNELS>(g, o0, c0, xp, dyg, grid, plane, dw),
             }
             c0 += cs;
         }
@@ -270,36 +263,20 @@ fn weight_grad_pointwise<M: MulAdd, const L: usize>(g: &ConvGeom, xp: &[f32], dy
 /// The 1x1 tile of `R` output channels from `o0` by `J` channels from `c0`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // as weight_grad_pointwise, and the tile's corner
-fn pointwise_tile<M: MulAdd, const L: usize, const R: usize, const J: usize>(g: &ConvGeom, o0: usize, c0: usize, xp: &[f32], dyg: &[f32], grid: usize, plane: usize, dw: &mut [f32]) {
-    let mut acc = [[[0.0f32; L]; J]; R];
-    for q in (0..grid).step_by(L) {
-        let d: [[f32; L]; R] = std::array::from_fn(|r| load::<L>(dyg, (o0 + r) * grid + q));
+fn pointwise_tile<V: Lanes, const R: usize, const J: usize>(g: &ConvGeom, o0: usize, c0: usize, xp: &[f32], dyg: &[f32], grid: usize, plane: usize, dw: &mut [f32]) {
+    let mut acc = [[V::zero(); J]; R];
+    for q in (0..grid).step_by(V::L) {
+        let d: [V; R] = std::array::from_fn(|r| V::load(dyg, (o0 + r) * grid + q));
         for j in 0..J {
-            let xv = load::<L>(xp, (c0 + j) * plane + q);
-            for (acc_r, d_r) in acc.iter_mut().zip(&d) {
-                for l in 0..L {
-                    acc_r[j][l] = M::mul_add(d_r[l], xv[l], acc_r[j][l]);
-                }
+            let xv = V::load(xp, (c0 + j) * plane + q);
+            for (acc_r, &d_r) in acc.iter_mut().zip(&d) {
+                acc_r[j] = V::mul_add(d_r, xv, acc_r[j]);
             }
         }
     }
     for (r, acc_r) in acc.iter().enumerate() {
         for (j, a) in acc_r.iter().enumerate() {
-            dw[(o0 + r) * g.c + c0 + j] += sum_lanes(a); // dW[o, c]
+            dw[(o0 + r) * g.c + c0 + j] += a.sum(); // dW[o, c]
         }
     }
-}
-
-/// `Σ_l a[l]`, halves added pairwise (the order vector code adds them in).
-#[inline(always)]
-fn sum_lanes<const L: usize>(a: &[f32; L]) -> f32 {
-    let mut v = *a;
-    let mut n = L;
-    while n > 1 {
-        n /= 2;
-        for l in 0..n {
-            v[l] += v[l + n];
-        }
-    }
-    v[0]
 }
