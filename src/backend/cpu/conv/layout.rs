@@ -38,10 +38,15 @@ pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f
     }
     // the edges one float at a time, outside `simd` (vectorised, these short
     // strided loops ran slower than scalar code on the AVX2 tier)
-    for p in 0..cols {
-        let from = if p < full_cols { full_rows } else { 0 };
-        for (i, d) in dst[p * ldd..][..rows].iter_mut().enumerate().skip(from) {
-            *d = src[i * lds + p];
+    // the rows below the last full tile (every column), then the columns right of it
+    for i in full_rows..rows {
+        for (d, &v) in dst[i..].iter_mut().step_by(ldd).zip(&src[i * lds..][..cols]) {
+            *d = v;
+        }
+    }
+    for i in (0..full_rows).filter(|_| full_cols < cols) {
+        for (d, &v) in dst[full_cols * ldd + i..].iter_mut().step_by(ldd).zip(&src[i * lds + full_cols..][..cols - full_cols]) {
+            *d = v;
         }
     }
 }
