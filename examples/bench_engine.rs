@@ -357,7 +357,13 @@ fn bench_unet_attn(u: &UnetShapes, smoke: bool, rows: &mut Vec<Row>, rng: &mut R
     let (qkv, proj) = (lin(3 * c, c, rng), lin(c, c, rng));
     let x = Tensor::param(rng.normal_array(&[bsz, t, c]));
     let dy = rng.normal_array(&[bsz, t, c]);
-    let ms = fwd_bwd(smoke, &[&x, &qkv.0, &qkv.1, &proj.0, &proj.1], &dy, || self_attention(&x, &qkv, &proj, heads, None).expect("attention shapes"));
+    // As the U-Net's attention computes it (nn::ContextAttention): Q, K, V in
+    // channel blocks, one op for the heads' attention, then W_O.
+    let attention = || -> dalle::Result<Tensor> {
+        let qkv = x.linear(&qkv.0, Some(&qkv.1))?.chunk(3, -1)?; // 3 x (B, T, C)
+        Tensor::multi_head_attention(&qkv[0], &qkv[1], &qkv[2], heads, None)?.linear(&proj.0, Some(&proj.1)) // (B, T, C)
+    };
+    let ms = fwd_bwd(smoke, &[&x, &qkv.0, &qkv.1, &proj.0, &proj.1], &dy, || attention().expect("attention shapes"));
     // Linear layers: 2·B·T·4C²; attention: 2 · 2·B·T²·C; backward twice the forward.
     let fwd_flops = 2.0 * (bsz * t) as f64 * (4 * c * c) as f64 + 4.0 * (bsz * t * t * c) as f64;
     rows.push(Row { case: "unet_attn_fwd_bwd".into(), ours_ms: ms, flops: Some(3.0 * fwd_flops) });

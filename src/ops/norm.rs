@@ -49,18 +49,19 @@ const LANES: usize = 32;
 fn lane_sums<const K: usize>(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> [f32; K]) -> [f32; K] {
     let mut acc = [[0.0f32; LANES]; K];
     let (ac, bc, cc) = (a.chunks_exact(LANES), b.chunks_exact(LANES), c.chunks_exact(LANES));
-    let mut tail = [0.0f32; K];
-    for ((&x, &y), &z) in ac.remainder().iter().zip(bc.remainder()).zip(cc.remainder()) {
-        let v = f(x, y, z);
-        (0..K).for_each(|k| tail[k] += v[k]);
-    }
+    let (ar, br, cr) = (ac.remainder(), bc.remainder(), cc.remainder());
     for ((x, y), z) in ac.zip(bc).zip(cc) {
         for l in 0..LANES {
             let v = f(x[l], y[l], z[l]);
             (0..K).for_each(|k| acc[k][l] += v[k]);
         }
     }
-    let mut out = tail;
+    // The tail after the body, so that memory is read in order (the prefetcher follows).
+    let mut out = [0.0f32; K];
+    for ((&x, &y), &z) in ar.iter().zip(br).zip(cr) {
+        let v = f(x, y, z);
+        (0..K).for_each(|k| out[k] += v[k]);
+    }
     for (o, lanes) in out.iter_mut().zip(&acc) {
         *o += lanes.iter().sum::<f32>();
     }
