@@ -231,11 +231,7 @@ pub unsafe fn gemm<K: MicroKernel>(m: usize, k: usize, n: usize, alpha: f32, a: 
                     // Each A sliver stays in L1 while every B panel of the block streams past it.
                     for (s, sliver_buf) in apack.chunks_exact(mr * kc).enumerate() {
                         let (row0, rows) = sliver::<K>(mc, s);
-                        for (t, panel) in bpack.chunks_exact(nr * kc).enumerate() {
-                            let cols = nr.min(nc - t * nr);
-                            let ct = c.add((ic + row0) * rsc + jc + t * nr);
-                            K::tile(rows, kc, sliver_buf.as_ptr(), panel.as_ptr(), ct, rsc, cols, alpha, beta_p);
-                        }
+                        K::sliver_panels(rows, kc, sliver_buf, bpack, nc, c.add((ic + row0) * rsc + jc), rsc, alpha, beta_p);
                     }
                 }
             }

@@ -20,6 +20,8 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod portable;
+#[cfg(target_arch = "x86_64")]
+mod sse2_wide;
 
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
@@ -46,6 +48,24 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
     /// with `nr <= NR`.
     #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
     unsafe fn tile(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32);
+
+    /// `C[0..mr, 0..nc] = alpha * A_sliver · B_block + beta * C` for one sliver of A
+    /// against every panel of a packed B block: the loop of the
+    /// [packed GEMM](super::packed_gemm) that runs the same sliver past panel after
+    /// panel (`block` holds `nc.div_ceil(NR)` panels of `kc * NR` floats; `c` is the
+    /// block's first column). The default calls [`Self::tile`] per panel; a kernel
+    /// that reads A in another layout converts the sliver here, once for all the
+    /// panels ([`portable`] on x86-64).
+    ///
+    /// # Safety
+    /// As [`Self::tile`], for each panel; `a` holds `kc * MR` floats.
+    #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
+    unsafe fn sliver_panels(mr: usize, kc: usize, a: &[f32], block: &[f32], nc: usize, c: *mut f32, rsc: usize, alpha: f32, beta: f32) {
+        for (t, panel) in block.chunks_exact(Self::NR * kc).take(nc.div_ceil(Self::NR)).enumerate() {
+            let cols = Self::NR.min(nc - t * Self::NR);
+            Self::tile(mr, kc, a.as_ptr(), panel.as_ptr(), c.add(t * Self::NR), rsc, cols, alpha, beta);
+        }
+    }
 
     /// `dst[p][i] = src[i][p]` for `i < w`, `p < kc`, where `src` row `i`
     /// starts at `src + i * stride` and is contiguous: packing a sliver of a

@@ -18,6 +18,10 @@
 //! AVX2 kernel's work per cycle (and the broadcasts of A share the
 //! floating-point ports on AMD's cores).
 //!
+//! On x86-64 the packed GEMM runs this tile through [`super::sse2_wide`],
+//! which first rewrites each sliver of A so that SSE2 needs no shuffles to
+//! broadcast it; the implicit convolution calls [`Portable`]'s `tile` directly.
+//!
 //! On aarch64 the same code compiles to NEON, where the multiply-add is one
 //! fused instruction ([`PORTABLE_HAS_FMA`]). C is touched once, after the
 //! `k` loop; edge tiles write only their `nr` valid columns.
@@ -47,6 +51,13 @@ impl super::MicroKernel for Portable {
             1 => tile::<1>(kc, a, b, c, rsc, nr, alpha, beta),
             _ => unreachable!("micro-tile rows must be 1..={MR}, got {mr}"),
         }
+    }
+
+    /// On x86-64, the sliver is widened once so that the kernel needs no
+    /// shuffles to broadcast A ([`super::sse2_wide`]); the same sums, in the same order.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn sliver_panels(mr: usize, kc: usize, a: &[f32], block: &[f32], nc: usize, c: *mut f32, rsc: usize, alpha: f32, beta: f32) {
+        super::sse2_wide::sliver_panels(mr, kc, a, block, nc, c, rsc, alpha, beta)
     }
 }
 
