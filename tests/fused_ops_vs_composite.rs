@@ -191,3 +191,16 @@ fn multi_head_attention_matches_split_sdpa_merge() {
     let bad = Tensor::multi_head_attention(&Tensor::new(x[0].clone()), &Tensor::new(x[1].clone()), &Tensor::new(x[2].clone()), 5, None);
     assert!(bad.unwrap_err().to_string().contains("5 heads"), "C = 32 into 5 heads must be refused, naming the count");
 }
+
+#[test]
+fn group_norm_silu_matches_group_norm_then_silu() {
+    // (N, C, H, W) = (4, 16, 24, 24): 8 groups of 2 channels, 147 456 values (parallel paths);
+    // γ, β away from 1, 0 so that the affine sits inside SiLU's derivative.
+    let (n, c, h, w, groups) = (4, 16, 24, 24, 8);
+    let mut rng = Rng::new(31);
+    let x = rng.normal_array(&[n, c, h, w]) * 2.0 + 0.5;
+    let (g, beta) = (rng.normal_array(&[c]) * 0.5 + 1.0, rng.normal_array(&[c]));
+    let fused = |v: &[Tensor]| v[0].group_norm_silu(groups, &v[1], &v[2], 1e-5).unwrap();
+    let composite = |v: &[Tensor]| v[0].group_norm(groups, &v[1], &v[2], 1e-5).unwrap().silu();
+    compare(&fused, &composite, &[x, g, beta], &[n, c, h, w], "group_norm_silu");
+}

@@ -8,8 +8,14 @@
 //! dx = (ĝ - mean(ĝ) - x̂ · mean(ĝ x̂)) / √(σ² + ε)
 //! dγ = Σ dy · x̂,   dβ = Σ dy
 //! ```
+//!
+//! Group norm can also apply SiLU to its output, `y = u σ(u)` with `u = γ x̂ + β`
+//! (the U-Net's `SiLU(GroupNorm(x))`): the backward then first turns `dy` into
+//! `du = dy · σ(u)(1 + u(1 - σ(u)))`, one group at a time in cache, and goes on
+//! with `du` in place of `dy`. One pass over memory each way instead of two.
 
-use super::kernels::simd;
+use super::elementwise::logistic;
+use super::kernels::{simd_as, MulAdd, Plain};
 use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
@@ -129,15 +135,15 @@ impl Groups {
         k % (nparams / channels) * channels
     }
 
-    /// Returns y and the statistics of every group.
-    fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<Stats>) {
+    /// Returns y and the statistics of every group; `SILU`: y = SiLU(γ x̂ + β).
+    fn forward<M: MulAdd, const SILU: bool>(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<Stats>) {
         let n = self.group;
         let groups_per_task = (8192 / n.max(1)).max(1);
         let mut stats = vec![Stats { shift: 0.0, delta: 0.0, rs: 0.0 }; x.len() / n.max(1)];
         let y = uninit_vec(x.len(), |y| {
             let tasks = y.par_chunks_mut(groups_per_task * n).zip(stats.par_chunks_mut(groups_per_task)).zip(x.par_chunks(groups_per_task * n));
             tasks.enumerate().for_each(|(task, ((y, st), x))| {
-                simd(#[inline(always)] || {
+                simd_as::<M, _>(#[inline(always)] || {
                     for (i, ((y, st), x)) in y.chunks_mut(n).zip(st.iter_mut()).zip(x.chunks(n)).enumerate() {
                         *st = Stats::of(x, self.eps);
                         let st = *st;
@@ -153,7 +159,7 @@ impl Groups {
                                 for (j, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
                                     let (g, b) = (gamma[c0 + j], beta[c0 + j]);
                                     y.iter_mut().zip(x).for_each(|(y, &x)| {
-                                        y.write(g * st.xhat(x) + b);
+                                        y.write(activation::<M, SILU>(g * st.xhat(x) + b));
                                     });
                                 }
                             }
@@ -168,7 +174,8 @@ impl Groups {
     /// Returns dx, dγ and dβ, recomputing `x̂` from `x` and the saved statistics.
     /// The groups are cut into blocks of [`GROUPS_PER_BLOCK`], each block sums
     /// its share of dγ, dβ on one thread, and the block sums are added in block order.
-    fn backward(&self, dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn backward<M: MulAdd, const SILU: bool>(&self, dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let nparams = gamma.len();
         let n = self.group;
         let block = GROUPS_PER_BLOCK * n;
         let mut partials: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
@@ -179,7 +186,7 @@ impl Groups {
                 .zip(x.par_chunks(block))
                 .zip(stats.par_chunks(GROUPS_PER_BLOCK))
                 .enumerate()
-                .map(|(b, (((dx, dy), x), st))| simd(#[inline(always)] || self.backward_block(b * GROUPS_PER_BLOCK, dx, dy, x, st, gamma, nparams)))
+                .map(|(b, (((dx, dy), x), st))| simd_as::<M, _>(#[inline(always)] || self.backward_block::<M, SILU>(b * GROUPS_PER_BLOCK, dx, dy, x, st, gamma, beta)))
                 .collect();
         });
         let (mut dgamma, mut dbeta) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
@@ -196,9 +203,12 @@ impl Groups {
     /// then dx.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // the block's place, its slices and the parameters
-    fn backward_block(&self, first: usize, dx: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], nparams: usize) -> (Vec<f32>, Vec<f32>) {
+    fn backward_block<M: MulAdd, const SILU: bool>(&self, first: usize, dx: &mut [MaybeUninit<f32>], dy: &[f32], x: &[f32], stats: &[Stats], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let n = self.group;
+        let nparams = gamma.len();
         let (mut dg, mut db) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
+        // With SiLU: the group's du = dy · SiLU'(u), written here and read as dy below
+        let mut du = vec![0.0f32; if SILU { n } else { 0 }];
         for (i, (((dx, dy), x), &st)) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(x.chunks(n)).zip(stats).enumerate() {
             match self.affine {
                 Affine::PerElement => {
@@ -222,6 +232,20 @@ impl Groups {
                     // Within channel c's run ĝ = γ_c dy, so Σ ĝ = Σ_c γ_c Σ dy and
                     // Σ ĝ x̂ = Σ_c γ_c Σ dy x̂: the sums of dβ_c and dγ_c, weighted.
                     let c0 = Self::first_channel(first + i, channels, nparams);
+                    let dy = if SILU {
+                        for (j, ((du, dy), x)) in du.chunks_mut(spatial).zip(dy.chunks(spatial)).zip(x.chunks(spatial)).enumerate() {
+                            let (g, b) = (gamma[c0 + j], beta[c0 + j]);
+                            for ((du, &d), &x) in du.iter_mut().zip(dy).zip(x) {
+                                // SiLU'(u) = σ(u) (1 + u (1 - σ(u))), u = γ x̂ + β
+                                let u = g * st.xhat(x) + b;
+                                let s = logistic::<M>(u);
+                                *du = d * s * (1.0 + u * (1.0 - s));
+                            }
+                        }
+                        &du[..]
+                    } else {
+                        dy
+                    };
                     let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
                     for (j, (dy, x)) in dy.chunks(spatial).zip(x.chunks(spatial)).enumerate() {
                         let [s_dy, s_dyx] = lane_sums(dy, x, x, |d, x, _| [d, d * st.xhat(x)]);
@@ -246,23 +270,31 @@ impl Groups {
     }
 }
 
-fn norm_op(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups) -> Tensor {
+/// `u`, or `SiLU(u) = u σ(u)` when `SILU`.
+#[inline(always)]
+fn activation<M: MulAdd, const SILU: bool>(u: f32) -> f32 {
+    if SILU { u * logistic::<M>(u) } else { u }
+}
+
+/// The op: [`Groups`] forward, and its backward, with SiLU on the output when `SILU`
+/// (its exp then uses the tier's multiply-add `M`).
+fn norm_op<M: MulAdd, const SILU: bool>(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: Groups) -> Tensor {
     let shape = x.shape();
     let (g, b) = (gamma.to_vec(), beta.to_vec());
     let (y, stats) = {
         let data = x.data();
         let xs = data.as_standard_layout(); // a copy only when x is strided
-        groups.forward(xs.as_slice().expect("standard"), &g, &b)
+        groups.forward::<M, SILU>(xs.as_slice().expect("standard"), &g, &b)
     };
     let out = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("same size");
     let nparams = g.len();
-    let (x_c, gamma_c) = (x.clone(), gamma.clone());
+    let (x_c, gamma_c, beta_c) = (x.clone(), gamma.clone(), beta.clone());
     Tensor::from_op(out, op, &[x, gamma, beta], move |dy, _| {
         let dy = dy.as_standard_layout();
         let data = x_c.data();
         let xs = data.as_standard_layout();
-        let g = gamma_c.to_vec();
-        let (dx, dg, db) = groups.backward(dy.as_slice().expect("standard"), xs.as_slice().expect("standard"), &stats, &g, nparams);
+        let (g, b) = (gamma_c.to_vec(), if SILU { beta_c.to_vec() } else { Vec::new() });
+        let (dx, dg, db) = groups.backward::<M, SILU>(dy.as_slice().expect("standard"), xs.as_slice().expect("standard"), &stats, &g, &b);
         vec![
             Some(ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("same size")),
             Some(ArrayD::from_shape_vec(IxDyn(&[nparams]), dg).expect("same size")),
@@ -284,13 +316,27 @@ impl Tensor {
         if let Some(y) = super::on_gpu::layer_norm(self, gamma, beta, eps) {
             return Ok(y);
         }
-        Ok(norm_op("layer_norm", self, gamma, beta, Groups { group: c, eps, affine: Affine::PerElement }))
+        Ok(norm_op::<Plain, false>("layer_norm", self, gamma, beta, Groups { group: c, eps, affine: Affine::PerElement }))
     }
 
     /// Group normalisation: `x (N, C, ...)` split into `groups` groups of
     /// channels, each normalised over its channels and all spatial positions;
     /// then a per-channel affine. PyTorch: `F.group_norm(x, groups, gamma, beta, eps)`.
     pub fn group_norm(&self, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+        Ok(norm_op::<Plain, false>("group_norm", self, gamma, beta, self.group_norm_groups(groups, gamma, beta, eps)?))
+    }
+
+    /// `SiLU(group_norm(x))` in one op: the same values as
+    /// `x.group_norm(groups, gamma, beta, eps)?.silu()`, one pass over memory
+    /// forward and one backward instead of two each. PyTorch:
+    /// `F.silu(F.group_norm(x, groups, gamma, beta, eps))`.
+    pub fn group_norm_silu(&self, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+        let g = self.group_norm_groups(groups, gamma, beta, eps)?;
+        Ok(crate::with_mul_add!(M => norm_op::<M, true>("group_norm_silu", self, gamma, beta, g)))
+    }
+
+    /// The [`Groups`] of a group norm of `self`, or the error that names the bad shape.
+    fn group_norm_groups(&self, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Groups> {
         let shape = self.shape();
         if shape.len() < 2 || groups == 0 || shape[1] % groups != 0 {
             return Err(crate::Error::shape("group_norm", format!("input {shape:?}: channels must split into {groups} groups")));
@@ -304,6 +350,6 @@ impl Tensor {
         // Groups are contiguous in NCHW: each (n, g) block of C/G · spatial
         // values is normalised, and its channels' γ, β applied, in one pass.
         let affine = Affine::PerChannel { channels: per_group, spatial };
-        Ok(norm_op("group_norm", self, gamma, beta, Groups { group: per_group * spatial, eps, affine }))
+        Ok(Groups { group: per_group * spatial, eps, affine })
     }
 }
