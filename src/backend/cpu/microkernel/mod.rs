@@ -49,22 +49,20 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
     #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
     unsafe fn tile(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32);
 
-    /// `C[0..mr, 0..nc] = alpha * A_sliver · B_block + beta * C` for one sliver of A
-    /// against every panel of a packed B block: the loop of the
-    /// [packed GEMM](super::packed_gemm) that runs the same sliver past panel after
-    /// panel (`block` holds `nc.div_ceil(NR)` panels of `kc * NR` floats; `c` is the
-    /// block's first column). The default calls [`Self::tile`] per panel; a kernel
-    /// that reads A in another layout converts the sliver here, once for all the
-    /// panels ([`portable`] on x86-64).
+    /// How many copies of each value of A [`Self::tile_wide`] reads: 1 (the packed
+    /// sliver as it is) for a tier that broadcasts from memory; 4 for the portable
+    /// kernel on x86-64, where SSE2 has no broadcast load ([`sse2_wide`]).
+    const A_COPIES: usize = 1;
+
+    /// [`Self::tile`] on a sliver [widened](widen) to `A_COPIES` copies of each
+    /// value (`kc` steps of `MR * A_COPIES` floats). Callers widen a sliver once
+    /// and run it against many panels.
     ///
     /// # Safety
-    /// As [`Self::tile`], for each panel; `a` holds `kc * MR` floats.
+    /// As [`Self::tile`], with `a` holding `kc * MR * A_COPIES` floats.
     #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
-    unsafe fn sliver_panels(mr: usize, kc: usize, a: &[f32], block: &[f32], nc: usize, c: *mut f32, rsc: usize, alpha: f32, beta: f32) {
-        for (t, panel) in block.chunks_exact(Self::NR * kc).take(nc.div_ceil(Self::NR)).enumerate() {
-            let cols = Self::NR.min(nc - t * Self::NR);
-            Self::tile(mr, kc, a.as_ptr(), panel.as_ptr(), c.add(t * Self::NR), rsc, cols, alpha, beta);
-        }
+    unsafe fn tile_wide(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
+        Self::tile(mr, kc, a, b, c, rsc, nr, alpha, beta)
     }
 
     /// `dst[p][i] = src[i][p]` for `i < w`, `p < kc`, where `src` row `i`
@@ -92,6 +90,20 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
             *d = if mask >> l & 1 == 1 { *src.wrapping_add(l) } else { 0.0 };
         }
     }
+}
+
+/// Packed slivers of A in the layout [`MicroKernel::tile_wide`] reads:
+/// `wide[j * A_COPIES + r] = a[j]` for every `r < A_COPIES`, into `buf`; `a` itself
+/// when the kernel reads one copy.
+pub(crate) fn widen<'a, K: MicroKernel>(a: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if K::A_COPIES == 1 {
+        return a;
+    }
+    buf.resize(a.len() * K::A_COPIES, 0.0);
+    for (copies, &v) in buf.chunks_exact_mut(K::A_COPIES).zip(a) {
+        copies.fill(v); // one vector store per value where A_COPIES is a vector's width
+    }
+    buf
 }
 
 /// [`MicroKernel::transpose_pack`] one float at a time: `w` streams read front to back.

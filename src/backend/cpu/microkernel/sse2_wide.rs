@@ -13,9 +13,9 @@
 //! ```
 //!
 //! and every broadcast becomes a plain 16-byte load (load ports, not
-//! shuffles). The sliver is widened once and then meets every panel of a B
-//! block (48 of them for a block of 384 columns), so the rewrite costs about
-//! 2 % of the arithmetic. One step of `k`:
+//! shuffles). The caller widens a sliver once ([`super::widen`]) and runs it
+//! against many panels (48 for a B block of 384 columns in the packed GEMM),
+//! so the rewrite costs about 2 % of the arithmetic. One step of `k`:
 //!
 //! ```text
 //! b0, b1 = B_panel[p, 0..4], B_panel[p, 4..8]           two loads
@@ -31,42 +31,24 @@
 //! kernel's rate (here: 0.44).
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use super::portable::{MR, NR};
 
-thread_local! {
-    /// The widened sliver, reused across calls (no allocation per sliver).
-    static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// [`super::MicroKernel::sliver_panels`] for the portable kernel on x86-64:
-/// widen the sliver `a` (`kc` steps of MR floats) once, then run it against
-/// every panel of `block`.
+/// [`super::MicroKernel::tile_wide`] for the portable kernel on x86-64.
 ///
 /// # Safety
-/// As [`super::MicroKernel::sliver_panels`].
+/// As [`super::MicroKernel::tile_wide`] with four copies of each value of A.
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
-pub(super) unsafe fn sliver_panels(mr: usize, kc: usize, a: &[f32], block: &[f32], nc: usize, c: *mut f32, rsc: usize, alpha: f32, beta: f32) {
-    WIDE.with(|wide| {
-        let mut wide = wide.borrow_mut();
-        wide.clear();
-        // wide[p][i][0..4] = A_sliver[p, i], four times
-        wide.extend(a[..kc * MR].iter().flat_map(|&v| [v; 4]));
-        let w = wide.as_ptr();
-        for (t, panel) in block.chunks_exact(NR * kc).take(nc.div_ceil(NR)).enumerate() {
-            let (cols, ct, b) = (NR.min(nc - t * NR), c.add(t * NR), panel.as_ptr());
-            match mr {
-                6 => tile::<6>(kc, w, b, ct, rsc, cols, alpha, beta),
-                5 => tile::<5>(kc, w, b, ct, rsc, cols, alpha, beta),
-                4 => tile::<4>(kc, w, b, ct, rsc, cols, alpha, beta),
-                3 => tile::<3>(kc, w, b, ct, rsc, cols, alpha, beta),
-                2 => tile::<2>(kc, w, b, ct, rsc, cols, alpha, beta),
-                1 => tile::<1>(kc, w, b, ct, rsc, cols, alpha, beta),
-                _ => unreachable!("micro-tile rows must be 1..={MR}, got {mr}"),
-            }
-        }
-    })
+pub(super) unsafe fn tile(mr: usize, kc: usize, w: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
+    match mr {
+        6 => tile_rows::<6>(kc, w, b, c, rsc, nr, alpha, beta),
+        5 => tile_rows::<5>(kc, w, b, c, rsc, nr, alpha, beta),
+        4 => tile_rows::<4>(kc, w, b, c, rsc, nr, alpha, beta),
+        3 => tile_rows::<3>(kc, w, b, c, rsc, nr, alpha, beta),
+        2 => tile_rows::<2>(kc, w, b, c, rsc, nr, alpha, beta),
+        1 => tile_rows::<1>(kc, w, b, c, rsc, nr, alpha, beta),
+        _ => unreachable!("micro-tile rows must be 1..={MR}, got {mr}"),
+    }
 }
 
 /// `C[0..R, 0..nr] = alpha * A_wide · B_panel + beta * C` (beta = 0 never reads C).
@@ -75,8 +57,7 @@ pub(super) unsafe fn sliver_panels(mr: usize, kc: usize, a: &[f32], block: &[f32
 /// `w` holds `kc * 4 * MR` floats, `b` holds `kc * NR`; `c` addresses an
 /// `R x nr` tile with `nr <= NR`.
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
-#[inline(always)]
-unsafe fn tile<const R: usize>(kc: usize, w: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
+unsafe fn tile_rows<const R: usize>(kc: usize, w: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
     let mut acc = [[_mm_setzero_ps(); 2]; R];
     let (mut w, mut b) = (w, b);
     for _ in 0..kc {
