@@ -203,8 +203,9 @@ def main():
 
         out["block_fwd_bwd"] = dict(torch_ms=median_ms(block_step, args.smoke))
 
-    if "unet" in cases:
-        out.update(unet_cases(S["unet"], g, args.smoke))
+    parts = [p for p in ("unet_gn", "unet_conv", "unet_attn", "unet_res") if "unet" in cases or p in cases]
+    if parts:
+        out.update(unet_cases(S["unet"], g, args.smoke, parts))
 
     capability = torch.backends.cpu.get_cpu_capability()
     print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), capability=capability, blas=numpy["blas"], cases=out)))
@@ -220,26 +221,30 @@ def fwd_bwd_ms(params, dy, forward, smoke):
     return median_ms(step, smoke)
 
 
-def unet_cases(U, g, smoke):
-    """The pieces of a small diffusion U-Net's training step (see examples/bench_engine.rs)."""
+def unet_cases(U, g, smoke, parts):
+    """The pieces of a small diffusion U-Net's training step (see examples/bench_engine.rs), those in `parts`."""
     out = {}
     randn = lambda *s: torch.randn(*s, generator=g)
     param = lambda t: t.requires_grad_()
 
-    shape, groups = U["gn"]
-    x, gm, bt, dy = param(randn(*shape)), param(torch.ones(shape[1])), param(torch.zeros(shape[1])), randn(*shape)
-    out["unet_gn_silu_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, gm, bt], dy, lambda: F.silu(F.group_norm(x, groups, gm, bt, 1e-5)), smoke))
+    if "unet_gn" in parts:
+        shape, groups = U["gn"]
+        x, gm, bt, dy = param(randn(*shape)), param(torch.ones(shape[1])), param(torch.zeros(shape[1])), randn(*shape)
+        out["unet_gn_silu_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, gm, bt], dy, lambda: F.silu(F.group_norm(x, groups, gm, bt, 1e-5)), smoke))
 
-    for n, c, h, w in U["convs"]:
+    for n, c, h, w in U["convs"] if "unet_conv" in parts else []:
         x, dy = param(randn(n, c, h, w)), randn(n, c, h, w)
         wt, bias = param(randn(c, c, 3, 3) * (1.0 / (9 * c)) ** 0.5), param(torch.zeros(c))
         out[f"unet_conv{c}_{h}x{w}_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, wt, bias], dy, lambda: F.conv2d(x, wt, bias, padding=1), smoke))
 
-    b, t, c, heads = U["attn"]
-    w_qkv, b_qkv, w_o, b_o = param(randn(3 * c, c) * 0.02), param(torch.zeros(3 * c)), param(randn(c, c) * 0.02), param(torch.zeros(c))
-    x, dy = param(randn(b, t, c)), randn(b, t, c)
-    out["unet_attn_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, w_qkv, b_qkv, w_o, b_o], dy, lambda: self_attention(x, w_qkv, b_qkv, w_o, b_o, heads), smoke))
+    if "unet_attn" in parts:
+        b, t, c, heads = U["attn"]
+        w_qkv, b_qkv, w_o, b_o = param(randn(3 * c, c) * 0.02), param(torch.zeros(3 * c)), param(randn(c, c) * 0.02), param(torch.zeros(c))
+        x, dy = param(randn(b, t, c)), randn(b, t, c)
+        out["unet_attn_fwd_bwd"] = dict(torch_ms=fwd_bwd_ms([x, w_qkv, b_qkv, w_o, b_o], dy, lambda: self_attention(x, w_qkv, b_qkv, w_o, b_o, heads), smoke))
 
+    if "unet_res" not in parts:
+        return out
     (n, c, h, w), temb = U["res"]
     x, emb, dy = param(randn(n, c, h, w)), param(randn(n, temb)), randn(n, c, h, w)
     conv = lambda: (param(randn(c, c, 3, 3) * (1.0 / (9 * c)) ** 0.5), param(torch.zeros(c)))

@@ -50,7 +50,8 @@ struct Args {
     /// Also run benches/torch_bench.py (skipped with a message when python or torch is missing).
     #[arg(long)]
     torch: bool,
-    /// Comma-separated cases: sgemm, conv, layernorm, softmax, block, unet.
+    /// Comma-separated cases: sgemm, conv, layernorm, softmax, block, unet
+    /// (or one part of it: unet_gn, unet_conv, unet_attn, unet_res).
     #[arg(long, default_value = "sgemm,conv,layernorm,softmax,block,unet")]
     cases: String,
     /// Run every CPU tier this machine supports (each in a child process with
@@ -299,60 +300,95 @@ fn norm_params(c: usize) -> (Tensor, Tensor) {
     (Tensor::param(ArrayD::ones(IxDyn(&[c]))), Tensor::param(ArrayD::zeros(IxDyn(&[c]))))
 }
 
-/// The pieces of a small diffusion U-Net's training step (see the module docs).
-fn bench_unet(s: &Shapes, smoke: bool, rows: &mut Vec<Row>) -> dalle::Result<()> {
+/// The parts of the `unet` case, each also a case of its own.
+const UNET_PARTS: [&str; 4] = ["unet_gn", "unet_conv", "unet_attn", "unet_res"];
+
+/// The pieces of a small diffusion U-Net's training step (see the module docs),
+/// those of `parts` (some of [`UNET_PARTS`]).
+fn bench_unet(s: &Shapes, smoke: bool, rows: &mut Vec<Row>, parts: &[&str]) -> dalle::Result<()> {
     let u = &s.unet;
     let mut rng = Rng::new(5);
+    if parts.contains(&"unet_gn") {
+        bench_unet_gn(u, smoke, rows, &mut rng);
+    }
+    if parts.contains(&"unet_conv") {
+        bench_unet_conv(u, smoke, rows, &mut rng);
+    }
+    if parts.contains(&"unet_attn") {
+        bench_unet_attn(u, smoke, rows, &mut rng);
+    }
+    if parts.contains(&"unet_res") {
+        bench_unet_res(u, smoke, rows, &mut rng);
+    }
+    Ok(())
+}
 
-    // GroupNorm(G) + SiLU
+/// A linear layer's weight `(o, i)` and bias, PyTorch's `(out, in)` layout.
+fn lin(o: usize, i: usize, rng: &mut Rng) -> (Tensor, Tensor) {
+    (Tensor::param(rng.normal_array(&[o, i]) * 0.02), Tensor::param(ArrayD::zeros(IxDyn(&[o]))))
+}
+
+/// GroupNorm(G) + SiLU.
+fn bench_unet_gn(u: &UnetShapes, smoke: bool, rows: &mut Vec<Row>, rng: &mut Rng) {
     let (shape, groups) = u.gn;
     let x = Tensor::param(rng.normal_array(&shape));
     let (g, b) = norm_params(shape[1]);
     let dy = rng.normal_array(&shape);
-    let ms = fwd_bwd(smoke, &[&x, &g, &b], &dy, || x.group_norm(groups, &g, &b, 1e-5).expect("group_norm shapes").silu());
+    // As the U-Net computes it (nn::GroupNorm::forward_silu): one op.
+    let ms = fwd_bwd(smoke, &[&x, &g, &b], &dy, || x.group_norm_silu(groups, &g, &b, 1e-5).expect("group_norm shapes"));
     rows.push(Row { case: "unet_gn_silu_fwd_bwd".into(), ours_ms: ms, flops: None });
+}
 
-    // 3x3 convolutions, C -> C, padding 1
+/// 3x3 convolutions, C -> C, padding 1.
+fn bench_unet_conv(u: &UnetShapes, smoke: bool, rows: &mut Vec<Row>, rng: &mut Rng) {
     for shape in u.convs {
         let [n, c, h, w] = shape;
         let x = Tensor::param(rng.normal_array(&shape));
-        let (wt, bias) = conv_params(c, c, &mut rng);
+        let (wt, bias) = conv_params(c, c, rng);
         let dy = rng.normal_array(&shape);
         let ms = fwd_bwd(smoke, &[&x, &wt, &bias], &dy, || x.conv2d(&wt, Some(&bias), 1, 1).expect("conv shapes"));
         let fwd_flops = 2.0 * (n * c * h * w * c * 9) as f64;
         rows.push(Row { case: format!("unet_conv{c}_{h}x{w}_fwd_bwd"), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
     }
+}
 
-    // self-attention over the pixels of a feature map, no mask
+/// Self-attention over the pixels of a feature map, no mask.
+fn bench_unet_attn(u: &UnetShapes, smoke: bool, rows: &mut Vec<Row>, rng: &mut Rng) {
     let (bsz, t, c, heads) = u.attn;
-    let lin = |o: usize, i: usize, rng: &mut Rng| (Tensor::param(rng.normal_array(&[o, i]) * 0.02), Tensor::param(ArrayD::zeros(IxDyn(&[o]))));
-    let (qkv, proj) = (lin(3 * c, c, &mut rng), lin(c, c, &mut rng));
+    let (qkv, proj) = (lin(3 * c, c, rng), lin(c, c, rng));
     let x = Tensor::param(rng.normal_array(&[bsz, t, c]));
     let dy = rng.normal_array(&[bsz, t, c]);
-    let ms = fwd_bwd(smoke, &[&x, &qkv.0, &qkv.1, &proj.0, &proj.1], &dy, || self_attention(&x, &qkv, &proj, heads, None).expect("attention shapes"));
+    // As the U-Net's attention computes it (nn::ContextAttention): Q, K, V in
+    // channel blocks, one op for the heads' attention, then W_O.
+    let attention = || -> dalle::Result<Tensor> {
+        let qkv = x.linear(&qkv.0, Some(&qkv.1))?.chunk(3, -1)?; // 3 x (B, T, C)
+        Tensor::multi_head_attention(&qkv[0], &qkv[1], &qkv[2], heads, None)?.linear(&proj.0, Some(&proj.1)) // (B, T, C)
+    };
+    let ms = fwd_bwd(smoke, &[&x, &qkv.0, &qkv.1, &proj.0, &proj.1], &dy, || attention().expect("attention shapes"));
     // Linear layers: 2·B·T·4C²; attention: 2 · 2·B·T²·C; backward twice the forward.
     let fwd_flops = 2.0 * (bsz * t) as f64 * (4 * c * c) as f64 + 4.0 * (bsz * t * t * c) as f64;
     rows.push(Row { case: "unet_attn_fwd_bwd".into(), ours_ms: ms, flops: Some(3.0 * fwd_flops) });
+}
 
-    // a residual block: h = SiLU(GN(conv1(x))) + W t, out = x + SiLU(GN(conv2(h)))
+/// A residual block: h = SiLU(GN(conv1(x))) + W t, out = x + SiLU(GN(conv2(h))).
+fn bench_unet_res(u: &UnetShapes, smoke: bool, rows: &mut Vec<Row>, rng: &mut Rng) {
     let (shape, temb) = u.res;
     let [n, c, _, _] = shape;
     let x = Tensor::param(rng.normal_array(&shape));
     let emb = Tensor::param(rng.normal_array(&[n, temb]));
-    let (conv1, conv2) = (conv_params(c, c, &mut rng), conv_params(c, c, &mut rng));
+    let (conv1, conv2) = (conv_params(c, c, rng), conv_params(c, c, rng));
     let (gn1, gn2) = (norm_params(c), norm_params(c));
-    let t_proj = lin(c, temb, &mut rng);
+    let t_proj = lin(c, temb, rng);
     let dy = rng.normal_array(&shape);
     let params = [&x, &emb, &conv1.0, &conv1.1, &conv2.0, &conv2.1, &gn1.0, &gn1.1, &gn2.0, &gn2.1, &t_proj.0, &t_proj.1];
     let block = || -> dalle::Result<Tensor> {
-        let h = x.conv2d(&conv1.0, Some(&conv1.1), 1, 1)?.group_norm(8, &gn1.0, &gn1.1, 1e-5)?.silu(); // (N, C, H, W)
+        let h = x.conv2d(&conv1.0, Some(&conv1.1), 1, 1)?.group_norm_silu(8, &gn1.0, &gn1.1, 1e-5)?; // (N, C, H, W)
         let t = emb.linear(&t_proj.0, Some(&t_proj.1))?.reshape(&[n as isize, c as isize, 1, 1])?; // (N, C, 1, 1)
-        let h = h.add(&t)?.conv2d(&conv2.0, Some(&conv2.1), 1, 1)?.group_norm(8, &gn2.0, &gn2.1, 1e-5)?.silu();
+        let h = h.add(&t)?.conv2d(&conv2.0, Some(&conv2.1), 1, 1)?.group_norm_silu(8, &gn2.0, &gn2.1, 1e-5)?;
         x.add(&h)
     };
     let ms = fwd_bwd(smoke, &params, &dy, || block().expect("residual block shapes"));
     rows.push(Row { case: "unet_resblock_fwd_bwd".into(), ours_ms: ms, flops: None });
-    Ok(())
 }
 
 /// The environment that holds PyTorch (and numpy's OpenBLAS) to our tier's
@@ -421,7 +457,7 @@ fn run(args: Args) -> dalle::Result<()> {
     }
     let shapes = Shapes::new(args.smoke);
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).collect();
-    let known = ["sgemm", "conv", "layernorm", "softmax", "block", "unet"];
+    let known = ["sgemm", "conv", "layernorm", "softmax", "block", "unet", "unet_gn", "unet_conv", "unet_attn", "unet_res"];
     if let Some(bad) = wanted.iter().find(|c| !known.contains(c)) {
         return Err(dalle::Error::Config(format!("--cases: unknown case {bad:?}, expected some of {known:?}")));
     }
@@ -435,7 +471,8 @@ fn run(args: Args) -> dalle::Result<()> {
             "layernorm" => bench_layernorm(&shapes, args.smoke, &mut rows),
             "softmax" => bench_softmax(&shapes, args.smoke, &mut rows),
             "block" => bench_block(&shapes, args.smoke, &mut rows),
-            _ => bench_unet(&shapes, args.smoke, &mut rows)?,
+            "unet" => bench_unet(&shapes, args.smoke, &mut rows, &UNET_PARTS)?,
+            part => bench_unet(&shapes, args.smoke, &mut rows, &[part])?,
         }
     }
 

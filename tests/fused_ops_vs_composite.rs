@@ -1,4 +1,4 @@
-//! The fused, vectorised layer_norm, group_norm, softmax and linear against the same
+//! The fused, vectorised layer_norm, group_norm, softmax, linear and multi-head attention against the same
 //! formulas written from elementary ops (mean, var, exp, sum), whose values
 //! and gradients come from the generic autograd: values and every gradient
 //! must agree to 1e-5 (f32 rounding of sums over at most a few thousand terms).
@@ -159,4 +159,48 @@ fn linear_matches_matmul_t_plus_bias() {
     let (b, t, k, n) = (4, 33, 300, 70);
     let inputs = [rng.normal_array(&[b, t, k]), rng.normal_array(&[n, k]) * 0.1, rng.normal_array(&[n])];
     compare(&|t| t[0].linear(&t[1], Some(&t[2])).unwrap(), &|t| t[0].matmul_t(&t[1]).unwrap().add(&t[2]).unwrap(), &inputs, &[b, t, n], "linear");
+}
+
+#[test]
+fn multi_head_attention_matches_split_sdpa_merge() {
+    use dalle::nn::attention::{causal_mask, scaled_dot_product_attention};
+    // (B, T, C) with 4 heads of 8; S = T for the causal case, S != T (a padding-like
+    // mask on the keys, broadcast over heads and queries) for cross-attention.
+    let (b, t, s, heads, d) = (6, 13, 9, 4, 8);
+    let c = heads * d;
+    let composite = |mask: Option<ndarray::ArrayD<bool>>| {
+        move |v: &[Tensor]| {
+            let split = |x: &Tensor| x.reshape(&[b as isize, x.dim(1) as isize, heads as isize, d as isize]).unwrap().transpose(1, 2); // (B, H, T, D)
+            let (y, _) = scaled_dot_product_attention(&split(&v[0]), &split(&v[1]), &split(&v[2]), mask.as_ref()).unwrap();
+            y.transpose(1, 2).reshape(&[b as isize, v[0].dim(1) as isize, c as isize]).unwrap() // (B, T, C)
+        }
+    };
+    let mut rng = Rng::new(21);
+    let causal = causal_mask(t, t);
+    let x = [rng.normal_array(&[b, t, c]), rng.normal_array(&[b, t, c]), rng.normal_array(&[b, t, c])];
+    let fused = |v: &[Tensor]| Tensor::multi_head_attention(&v[0], &v[1], &v[2], heads, Some(&causal)).unwrap();
+    compare(&fused, &composite(Some(causal.clone())), &x, &[b, t, c], "multi_head_attention, causal");
+
+    let padding = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[b, 1, 1, s]), |ix| ix[3] >= s - ix[0] % 3);
+    let x = [rng.normal_array(&[b, t, c]), rng.normal_array(&[b, s, c]), rng.normal_array(&[b, s, c])];
+    let fused = |v: &[Tensor]| Tensor::multi_head_attention(&v[0], &v[1], &v[2], heads, Some(&padding)).unwrap();
+    compare(&fused, &composite(Some(padding.clone())), &x, &[b, t, c], "multi_head_attention, keys padded");
+    let fused = |v: &[Tensor]| Tensor::multi_head_attention(&v[0], &v[1], &v[2], heads, None).unwrap();
+    compare(&fused, &composite(None), &x, &[b, t, c], "multi_head_attention, no mask");
+
+    let bad = Tensor::multi_head_attention(&Tensor::new(x[0].clone()), &Tensor::new(x[1].clone()), &Tensor::new(x[2].clone()), 5, None);
+    assert!(bad.unwrap_err().to_string().contains("5 heads"), "C = 32 into 5 heads must be refused, naming the count");
+}
+
+#[test]
+fn group_norm_silu_matches_group_norm_then_silu() {
+    // (N, C, H, W) = (4, 16, 24, 24): 8 groups of 2 channels, 147 456 values (parallel paths);
+    // γ, β away from 1, 0 so that the affine sits inside SiLU's derivative.
+    let (n, c, h, w, groups) = (4, 16, 24, 24, 8);
+    let mut rng = Rng::new(31);
+    let x = rng.normal_array(&[n, c, h, w]) * 2.0 + 0.5;
+    let (g, beta) = (rng.normal_array(&[c]) * 0.5 + 1.0, rng.normal_array(&[c]));
+    let fused = |v: &[Tensor]| v[0].group_norm_silu(groups, &v[1], &v[2], 1e-5).unwrap();
+    let composite = |v: &[Tensor]| v[0].group_norm(groups, &v[1], &v[2], 1e-5).unwrap().silu();
+    compare(&fused, &composite, &[x, g, beta], &[n, c, h, w], "group_norm_silu");
 }

@@ -12,7 +12,8 @@
 //!   a wrong row, max or normaliser moves `p` by O(p). Entries of `-inf` must give exactly
 //!   0, and a row of all `-inf` NaN, as the CPU. Its gradient `y (g - Σ g y)` is held to
 //!   1e-5 of `y (|g| + 2 Σ |g| y)`, the size of its terms.
-//! - Layer norm: the CPU keeps μ and σ in f64, the GPU in f32. The f32 sums of at most
+//! - Layer norm: the CPU keeps μ as its first value plus an f32 mean of `x - x₀` (as
+//!   exact as the spread of the row allows), the GPU as one f32. The f32 sums of at most
 //!   300 terms (a share of 2, then 8 tree levels) are good to about 1e-6 of the row scale,
 //!   so [`NORM_RELATIVE`] = 1e-5 relative to the size of each term (`|γ| (1 + |x̂|) + |β|`
 //!   for y). Beyond that the GPU stores μ as an f32, which rounds it by up to half an ulp,

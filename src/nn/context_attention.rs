@@ -11,12 +11,13 @@
 //! ```
 //!
 //! `M` is `-∞` at padding context tokens (a batch of captions of unequal
-//! length). Without context tokens this is exactly [`MultiHeadAttention`].
+//! length). Without context tokens this is exactly [`MultiHeadAttention`]. The
+//! heads are split, attended and merged by one op, [`Tensor::multi_head_attention`],
+//! which reads them in place (chapter 01 splits them with `reshape` and `transpose`).
 
 use super::layers::Linear;
 use super::mha::MultiHeadAttention;
 use super::module::{visit_child, Forward, Module};
-use crate::nn::attention::scaled_dot_product_attention;
 use crate::tensor::{Rng, Tensor};
 use crate::{Error, Result};
 use ndarray::{ArrayD, IxDyn};
@@ -53,10 +54,13 @@ impl ContextAttention {
     /// `x (B, T, C)` -> `(B, T, C)`. With `context`, every query also attends to
     /// the `S` context tokens (their keys first, then the image positions').
     pub fn forward(&self, x: &Tensor, context: Option<Context>) -> Result<Tensor> {
-        let [q, k, v] = self.attn.project_qkv(x)?; // each (B, H, T, D)
+        // Q, K, V (B, T, C), head h in channels h·D..(h+1)·D; one op splits the heads,
+        // attends and merges them (chapter 01's split, attention and merge, fused)
+        let qkv = self.attn.project_qkv_channels(x)?;
+        let h = self.attn.n_head;
         let Some(ctx) = context else {
-            let (y, _) = scaled_dot_product_attention(&q, &k, &v, None)?; // (B, H, T, D)
-            return self.attn.merge_heads(&y);
+            let y = Tensor::multi_head_attention(&qkv[0], &qkv[1], &qkv[2], h, None)?; // (B, T, C)
+            return self.attn.proj.forward(&y);
         };
         let proj = self.context_kv.as_ref().ok_or_else(|| Error::Config("context_attention: context tokens given to a layer built without a context width".into()))?;
         let s = ctx.tokens.shape();
@@ -64,12 +68,9 @@ impl ContextAttention {
         if s.len() != 3 || s[0] != b || s[2] != proj.in_features() {
             return Err(Error::shape("context_attention", format!("context {s:?} is not (B = {b}, S, C_ctx = {})", proj.in_features())));
         }
-        let (h, d) = (self.attn.n_head as isize, (self.attn.dim() / self.attn.n_head) as isize);
-        let kv = proj.forward(ctx.tokens)?; // (B, S, 2C)
-        let heads = |part: &Tensor| part.reshape(&[b as isize, s[1] as isize, h, d]).map(|p| p.transpose(1, 2)); // (B, H, S, D)
-        let parts = kv.chunk(2, -1)?; // 2 x (B, S, C)
-        let k = Tensor::concat(&[&heads(&parts[0])?, &k], 2)?; // (B, H, S + T, D)
-        let v = Tensor::concat(&[&heads(&parts[1])?, &v], 2)?; // (B, H, S + T, D)
+        let kv = proj.forward(ctx.tokens)?.chunk(2, -1)?; // 2 x (B, S, C)
+        let k = Tensor::concat(&[&kv[0], &qkv[1]], 1)?; // (B, S + T, C)
+        let v = Tensor::concat(&[&kv[1], &qkv[2]], 1)?; // (B, S + T, C)
         let mask = match ctx.padding {
             Some(m) => {
                 if m.shape() != [b, s[1]] {
@@ -80,8 +81,8 @@ impl ContextAttention {
             }
             None => None,
         };
-        let (y, _) = scaled_dot_product_attention(&q, &k, &v, mask.as_ref())?; // (B, H, T, D)
-        self.attn.merge_heads(&y)
+        let y = Tensor::multi_head_attention(&qkv[0], &k, &v, h, mask.as_ref())?; // (B, T, C)
+        self.attn.proj.forward(&y)
     }
     // ANCHOR_END: forward
 }

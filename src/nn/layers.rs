@@ -173,6 +173,12 @@ impl GroupNorm {
         }
         Ok(GroupNorm { groups, weight: init::ones(&[channels]), bias: init::zeros(&[channels]), eps: 1e-5 })
     }
+
+    /// `SiLU(GroupNorm(x))`, the U-Net's pre-activation, as one op
+    /// ([`Tensor::group_norm_silu`]): `(N, C, ...) -> (N, C, ...)`.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        x.group_norm_silu(self.groups, &self.weight, &self.bias, self.eps)
+    }
 }
 
 impl Module for GroupNorm {

@@ -52,17 +52,12 @@ impl MultiHeadAttention {
     /// `x (B, T, C)` -> Q, K, V, each `(B, H, T, D)`.
     pub(crate) fn project_qkv(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         let shape = x.shape();
-        let c = self.dim();
-        if shape.len() != 3 || shape[2] != c {
-            return Err(Error::shape("multi_head_attention", format!("input {shape:?} is not (B, T, C = {c})")));
-        }
         let (b, t, h) = (shape[0] as isize, shape[1] as isize, self.n_head as isize);
-        let d = c as isize / h;
-        let qkv = self.qkv.forward(x)?; // (B, T, 3C)
+        let d = self.dim() as isize / h;
         let heads = |part: &Tensor| -> Result<Tensor> {
             part.reshape(&[b, t, h, d]).map(|p| p.transpose(1, 2)) // (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
         };
-        let parts = qkv.chunk(3, -1)?; // 3 x (B, T, C)
+        let parts = self.project_qkv_channels(x)?; // 3 x (B, T, C)
         Ok([heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?])
     }
 
@@ -73,6 +68,17 @@ impl MultiHeadAttention {
         self.proj.forward(&merged)
     }
     // ANCHOR_END: split_heads
+
+    /// `x (B, T, C)` -> Q, K, V, each `(B, T, C)` with head `h` in channels
+    /// `h·D .. (h+1)·D` (the layout [`Tensor::multi_head_attention`] reads in place).
+    pub(crate) fn project_qkv_channels(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let shape = x.shape();
+        let c = self.dim();
+        if shape.len() != 3 || shape[2] != c {
+            return Err(Error::shape("multi_head_attention", format!("input {shape:?} is not (B, T, C = {c})")));
+        }
+        self.qkv.forward(x)?.chunk(3, -1) // (B, T, 3C) -> 3 x (B, T, C)
+    }
 
     // ANCHOR: forward
     /// `x (B, T, C)` -> output `(B, T, C)` and attention weights `(B, H, T, T)`.

@@ -57,7 +57,7 @@ fn gelu_grad<M: MulAdd>(g: f32, x: f32) -> f32 {
 /// element at a time). `e^{-x}` is 0 for x > 87.3 and at most 2.4e38 for
 /// x < -88.4, so σ goes smoothly to 1 and to 0 without overflow.
 #[inline(always)]
-fn logistic<M: MulAdd>(x: f32) -> f32 {
+pub(crate) fn logistic<M: MulAdd>(x: f32) -> f32 {
     1.0 / (1.0 + exp::<M>(-x))
 }
 

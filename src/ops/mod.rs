@@ -5,6 +5,7 @@
 //! The rustdoc of each op states its formula, its derivative and the PyTorch
 //! call it matches. Heavy loops (matmul, conv2d) go through [`crate::backend`].
 
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod index;

@@ -204,7 +204,7 @@ fn lane_sum(x: &[f32]) -> f32 {
 
 /// `Σ x·y` in 16 independent lanes; with `y` empty, `Σ x`.
 #[inline(always)]
-fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
+pub(crate) fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let chunks = x.chunks_exact(16);
     let tail = chunks.remainder();

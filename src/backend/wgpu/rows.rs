@@ -13,7 +13,8 @@
 //!
 //! The row kernels (`rows.wgsl`) run one 256-wide workgroup per row, each thread taking
 //! a strided share and the workgroup adding the shares as a tree; they compute in f32
-//! where the CPU's layer norm keeps its statistics in f64, so they agree to the rounding
+//! as the CPU's layer norm does (which sums in 32 lanes, and keeps μ as a shift plus an
+//! f32 mean of `x - shift`), so they agree to the rounding
 //! of f32 sums (see `tests/gpu_rows.rs`). The rest are one invocation per output value
 //! and move values without arithmetic, so they are exact.
 //!

@@ -69,10 +69,10 @@ impl ResBlock {
     // ANCHOR: res_block
     /// `x (B, C_in, H, W)`, `emb (B, C_emb)` -> `(B, C_out, H, W)`.
     pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu())?; // (B, C_out, H, W)
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?; // (B, C_out, H, W), SiLU(GroupNorm(x)) as one op
         let shift = self.emb_proj.forward(&emb.silu())?.unsqueeze(-1).unsqueeze(-1); // (B, C_out, 1, 1)
         let h = h.add(&shift)?; // every position of a channel moves with t
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu())?; // (B, C_out, H, W)
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?; // (B, C_out, H, W)
         let residual = match &self.skip {
             Some(skip) => skip.forward(x)?,
             None => x.clone(),

@@ -255,7 +255,7 @@ impl UNet {
             let skip = skips.pop().expect("one skip per input stage");
             h = stage.forward(&Tensor::concat(&[&h, &skip], 1)?, &emb, context)?; // [h ; skip] on channels
         }
-        self.out_conv.forward(&self.out_norm.forward(&h)?.silu()) // (B, C, H, W)
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?) // (B, C, H, W)
     }
     // ANCHOR_END: forward
 }
