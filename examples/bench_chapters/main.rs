@@ -4,6 +4,7 @@
 //! cargo run --release --example bench_chapters -- --torch
 //! cargo run --release --example bench_chapters -- --smoke          # batch 8, 3 steps (CI)
 //! cargo run --release --example bench_chapters -- --cases vae,vqvae_mnist --torch
+//! cargo run --release --example bench_chapters -- --cases dalle,ddpm,glide,prior,decoder,upsampler --torch
 //! ```
 //!
 //! Each case builds the chapter's model through the library at the example's
@@ -27,7 +28,8 @@
 //! sides meet the same load on a shared machine; the tables give the median
 //! over all timed steps of a side. The ratio is ours / torch: below 1 we are
 //! faster. The generators also time one sampling step (GPT: one token for a
-//! batch of 200 through the KV cache, as chapter 01 samples).
+//! batch of 200 through the KV cache, as chapter 01 samples; the later chapters'
+//! cases, in `generators.rs`, say theirs).
 
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
@@ -51,6 +53,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+mod generators;
+
+/// Every case, in the order of the tables.
+const CASES: [&str; 14] = [
+    "judge", "gpt", "vit", "clip", "vae", "vqvae_mnist", "vqvae_cifar10", "dvae", "dalle", "ddpm", "glide", "prior", "decoder", "upsampler",
+];
+
 #[derive(Parser)]
 #[command(about = "Time one training step of every chapter's model against its PyTorch twin")]
 struct Args {
@@ -60,8 +69,9 @@ struct Args {
     /// Also run benches/torch_chapters.py (skipped with a message when python or torch is missing).
     #[arg(long)]
     torch: bool,
-    /// Comma-separated cases (default: all): judge, gpt, vit, clip, vae, vqvae_mnist, vqvae_cifar10, dvae.
-    #[arg(long, default_value = "judge,gpt,vit,clip,vae,vqvae_mnist,vqvae_cifar10,dvae")]
+    /// Comma-separated cases (default: all): judge, gpt, vit, clip, vae, vqvae_mnist, vqvae_cifar10, dvae,
+    /// dalle, ddpm, glide, prior, decoder, upsampler.
+    #[arg(long, default_value = "judge,gpt,vit,clip,vae,vqvae_mnist,vqvae_cifar10,dvae,dalle,ddpm,glide,prior,decoder,upsampler")]
     cases: String,
     /// The data folder for the `data` column (default: as the examples find it).
     #[arg(long)]
@@ -103,6 +113,14 @@ impl Laps {
 type Step = Box<dyn FnMut(&mut Laps) -> Result<()>>;
 type Sampler = Box<dyn FnMut() -> Result<()>>;
 
+/// A generator's sampling call, how many sampling steps (tokens, network evaluations) it makes,
+/// and what one step is, for the table.
+struct Sampling {
+    call: Sampler,
+    steps: usize,
+    what: String,
+}
+
 /// One chapter's model, ready to step.
 struct Case {
     name: &'static str,
@@ -114,8 +132,8 @@ struct Case {
     /// What the PyTorch twin needs to build the same model.
     spec: Value,
     step: Step,
-    /// A generator's sampling call and the number of tokens (sampling steps) it makes.
-    sample: Option<(Sampler, usize)>,
+    /// A generator's sampling call.
+    sample: Option<Sampling>,
     /// The real batching path, timed alone.
     data: Option<Box<dyn FnMut()>>,
 }
@@ -137,14 +155,14 @@ impl Samples {
         }
     }
 
-    /// The twin's reply: lists of the same measurements.
-    fn extend_from_json(&mut self, reply: &Value) {
+    /// The twin's reply: lists of the same measurements (its sampling calls divided by `sample_steps`).
+    fn extend_from_json(&mut self, reply: &Value, sample_steps: usize) {
         let list = |key: &str| -> Vec<f64> { reply[key].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
         self.step.extend(list("step_ms"));
         for (p, name) in self.phases.iter_mut().zip(PHASES) {
             p.extend(list(&format!("{name}_ms")));
         }
-        self.sample.extend(list("sample_ms"));
+        self.sample.extend(list("sample_ms").iter().map(|ms| ms / sample_steps.max(1) as f64));
     }
 
     fn median_step(&self) -> Option<f64> {
@@ -228,7 +246,7 @@ impl Sets {
                 None
             }
         };
-        let mnist = wanted.iter().any(|c| !matches!(*c, "gpt" | "vqvae_cifar10")).then(|| load(DatasetName::Mnist)).flatten();
+        let mnist = wanted.iter().any(|c| !matches!(*c, "gpt" | "vqvae_cifar10" | "dalle" | "prior" | "decoder")).then(|| load(DatasetName::Mnist)).flatten();
         let cifar10 = wanted.contains(&"vqvae_cifar10").then(|| load(DatasetName::Cifar10)).flatten();
         Sets { mnist, cifar10, note }
     }
@@ -336,7 +354,7 @@ fn gpt_case(b: usize, samples: usize) -> Result<Case> {
         batch: b,
         spec: json!({"batch": b, "vocab": vocab, "context": context, "t": t, "width": 64, "heads": 4, "layers": 2, "samples": samples}),
         step,
-        sample: Some((Box::new(sample), context - 1)),
+        sample: Some(Sampling { call: Box::new(sample), steps: context - 1, what: format!("one token for a batch of {samples}, KV cache") }),
         data: None,
     })
 }
@@ -638,10 +656,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let known = ["judge", "gpt", "vit", "clip", "vae", "vqvae_mnist", "vqvae_cifar10", "dvae"];
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
-    if let Some(bad) = wanted.iter().find(|c| !known.contains(c)) {
-        return Err(Error::Config(format!("--cases: unknown case {bad:?}, expected some of {known:?}")));
+    if let Some(bad) = wanted.iter().find(|c| !CASES.contains(c)) {
+        return Err(Error::Config(format!("--cases: unknown case {bad:?}, expected some of {CASES:?}")));
     }
     let tier = cpu_tier();
     println!("== bench_chapters: {} rayon threads, CPU tier {tier}, {} run", rayon::current_num_threads(), if args.smoke { "smoke" } else { "full" });
@@ -657,7 +674,15 @@ fn run(args: Args) -> Result<()> {
             "vae" => vae_case(small(128), &sets)?,
             "vqvae_mnist" => vqvae_case(false, small(64), &sets)?,
             "vqvae_cifar10" => vqvae_case(true, small(64), &sets)?,
-            _ => dvae_case(small(64), &sets)?,
+            "dvae" => dvae_case(small(64), &sets)?,
+            // The sampling batches are the examples': 07 draws 400 candidates at a time, 08 and
+            // 11 sample 250 images a batch, 09 200, 10 evaluates 1000 captions at once.
+            "dalle" => generators::dalle_case(small(64), if args.smoke { 8 } else { 400 })?,
+            "ddpm" => generators::ddpm_case(small(64), if args.smoke { 8 } else { 250 }, &sets)?,
+            "glide" => generators::glide_case(small(64), if args.smoke { 8 } else { 200 }, &sets)?,
+            "prior" => generators::prior_case(small(256), if args.smoke { 8 } else { 1000 })?,
+            "decoder" => generators::decoder_case(small(64), if args.smoke { 8 } else { 250 })?,
+            _ => generators::upsampler_case(small(32), if args.smoke { 8 } else { 250 }, &sets)?,
         });
     }
 
@@ -685,8 +710,8 @@ fn run(args: Args) -> Result<()> {
         let sample_reps = if case.sample.is_none() { 0 } else if args.smoke { 1 } else { 2 };
         for _ in 0..rounds {
             run_steps(&mut case.step, warmup, reps, &mut ours)?;
-            if let Some((f, tokens)) = &mut case.sample {
-                ours.sample.extend(time_calls(f.as_mut(), sample_reps)?.iter().map(|ms| ms / *tokens as f64));
+            if let Some(s) = &mut case.sample {
+                ours.sample.extend(time_calls(s.call.as_mut(), sample_reps)?.iter().map(|ms| ms / s.steps as f64));
             }
             if let Some(tw) = twin.as_mut() {
                 match tw.run(case.name, &case.spec, warmup, reps, sample_reps) {
@@ -701,7 +726,7 @@ fn run(args: Args) -> Result<()> {
                                 case.name, reply["params"], reply["shapes"], case.params.total, case.params.shapes
                             )));
                         }
-                        theirs.extend_from_json(&reply);
+                        theirs.extend_from_json(&reply, case.sample.as_ref().map_or(1, |s| s.steps));
                     }
                     Err(why) => {
                         note = format!("PyTorch comparison skipped from case {}: {why}", case.name);
@@ -749,7 +774,8 @@ fn run(args: Args) -> Result<()> {
         split += &format!("| {} | {} | {} |\n", case.what, side(ours), side(theirs));
         if let Some(s) = median(&ours.sample) {
             let t = median(&theirs.sample);
-            sampling += &format!("| {}: one token for a batch of {}, KV cache | {s:.3} | {} | {} |\n", case.what, case.spec["samples"], ms(t), ratio(s, t));
+            let what = case.sample.as_ref().map_or("", |s| s.what.as_str());
+            sampling += &format!("| {}: {what} | {s:.3} | {} | {} |\n", case.what, ms(t), ratio(s, t));
         }
     }
     let tables = format!(
