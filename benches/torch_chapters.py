@@ -1082,7 +1082,8 @@ def main():
         return
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads())), flush=True)
+    hello = dict(torch=torch.__version__, threads=torch.get_num_threads(), capability=torch.backends.cpu.get_cpu_capability())
+    print(json.dumps(hello), flush=True)
     built = {}
     for line in sys.stdin:
         req = json.loads(line)

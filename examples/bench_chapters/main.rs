@@ -20,7 +20,8 @@
 //! and other (reading the loss and the metrics the example logs).
 //!
 //! With `--torch`, `benches/torch_chapters.py` runs beside this program on as
-//! many threads as rayon uses here, builds the same model in PyTorch from the
+//! many threads as rayon uses here (and, when `DALLE_CPU` forces a lower tier, held
+//! to the same instruction set, as bench_engine holds it), builds the same model in PyTorch from the
 //! specification sent to it, and reports its trainable parameter count, which
 //! must equal ours (the program stops if it differs). Each case then alternates
 //! three blocks of steps on each side (ours, PyTorch, ours, ...; each block
@@ -571,12 +572,19 @@ impl Twin {
         for var in ["BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
             cmd.env(var, &threads);
         }
+        // Our tier, forced lower with DALLE_CPU, holds PyTorch to the same instruction set (as
+        // bench_engine does); a variable already set by the caller wins.
+        for (var, value) in torch_tier_env() {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, value);
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| format!("could not run python3: {e}"))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
         let mut twin = Twin { child, stdin, stdout, about: String::new() };
-        let hello = twin.read()?; // {"torch": "2.5.1", "threads": 2} or {"error": ...}
-        twin.about = format!("PyTorch {} on {} threads", hello["torch"].as_str().unwrap_or("?"), hello["threads"]);
+        let hello = twin.read()?; // {"torch": "2.5.1", "threads": 2, "capability": "AVX512"} or {"error": ...}
+        twin.about = format!("PyTorch {} on {} threads, ATen capability {}", hello["torch"].as_str().unwrap_or("?"), hello["threads"], hello["capability"].as_str().unwrap_or("?"));
         Ok(twin)
     }
 
@@ -614,6 +622,16 @@ fn cpu_tier() -> String {
     match std::env::var("DALLE_CPU") {
         Ok(v) if !v.is_empty() => format!("{hardware}, DALLE_CPU={v}"),
         _ => hardware,
+    }
+}
+
+/// The switches that hold ATen's kernels, oneDNN and MKL to the tier `DALLE_CPU` forces
+/// (`avx2` or `portable`; nothing at the best tier): the same as bench_engine's.
+fn torch_tier_env() -> Vec<(&'static str, &'static str)> {
+    match std::env::var("DALLE_CPU").unwrap_or_default().as_str() {
+        "avx2" => vec![("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2"), ("OPENBLAS_CORETYPE", "Haswell")],
+        "portable" => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41"), ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"), ("OPENBLAS_CORETYPE", "Nehalem")],
+        _ => vec![],
     }
 }
 
