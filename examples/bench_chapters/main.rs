@@ -5,6 +5,7 @@
 //! cargo run --release --example bench_chapters -- --smoke          # batch 8, 3 steps (CI)
 //! cargo run --release --example bench_chapters -- --cases vae,vqvae_mnist --torch
 //! cargo run --release --example bench_chapters -- --cases dalle,ddpm,glide,prior,decoder,upsampler --torch
+//! cargo run --release --example bench_chapters -- --sampling       # samplers of chapters 08 and 09
 //! ```
 //!
 //! Each case builds the chapter's model through the library at the example's
@@ -55,6 +56,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod generators;
+mod sampling;
 
 /// Every case, in the order of the tables.
 const CASES: [&str; 14] = [
@@ -77,6 +79,11 @@ struct Args {
     /// The data folder for the `data` column (default: as the examples find it).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Instead of the training steps: chapter 08's samplers (DDPM 1000 steps, DDIM 50, the ODE
+    /// by Euler and Heun over 50) and chapter 09's guidance as two passes or one batch, in
+    /// images per second (written to sampling.md beside --out).
+    #[arg(long)]
+    sampling: bool,
     /// Where to write the tables as markdown.
     #[arg(long, default_value = "runs/bench_chapters/bench.md")]
     out: PathBuf,
@@ -674,6 +681,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if args.sampling {
+        return sampling::run(&args);
+    }
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
     if let Some(bad) = wanted.iter().find(|c| !CASES.contains(c)) {
         return Err(Error::Config(format!("--cases: unknown case {bad:?}, expected some of {CASES:?}")));
