@@ -84,6 +84,9 @@ struct Args {
     /// images per second (written to sampling.md beside --out).
     #[arg(long)]
     sampling: bool,
+    /// Skip the generators' sampling steps (to profile the training steps alone).
+    #[arg(long)]
+    no_sampling: bool,
     /// Where to write the tables as markdown.
     #[arg(long, default_value = "runs/bench_chapters/bench.md")]
     out: PathBuf,
@@ -730,6 +733,9 @@ fn run(args: Args) -> Result<()> {
     let (rounds, warmup) = if args.smoke { (1, 1) } else { (3, 2) };
     let mut results = Vec::new();
     for case in &mut cases {
+        if args.no_sampling {
+            case.sample = None;
+        }
         let (mut ours, mut theirs) = (Samples::default(), Samples::default());
         // Steps per block: about one second's worth, 4 to 16 (3 blocks a side: 12 to 48 steps).
         let t = Instant::now();
