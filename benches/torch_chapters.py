@@ -1,8 +1,8 @@
 """The PyTorch twins of `cargo run --release --example bench_chapters -- --torch`.
 
-examples/bench_chapters.rs builds every chapter's model through the library and
+examples/bench_chapters/ builds every chapter's model through the library and
 keeps this script running beside it. The script prints one JSON line when it
-starts, {"torch": "2.5.1", "threads": 2} (or {"error": "..."} without torch),
+starts, {"torch": "2.5.1", "threads": 2, "capability": "AVX512"} (or {"error": "..."} without torch),
 then answers each request line on stdin,
 
     {"case": "gpt", "spec": {"batch": 64, "vocab": 27, ...}, "warmup": 2, "reps": 8, "sample_reps": 2}
@@ -31,7 +31,7 @@ name and shape) into the U-Net twin and draws 100 digits with guided DDIM-10:
 the judge twin finds 95 of them the asked digit (the library: 97.7 % of 300),
 which a U-Net wired differently from the library's could not do.
 
-Timing (as examples/bench_chapters.rs): `warmup` untimed steps, then `reps`
+Timing (as examples/bench_chapters/main.rs): `warmup` untimed steps, then `reps`
 timed ones, each phase (forward with the loss, backward, optimiser with
 zero_grad and clipping, other: reading the loss and the logged metrics) timed
 with perf_counter at its borders. Inputs are random batches of the right shape,
