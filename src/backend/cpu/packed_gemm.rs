@@ -50,7 +50,7 @@
 
 use super::gemm::MatPtr;
 use super::aligned;
-use super::microkernel::MicroKernel;
+use super::microkernel::{widen, MicroKernel};
 use std::cell::RefCell;
 
 /// Depth of a k block.
@@ -63,8 +63,9 @@ const NC: usize = 384;
 const KEEP_B: usize = 1 << 20;
 
 thread_local! {
-    /// Per-thread packing buffers, reused across calls (no allocation per GEMM).
-    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread packing buffers, reused across calls (no allocation per GEMM):
+    /// A, B and one sliver of A [widened](widen) for the kernel.
+    static PACK: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// How `mc` rows split into slivers of the kernel `K`: full slivers of MR
@@ -200,7 +201,7 @@ unsafe fn pack_b<K: MicroKernel>(kc: usize, nc: usize, b: MatPtr, dst: &mut [f32
 pub unsafe fn gemm<K: MicroKernel>(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: usize) {
     PACK.with(|bufs| {
         let mut bufs = bufs.borrow_mut();
-        let (abuf, bbuf) = &mut *bufs;
+        let (abuf, bbuf, wbuf) = &mut *bufs;
         let (mr, nr) = (K::MR, K::NR);
         let (mc_step, kc_step, nc_step) = (balanced(m, MC, mr), balanced(k, KC, 1), balanced(n, NC, nr));
         // A B of at most KEEP_B floats is packed once, block by block while the first
@@ -231,10 +232,11 @@ pub unsafe fn gemm<K: MicroKernel>(m: usize, k: usize, n: usize, alpha: f32, a: 
                     // Each A sliver stays in L1 while every B panel of the block streams past it.
                     for (s, sliver_buf) in apack.chunks_exact(mr * kc).enumerate() {
                         let (row0, rows) = sliver::<K>(mc, s);
+                        let wide = widen::<K>(sliver_buf, wbuf);
                         for (t, panel) in bpack.chunks_exact(nr * kc).enumerate() {
                             let cols = nr.min(nc - t * nr);
                             let ct = c.add((ic + row0) * rsc + jc + t * nr);
-                            K::tile(rows, kc, sliver_buf.as_ptr(), panel.as_ptr(), ct, rsc, cols, alpha, beta_p);
+                            K::tile_wide(rows, kc, wide.as_ptr(), panel.as_ptr(), ct, rsc, cols, alpha, beta_p);
                         }
                     }
                 }

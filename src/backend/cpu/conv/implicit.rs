@@ -38,7 +38,7 @@
 use super::{im2col, images_per_task, with_scratch, ConvGeom};
 use crate::backend::cpu::copy_short;
 use crate::backend::cpu::gemm::MatPtr;
-use crate::backend::cpu::microkernel::MicroKernel;
+use crate::backend::cpu::microkernel::{widen, MicroKernel};
 use crate::backend::cpu::packed_gemm::{pack_a, sliver, sliver_count};
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -171,7 +171,8 @@ fn pack_taps<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, xt: &[f32], t: usize,
 
 /// `C (m, n) = A · B`, or `C += A · B` when `accumulate`, on this thread.
 ///
-/// A is packed into slivers (`m` rows, `k` deep, as by [`pack_a`]). B comes in
+/// A is packed into slivers (`m` rows, `k` deep, as by [`pack_a`]), and
+/// [widened](widen) for the kernel when `wide`. B comes in
 /// panels of NR columns, one k block at a time: `panel_block(t, rows of B, scratch)`
 /// returns the address of rows `rows` of panel `t` in the packed layout
 /// (`[p][l]`, NR floats a row), packed into `scratch` or found in place.
@@ -184,7 +185,7 @@ fn pack_taps<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, xt: &[f32], t: usize,
 /// The CPU must support `K`'s tier; `c` must address an `m x n` matrix with row
 /// stride `rsc`; the blocks `panel_block` returns must hold `rows.len() * NR` floats.
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output, as `sgemm`
-unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
+unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], wide: bool, mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
     let (mr, nr) = (K::MR, K::NR);
     let kc_step = k.div_ceil(k.div_ceil(KC));
     for t in 0..n.div_ceil(nr) {
@@ -195,7 +196,13 @@ unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32
             let beta = if pc == 0 && !accumulate { 0.0 } else { 1.0 };
             for s in 0..sliver_count::<K>(m) {
                 let (row0, rows) = sliver::<K>(m, s);
-                K::tile(rows, kc, apack.as_ptr().add(s * mr * k + pc * mr), b, c.add(row0 * rsc + t * nr), rsc, cols, 1.0, beta);
+                let ct = c.add(row0 * rsc + t * nr);
+                if wide {
+                    let ac = mr * K::A_COPIES;
+                    K::tile_wide(rows, kc, apack.as_ptr().add(s * ac * k + pc * ac), b, ct, rsc, cols, 1.0, beta);
+                } else {
+                    K::tile(rows, kc, apack.as_ptr().add(s * mr * k + pc * mr), b, ct, rsc, cols, 1.0, beta);
+                }
             }
         }
     }
@@ -224,13 +231,15 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
     let taps = Taps::<K>::new(g);
     let mut wpack = vec![0.0f32; sliver_count::<K>(g.oc) * K::MR * ckk];
     unsafe { pack_rows::<K>(g.oc, ckk, w, &mut wpack) };
+    let mut wide = Vec::new();
+    let wpack = widen::<K>(&wpack, &mut wide); // packed once, read by every image
     let per_task = images_per_task(g.n);
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
         with_scratch([KC * K::NR], |[panel]| {
             for (i, yn) in ys.chunks_mut(g.oc * ohw).enumerate() {
                 let xn = &x[(task * per_task + i) * chw..][..chw];
                 // y_n (OC, OHW) = W (OC, CKK) · col_n (CKK, OHW)
-                unsafe { gemm_panels::<K>(g.oc, ckk, ohw, &wpack, |t, rows, p| {
+                unsafe { gemm_panels::<K>(g.oc, ckk, ohw, wpack, true, |t, rows, p| {
                         pack_pixels(g, &taps, xn, t, rows, p);
                         p.as_ptr()
                     }, panel, yn.as_mut_ptr() as *mut f32, ohw, false) };
@@ -404,7 +413,7 @@ fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f3
                     source.fill::<K>(g, &x[n * chw..(n + 1) * chw], xs);
                     pack_dy::<K>(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
                     // dW' (OC, KK*C) += dY_n (OC, K) · colᵀ_n (K, KK*C)
-                    unsafe { gemm_panels::<K>(g.oc, k, ckk, dypack, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, dwt.as_mut_ptr(), ckk, true) };
+                    unsafe { gemm_panels::<K>(g.oc, k, ckk, dypack, false, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, dwt.as_mut_ptr(), ckk, true) };
                 }
             });
             dwt

@@ -20,6 +20,8 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod portable;
+#[cfg(target_arch = "x86_64")]
+mod sse2_wide;
 
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
@@ -47,6 +49,22 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
     #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
     unsafe fn tile(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32);
 
+    /// How many copies of each value of A [`Self::tile_wide`] reads: 1 (the packed
+    /// sliver as it is) for a tier that broadcasts from memory; 4 for the portable
+    /// kernel on x86-64, where SSE2 has no broadcast load ([`sse2_wide`]).
+    const A_COPIES: usize = 1;
+
+    /// [`Self::tile`] on a sliver [widened](widen) to `A_COPIES` copies of each
+    /// value (`kc` steps of `MR * A_COPIES` floats). Callers widen a sliver once
+    /// and run it against many panels.
+    ///
+    /// # Safety
+    /// As [`Self::tile`], with `a` holding `kc * MR * A_COPIES` floats.
+    #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output
+    unsafe fn tile_wide(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
+        Self::tile(mr, kc, a, b, c, rsc, nr, alpha, beta)
+    }
+
     /// `dst[p][i] = src[i][p]` for `i < w`, `p < kc`, where `src` row `i`
     /// starts at `src + i * stride` and is contiguous: packing a sliver of a
     /// row-major A (`w = MR`) or a panel of a transposed B (`w = NR`).
@@ -72,6 +90,18 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
             *d = if mask >> l & 1 == 1 { *src.wrapping_add(l) } else { 0.0 };
         }
     }
+}
+
+/// Packed slivers of A in the layout [`MicroKernel::tile_wide`] reads:
+/// `wide[j * A_COPIES + r] = a[j]` for every `r < A_COPIES`, into `buf`; `a` itself
+/// when the kernel reads one copy.
+pub(crate) fn widen<'a, K: MicroKernel>(a: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if K::A_COPIES == 1 {
+        return a;
+    }
+    buf.clear();
+    buf.extend(a.iter().flat_map(|&v| std::iter::repeat_n(v, K::A_COPIES)));
+    buf
 }
 
 /// [`MicroKernel::transpose_pack`] one float at a time: `w` streams read front to back.

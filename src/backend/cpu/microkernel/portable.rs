@@ -18,6 +18,10 @@
 //! AVX2 kernel's work per cycle (and the broadcasts of A share the
 //! floating-point ports on AMD's cores).
 //!
+//! On x86-64 the packed GEMM and the convolution's forward pass run
+//! [`super::sse2_wide`]'s tile instead, on slivers of A rewritten once so that
+//! SSE2 needs no shuffles to broadcast A.
+//!
 //! On aarch64 the same code compiles to NEON, where the multiply-add is one
 //! fused instruction ([`PORTABLE_HAS_FMA`]). C is touched once, after the
 //! `k` loop; edge tiles write only their `nr` valid columns.
@@ -48,6 +52,17 @@ impl super::MicroKernel for Portable {
             _ => unreachable!("micro-tile rows must be 1..={MR}, got {mr}"),
         }
     }
+
+    /// On x86-64 each value of A comes four times ([`super::sse2_wide`]), so that
+    /// SSE2 broadcasts it with a plain load; the same sums, in the same order.
+    #[cfg(target_arch = "x86_64")]
+    const A_COPIES: usize = 4;
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_wide(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, nr: usize, alpha: f32, beta: f32) {
+        super::sse2_wide::tile(mr, kc, a, b, c, rsc, nr, alpha, beta)
+    }
+
 }
 
 /// `a · b + c`: one fused instruction where the baseline has it (aarch64), a
