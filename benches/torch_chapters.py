@@ -686,6 +686,36 @@ class Glide(nn.Module):
         return self.unet(x, t, self.cond_proj(pooled), tokens, padding)
 
 
+class NoisedClip(nn.Module):
+    """Chapter 09b (src/models/noised_clip): CLIP's image tower with a time token in place of the
+    class token, trained; the text tower and its projection frozen."""
+
+    def __init__(self, s):
+        super().__init__()
+        c, inter, heads, e, grid = s["width"], s["intermediate"], s["heads"], s["projection"], 28 // s["patch"]
+        self.text = ClipText(dict(s, layers=s["text_layers"]))
+        self.text_projection = nn.Linear(c, e, bias=False)
+        for p in list(self.text.parameters()) + list(self.text_projection.parameters()):
+            p.requires_grad_(False)
+        self.patch_embedding = nn.Conv2d(1, c, s["patch"], s["patch"], bias=False)
+        self.time_embedding, self.time_embed = nn.Linear(s["time_embed"], c), s["time_embed"]
+        self.position_embedding = nn.Embedding(grid * grid + 1, c)
+        self.pre_layrnorm, self.post_layernorm = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.layers = nn.ModuleList(ClipLayer(c, inter, heads) for _ in range(s["vision_layers"]))
+        self.visual_projection = nn.Linear(c, e, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, x_t, t, ids):
+        p = self.patch_embedding(x_t).flatten(2).transpose(1, 2)  # (B, N, C)
+        time = self.time_embedding(timestep_embedding(t, self.time_embed))[:, None]  # (B, 1, C)
+        x = self.pre_layrnorm(torch.cat([time, p], 1) + self.position_embedding.weight)
+        for layer in self.layers:
+            x = layer(x, None)
+        f = F.normalize(self.visual_projection(self.post_layernorm(x[:, 0])), dim=-1, eps=1e-12)
+        g = F.normalize(self.text_projection(self.text(ids)[1]), dim=-1, eps=1e-12)  # frozen: no graph
+        return (f @ g.t()) * self.logit_scale.clamp(max=4.6051702).exp()  # (N, N)
+
+
 class Prior(nn.Module):
     """src/models/prior/diffusion_prior.rs: [P(tokens) ; P(z_t) ; time ; P(x_t) ; query] + positions, causal GPT blocks, x̂_0 from the last."""
 
@@ -975,6 +1005,23 @@ def build(name, s):
             sample = lambda: ddim_step(lambda x, t: model(x, t, y_s), x_t, 999, ab)  # noqa: E731
         opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
         return model, step_fn(model, opt, diffusion_forward(ab, x0, predict), after=Ema(model)), sample
+    if name == "noised_clip":
+        model = NoisedClip(s)
+        ab = linear_alpha_bar()
+        x0 = images(b, 1, 28, -1.0, 1.0)
+        ids = caption_ids(s["ends"], s["context"], s["vocab"])
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4, weight_decay=0.01)
+
+        def forward():
+            t = torch.randint(0, len(ab), (b,))
+            a = per_row(ab[t], x0)
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn_like(x0)
+            return contrastive_loss(model(x_t, t, ids)), None
+
+        def other(_):
+            model.logit_scale.detach().clamp(max=4.6051702).exp().item()
+
+        return model, step_fn(model, opt, forward, clip=1.0, other=other), None
     if name == "prior":
         model = Prior(s)
         ab = cosine_alpha_bar()

@@ -1,5 +1,5 @@
 //! The cases of chapters 07 to 11: DALL-E 1's transformer, the class-conditional DDPM U-Net,
-//! GLIDE, the unCLIP diffusion prior, decoder and upsampler, each built through the library at
+//! GLIDE and chapter 09b's noised CLIP, the unCLIP diffusion prior, decoder and upsampler, each built through the library at
 //! its example's default configuration (see main.rs for how a case is timed).
 //!
 //! The diffusion steps draw `t ~ U{0..T-1}`, `ε ~ N(0, I)` and the dropped conditioning of
@@ -17,6 +17,7 @@ use dalle::models::dalle::{Dalle, DalleConfig};
 use dalle::models::diffusion::samplers::ode_sample;
 use dalle::models::diffusion::{diffusion_loss, drop_labels, respace, ClassConditionalUNet, ClassifierFree, Diffusion, Sampler, UNetConfig};
 use dalle::models::glide::{Glide, GlideConfig};
+use dalle::models::noised_clip::{NoisedClip, NoisedClipConfig};
 use dalle::models::prior::{embed_scale, normalize_rows, CaptionEncoding, DiffusionPrior, DiffusionPriorConfig};
 use dalle::models::unclip::{DecoderCondition, DecoderConfig, TextStates, UnclipDecoder, Upsampler};
 use dalle::nn::Module;
@@ -423,5 +424,53 @@ pub(super) fn upsampler_case(b: usize, samples: usize, sets: &Sets) -> Result<Ca
         step,
         sample: Some(Sampling { call: Box::new(call), steps: 1, what: format!("one DDIM step for {samples} images") }),
         data: batching(&sets.mnist, b),
+    })
+}
+
+/// Chapter 09b's noised CLIP on MNIST: chapter 03's toy CLIP with a time token in place of the
+/// class token (`NoisedClip::new`, time embedding 32 wide), the image tower and the temperature
+/// trained, the text tower frozen (run each step without a graph, as the example's loss does);
+/// batch 128, AdamW 5e-4 (decay 0.01, the warm-up cosine sets the rate each step), clipping at 1,
+/// the symmetric contrastive loss of captions against images noised to a random `t`.
+pub(super) fn noised_clip_case(b: usize) -> Result<Case> {
+    let bpe = TrainedBpe::load(dalle::io::shipped_weights("clip_mnist.tokenizer.json"))?;
+    let clip = ClipConfig::toy(DatasetName::Mnist, bpe.vocab_size(), bpe.eot());
+    let config = NoisedClipConfig { clip: clip.clone(), time_embed_dim: 32, num_train_timesteps: NUM_TRAIN_STEPS, beta_schedule: "linear".into(), trained_on_noised_images: false };
+    let model = NoisedClip::new(&config, &mut Rng::new(0))?;
+    let named: Vec<(String, Tensor)> = model.named_parameters().into_iter().filter(|(_, p)| p.requires_grad()).collect();
+    let params = count(&named);
+    let trainable: Vec<Tensor> = named.iter().map(|(_, p)| p.clone()).collect();
+    let mut opt = Adam::adamw(named, 5e-4, 0.01);
+    let schedule = Diffusion::linear_epsilon()?.schedule;
+    let (tc, vc) = (&clip.text_config, &clip.vision_config);
+    let (s, vocab) = (tc.max_position_embeddings, tc.vocab_size);
+    let mut rng = Rng::new(1);
+    let x0 = Tensor::new(rng.uniform_array(&[b, vc.num_channels, vc.image_size, vc.image_size], -1.0, 1.0));
+    let ends = caption_ends(&mut rng, b, s, 0.0);
+    let ids = caption_ids(&mut rng, &ends, s, vocab);
+    let ends_of_ids = ends_json(&ids);
+    let mut step_rng = Rng::new(4);
+    let step: Step = Box::new(move |laps| {
+        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect();
+        let noise = Tensor::randn(&x0.shape(), &mut step_rng);
+        let x_t = schedule.q_sample(&x0, &t, &noise)?; // √ᾱ_t x_0 + √(1-ᾱ_t) ε
+        let loss = model.loss(&x_t, &t, &ids)?;
+        laps.lap(Phase::Forward);
+        backward_and_step(laps, &loss, &mut opt, Some((&trainable[..], 5e-4)));
+        black_box((loss.item(), model.logit_scale_exp().item()));
+        laps.lap(Phase::Other);
+        Ok(())
+    });
+    Ok(Case {
+        name: "noised_clip",
+        what: "09b noised CLIP (MNIST, image tower trained)".into(),
+        params,
+        batch: b,
+        spec: json!({"batch": b, "vocab": vocab, "context": s, "width": tc.hidden_size, "intermediate": tc.intermediate_size,
+                     "heads": tc.num_attention_heads, "text_layers": tc.num_hidden_layers, "vision_layers": vc.num_hidden_layers,
+                     "patch": vc.patch_size, "projection": clip.projection_dim, "time_embed": 32, "ends": ends_of_ids}),
+        step,
+        sample: None,
+        data: None,
     })
 }

@@ -59,8 +59,8 @@ mod generators;
 mod sampling;
 
 /// Every case, in the order of the tables.
-const CASES: [&str; 14] = [
-    "judge", "gpt", "vit", "clip", "vae", "vqvae_mnist", "vqvae_cifar10", "dvae", "dalle", "ddpm", "glide", "prior", "decoder", "upsampler",
+const CASES: [&str; 15] = [
+    "judge", "gpt", "vit", "clip", "vae", "vqvae_mnist", "vqvae_cifar10", "dvae", "dalle", "ddpm", "glide", "noised_clip", "prior", "decoder", "upsampler",
 ];
 
 #[derive(Parser)]
@@ -73,8 +73,8 @@ struct Args {
     #[arg(long)]
     torch: bool,
     /// Comma-separated cases (default: all): judge, gpt, vit, clip, vae, vqvae_mnist, vqvae_cifar10, dvae,
-    /// dalle, ddpm, glide, prior, decoder, upsampler.
-    #[arg(long, default_value = "judge,gpt,vit,clip,vae,vqvae_mnist,vqvae_cifar10,dvae,dalle,ddpm,glide,prior,decoder,upsampler")]
+    /// dalle, ddpm, glide, noised_clip, prior, decoder, upsampler.
+    #[arg(long, default_value = "judge,gpt,vit,clip,vae,vqvae_mnist,vqvae_cifar10,dvae,dalle,ddpm,glide,noised_clip,prior,decoder,upsampler")]
     cases: String,
     /// The data folder for the `data` column (default: as the examples find it).
     #[arg(long)]
@@ -257,7 +257,7 @@ impl Sets {
                 None
             }
         };
-        let mnist = wanted.iter().any(|c| !matches!(*c, "gpt" | "vqvae_cifar10" | "dalle" | "prior" | "decoder")).then(|| load(DatasetName::Mnist)).flatten();
+        let mnist = wanted.iter().any(|c| !matches!(*c, "gpt" | "vqvae_cifar10" | "dalle" | "noised_clip" | "prior" | "decoder")).then(|| load(DatasetName::Mnist)).flatten();
         let cifar10 = wanted.contains(&"vqvae_cifar10").then(|| load(DatasetName::Cifar10)).flatten();
         Sets { mnist, cifar10, note }
     }
@@ -711,6 +711,7 @@ fn run(args: Args) -> Result<()> {
             "dalle" => generators::dalle_case(small(64), if args.smoke { 8 } else { 400 })?,
             "ddpm" => generators::ddpm_case(small(64), if args.smoke { 8 } else { 250 }, &sets)?,
             "glide" => generators::glide_case(small(64), if args.smoke { 8 } else { 200 }, &sets)?,
+            "noised_clip" => generators::noised_clip_case(small(128))?,
             "prior" => generators::prior_case(small(256), if args.smoke { 8 } else { 1000 })?,
             "decoder" => generators::decoder_case(small(64), if args.smoke { 8 } else { 250 })?,
             _ => generators::upsampler_case(small(32), if args.smoke { 8 } else { 250 }, &sets)?,
