@@ -4,7 +4,7 @@
 //! cargo run --release --example bench_chapters -- --torch
 //! cargo run --release --example bench_chapters -- --smoke          # batch 8, 3 steps (CI)
 //! cargo run --release --example bench_chapters -- --cases vae,vqvae_mnist --torch
-//! cargo run --release --example bench_chapters -- --cases dalle,ddpm,glide,prior,decoder,upsampler --torch
+//! cargo run --release --example bench_chapters -- --cases dalle,ddpm,glide,noised_clip,prior,decoder,upsampler --torch
 //! cargo run --release --example bench_chapters -- --sampling       # samplers of chapters 08 and 09
 //! ```
 //!
