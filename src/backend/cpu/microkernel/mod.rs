@@ -99,8 +99,10 @@ pub(crate) fn widen<'a, K: MicroKernel>(a: &'a [f32], buf: &'a mut Vec<f32>) -> 
     if K::A_COPIES == 1 {
         return a;
     }
-    buf.clear();
-    buf.extend(a.iter().flat_map(|&v| std::iter::repeat_n(v, K::A_COPIES)));
+    buf.resize(a.len() * K::A_COPIES, 0.0);
+    for (copies, &v) in buf.chunks_exact_mut(K::A_COPIES).zip(a) {
+        copies.fill(v); // one vector store per value where A_COPIES is a vector's width
+    }
     buf
 }
 
