@@ -4,6 +4,8 @@
 //! cargo run --release --example bench_chapters -- --torch
 //! cargo run --release --example bench_chapters -- --smoke          # batch 8, 3 steps (CI)
 //! cargo run --release --example bench_chapters -- --cases vae,vqvae_mnist --torch
+//! cargo run --release --example bench_chapters -- --cases dalle,ddpm,glide,noised_clip,prior,decoder,upsampler --torch
+//! cargo run --release --example bench_chapters -- --sampling       # samplers of chapters 08 and 09
 //! ```
 //!
 //! Each case builds the chapter's model through the library at the example's
@@ -19,7 +21,8 @@
 //! and other (reading the loss and the metrics the example logs).
 //!
 //! With `--torch`, `benches/torch_chapters.py` runs beside this program on as
-//! many threads as rayon uses here, builds the same model in PyTorch from the
+//! many threads as rayon uses here (and, when `DALLE_CPU` forces a lower tier, held
+//! to the same instruction set, as bench_engine holds it), builds the same model in PyTorch from the
 //! specification sent to it, and reports its trainable parameter count, which
 //! must equal ours (the program stops if it differs). Each case then alternates
 //! three blocks of steps on each side (ours, PyTorch, ours, ...; each block
@@ -27,7 +30,8 @@
 //! sides meet the same load on a shared machine; the tables give the median
 //! over all timed steps of a side. The ratio is ours / torch: below 1 we are
 //! faster. The generators also time one sampling step (GPT: one token for a
-//! batch of 200 through the KV cache, as chapter 01 samples).
+//! batch of 200 through the KV cache, as chapter 01 samples; the later chapters'
+//! cases, in `generators.rs`, say theirs).
 
 use clap::Parser;
 use dalle::data::batch::BatchSampler;
@@ -51,6 +55,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+mod generators;
+mod sampling;
+
+/// Every case, in the order of the tables.
+const CASES: [&str; 15] = [
+    "judge", "gpt", "vit", "clip", "vae", "vqvae_mnist", "vqvae_cifar10", "dvae", "dalle", "ddpm", "glide", "noised_clip", "prior", "decoder", "upsampler",
+];
+
 #[derive(Parser)]
 #[command(about = "Time one training step of every chapter's model against its PyTorch twin")]
 struct Args {
@@ -60,12 +72,21 @@ struct Args {
     /// Also run benches/torch_chapters.py (skipped with a message when python or torch is missing).
     #[arg(long)]
     torch: bool,
-    /// Comma-separated cases (default: all): judge, gpt, vit, clip, vae, vqvae_mnist, vqvae_cifar10, dvae.
-    #[arg(long, default_value = "judge,gpt,vit,clip,vae,vqvae_mnist,vqvae_cifar10,dvae")]
+    /// Comma-separated cases (default: all): judge, gpt, vit, clip, vae, vqvae_mnist, vqvae_cifar10, dvae,
+    /// dalle, ddpm, glide, noised_clip, prior, decoder, upsampler.
+    #[arg(long, default_value = "judge,gpt,vit,clip,vae,vqvae_mnist,vqvae_cifar10,dvae,dalle,ddpm,glide,noised_clip,prior,decoder,upsampler")]
     cases: String,
     /// The data folder for the `data` column (default: as the examples find it).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Instead of the training steps: chapter 08's samplers (DDPM 1000 steps, DDIM 50, the ODE
+    /// by Euler and Heun over 50) and chapter 09's guidance as two passes or one batch, in
+    /// images per second (written to sampling.md beside --out).
+    #[arg(long)]
+    sampling: bool,
+    /// Skip the generators' sampling steps (to profile the training steps alone).
+    #[arg(long)]
+    no_sampling: bool,
     /// Where to write the tables as markdown.
     #[arg(long, default_value = "runs/bench_chapters/bench.md")]
     out: PathBuf,
@@ -103,6 +124,14 @@ impl Laps {
 type Step = Box<dyn FnMut(&mut Laps) -> Result<()>>;
 type Sampler = Box<dyn FnMut() -> Result<()>>;
 
+/// A generator's sampling call, how many sampling steps (tokens, network evaluations) it makes,
+/// and what one step is, for the table.
+struct Sampling {
+    call: Sampler,
+    steps: usize,
+    what: String,
+}
+
 /// One chapter's model, ready to step.
 struct Case {
     name: &'static str,
@@ -114,8 +143,8 @@ struct Case {
     /// What the PyTorch twin needs to build the same model.
     spec: Value,
     step: Step,
-    /// A generator's sampling call and the number of tokens (sampling steps) it makes.
-    sample: Option<(Sampler, usize)>,
+    /// A generator's sampling call.
+    sample: Option<Sampling>,
     /// The real batching path, timed alone.
     data: Option<Box<dyn FnMut()>>,
 }
@@ -137,14 +166,14 @@ impl Samples {
         }
     }
 
-    /// The twin's reply: lists of the same measurements.
-    fn extend_from_json(&mut self, reply: &Value) {
+    /// The twin's reply: lists of the same measurements (its sampling calls divided by `sample_steps`).
+    fn extend_from_json(&mut self, reply: &Value, sample_steps: usize) {
         let list = |key: &str| -> Vec<f64> { reply[key].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default() };
         self.step.extend(list("step_ms"));
         for (p, name) in self.phases.iter_mut().zip(PHASES) {
             p.extend(list(&format!("{name}_ms")));
         }
-        self.sample.extend(list("sample_ms"));
+        self.sample.extend(list("sample_ms").iter().map(|ms| ms / sample_steps.max(1) as f64));
     }
 
     fn median_step(&self) -> Option<f64> {
@@ -228,7 +257,7 @@ impl Sets {
                 None
             }
         };
-        let mnist = wanted.iter().any(|c| !matches!(*c, "gpt" | "vqvae_cifar10")).then(|| load(DatasetName::Mnist)).flatten();
+        let mnist = wanted.iter().any(|c| !matches!(*c, "gpt" | "vqvae_cifar10" | "dalle" | "noised_clip" | "prior" | "decoder")).then(|| load(DatasetName::Mnist)).flatten();
         let cifar10 = wanted.contains(&"vqvae_cifar10").then(|| load(DatasetName::Cifar10)).flatten();
         Sets { mnist, cifar10, note }
     }
@@ -336,7 +365,7 @@ fn gpt_case(b: usize, samples: usize) -> Result<Case> {
         batch: b,
         spec: json!({"batch": b, "vocab": vocab, "context": context, "t": t, "width": 64, "heads": 4, "layers": 2, "samples": samples}),
         step,
-        sample: Some((Box::new(sample), context - 1)),
+        sample: Some(Sampling { call: Box::new(sample), steps: context - 1, what: format!("one token for a batch of {samples}, KV cache") }),
         data: None,
     })
 }
@@ -553,12 +582,19 @@ impl Twin {
         for var in ["BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"] {
             cmd.env(var, &threads);
         }
+        // Our tier, forced lower with DALLE_CPU, holds PyTorch to the same instruction set (as
+        // bench_engine does); a variable already set by the caller wins.
+        for (var, value) in torch_tier_env() {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, value);
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| format!("could not run python3: {e}"))?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
         let mut twin = Twin { child, stdin, stdout, about: String::new() };
-        let hello = twin.read()?; // {"torch": "2.5.1", "threads": 2} or {"error": ...}
-        twin.about = format!("PyTorch {} on {} threads", hello["torch"].as_str().unwrap_or("?"), hello["threads"]);
+        let hello = twin.read()?; // {"torch": "2.5.1", "threads": 2, "capability": "AVX512"} or {"error": ...}
+        twin.about = format!("PyTorch {} on {} threads, ATen capability {}", hello["torch"].as_str().unwrap_or("?"), hello["threads"], hello["capability"].as_str().unwrap_or("?"));
         Ok(twin)
     }
 
@@ -596,6 +632,16 @@ fn cpu_tier() -> String {
     match std::env::var("DALLE_CPU") {
         Ok(v) if !v.is_empty() => format!("{hardware}, DALLE_CPU={v}"),
         _ => hardware,
+    }
+}
+
+/// The switches that hold ATen's kernels, oneDNN and MKL to the tier `DALLE_CPU` forces
+/// (`avx2` or `portable`; nothing at the best tier): the same as bench_engine's.
+fn torch_tier_env() -> Vec<(&'static str, &'static str)> {
+    match std::env::var("DALLE_CPU").unwrap_or_default().as_str() {
+        "avx2" => vec![("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2"), ("OPENBLAS_CORETYPE", "Haswell")],
+        "portable" => vec![("ATEN_CPU_CAPABILITY", "default"), ("ONEDNN_MAX_CPU_ISA", "SSE41"), ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"), ("OPENBLAS_CORETYPE", "Nehalem")],
+        _ => vec![],
     }
 }
 
@@ -638,10 +684,12 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let known = ["judge", "gpt", "vit", "clip", "vae", "vqvae_mnist", "vqvae_cifar10", "dvae"];
+    if args.sampling {
+        return sampling::run(&args);
+    }
     let wanted: Vec<&str> = args.cases.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
-    if let Some(bad) = wanted.iter().find(|c| !known.contains(c)) {
-        return Err(Error::Config(format!("--cases: unknown case {bad:?}, expected some of {known:?}")));
+    if let Some(bad) = wanted.iter().find(|c| !CASES.contains(c)) {
+        return Err(Error::Config(format!("--cases: unknown case {bad:?}, expected some of {CASES:?}")));
     }
     let tier = cpu_tier();
     println!("== bench_chapters: {} rayon threads, CPU tier {tier}, {} run", rayon::current_num_threads(), if args.smoke { "smoke" } else { "full" });
@@ -657,7 +705,16 @@ fn run(args: Args) -> Result<()> {
             "vae" => vae_case(small(128), &sets)?,
             "vqvae_mnist" => vqvae_case(false, small(64), &sets)?,
             "vqvae_cifar10" => vqvae_case(true, small(64), &sets)?,
-            _ => dvae_case(small(64), &sets)?,
+            "dvae" => dvae_case(small(64), &sets)?,
+            // The sampling batches are the examples': 07 draws 400 candidates at a time, 08 and
+            // 11 sample 250 images a batch, 09 200, 10 evaluates 1000 captions at once.
+            "dalle" => generators::dalle_case(small(64), if args.smoke { 8 } else { 400 })?,
+            "ddpm" => generators::ddpm_case(small(64), if args.smoke { 8 } else { 250 }, &sets)?,
+            "glide" => generators::glide_case(small(64), if args.smoke { 8 } else { 200 }, &sets)?,
+            "noised_clip" => generators::noised_clip_case(small(128))?,
+            "prior" => generators::prior_case(small(256), if args.smoke { 8 } else { 1000 })?,
+            "decoder" => generators::decoder_case(small(64), if args.smoke { 8 } else { 250 })?,
+            _ => generators::upsampler_case(small(32), if args.smoke { 8 } else { 250 }, &sets)?,
         });
     }
 
@@ -677,6 +734,9 @@ fn run(args: Args) -> Result<()> {
     let (rounds, warmup) = if args.smoke { (1, 1) } else { (3, 2) };
     let mut results = Vec::new();
     for case in &mut cases {
+        if args.no_sampling {
+            case.sample = None;
+        }
         let (mut ours, mut theirs) = (Samples::default(), Samples::default());
         // Steps per block: about one second's worth, 4 to 16 (3 blocks a side: 12 to 48 steps).
         let t = Instant::now();
@@ -685,8 +745,8 @@ fn run(args: Args) -> Result<()> {
         let sample_reps = if case.sample.is_none() { 0 } else if args.smoke { 1 } else { 2 };
         for _ in 0..rounds {
             run_steps(&mut case.step, warmup, reps, &mut ours)?;
-            if let Some((f, tokens)) = &mut case.sample {
-                ours.sample.extend(time_calls(f.as_mut(), sample_reps)?.iter().map(|ms| ms / *tokens as f64));
+            if let Some(s) = &mut case.sample {
+                ours.sample.extend(time_calls(s.call.as_mut(), sample_reps)?.iter().map(|ms| ms / s.steps as f64));
             }
             if let Some(tw) = twin.as_mut() {
                 match tw.run(case.name, &case.spec, warmup, reps, sample_reps) {
@@ -701,7 +761,7 @@ fn run(args: Args) -> Result<()> {
                                 case.name, reply["params"], reply["shapes"], case.params.total, case.params.shapes
                             )));
                         }
-                        theirs.extend_from_json(&reply);
+                        theirs.extend_from_json(&reply, case.sample.as_ref().map_or(1, |s| s.steps));
                     }
                     Err(why) => {
                         note = format!("PyTorch comparison skipped from case {}: {why}", case.name);
@@ -749,7 +809,8 @@ fn run(args: Args) -> Result<()> {
         split += &format!("| {} | {} | {} |\n", case.what, side(ours), side(theirs));
         if let Some(s) = median(&ours.sample) {
             let t = median(&theirs.sample);
-            sampling += &format!("| {}: one token for a batch of {}, KV cache | {s:.3} | {} | {} |\n", case.what, case.spec["samples"], ms(t), ratio(s, t));
+            let what = case.sample.as_ref().map_or("", |s| s.what.as_str());
+            sampling += &format!("| {}: {what} | {s:.3} | {} | {} |\n", case.what, ms(t), ratio(s, t));
         }
     }
     let tables = format!(
