@@ -21,7 +21,7 @@ pub mod avx2;
 pub mod avx512;
 pub mod portable;
 #[cfg(target_arch = "x86_64")]
-mod sse2_wide;
+pub mod sse2_wide;
 
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
@@ -95,7 +95,7 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
 /// Packed slivers of A in the layout [`MicroKernel::tile_wide`] reads:
 /// `wide[j * A_COPIES + r] = a[j]` for every `r < A_COPIES`, into `buf`; `a` itself
 /// when the kernel reads one copy.
-pub(crate) fn widen<'a, K: MicroKernel>(a: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+pub fn widen<'a, K: MicroKernel>(a: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
     if K::A_COPIES == 1 {
         return a;
     }
