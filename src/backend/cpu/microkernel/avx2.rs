@@ -139,7 +139,15 @@ unsafe fn transpose_pack(w: usize, kc: usize, src: *const f32, stride: isize, ds
             let r: [__m256; 8] = std::array::from_fn(|i| if i < n { _mm256_loadu_ps(src.offset((g + i) as isize * stride).add(p0)) } else { _mm256_setzero_ps() });
             for (j, v) in transpose8(r).into_iter().enumerate() {
                 // dst[p0 + j][g .. g + n] = src[g .. g + n][p0 + j]
-                _mm256_maskstore_ps(dst.as_mut_ptr().add((p0 + j) * w + g), keep, v);
+                let at = (p0 + j) * w + g;
+                if n == 8 || (w < 8 && at + 8 <= kc * w) {
+                    // A plain store: all 8 lanes are wanted, or (one group narrower than 8)
+                    // the lanes past n fall on later rows of dst, which are written after
+                    // this one. `vmaskmovps` to memory costs many times a store on AMD's cores.
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(at), v);
+                } else {
+                    _mm256_maskstore_ps(dst.as_mut_ptr().add(at), keep, v);
+                }
             }
         }
     }
