@@ -4,7 +4,9 @@
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-use crate::backend::cpu::tier::{tier, Tier, PORTABLE_HAS_FMA};
+use crate::backend::cpu::tier::{tier, PORTABLE_HAS_FMA};
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::tier::Tier;
 
 /// Arrays smaller than this are mapped on one thread: rayon's overhead would dominate.
 pub const PARALLEL_MIN_LEN: usize = 1 << 15;

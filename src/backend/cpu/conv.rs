@@ -32,7 +32,9 @@ pub mod layout;
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};
 use super::microkernel::{MicroKernel, Portable};
-use super::tier::{tier, Tier};
+use super::tier::tier;
+#[cfg(target_arch = "x86_64")]
+use super::tier::Tier;
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;

@@ -26,8 +26,12 @@
 use super::lanes::{Avx2x8, Avx512x16};
 use super::lanes::{Lanes, Portable4};
 use super::{images_per_task, with_scratch, ConvGeom};
-use crate::backend::cpu::tier::{tier, Tier};
-use crate::ops::kernels::{simd_as, Fused};
+use crate::backend::cpu::tier::tier;
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::tier::Tier;
+#[cfg(target_arch = "x86_64")]
+use crate::ops::kernels::Fused;
+use crate::ops::kernels::simd_as;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
