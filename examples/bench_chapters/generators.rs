@@ -35,6 +35,27 @@ const NUM_TRAIN_STEPS: usize = 1000;
 /// The guidance scale of the examples' guided samples (08, 09 and 11: `--guidance 3`).
 const GUIDANCE: f32 = 3.0;
 
+/// `t ~ U{0..T-1}` and `ε ~ N(0, I)` for a batch of `b` images shaped like `x0`, drawn each step.
+fn draw_t_and_noise(rng: &mut Rng, b: usize, x0: &Tensor) -> (Vec<usize>, Tensor) {
+    let t = (0..b).map(|_| rng.below(NUM_TRAIN_STEPS)).collect();
+    (t, Tensor::randn(&x0.shape(), rng))
+}
+
+/// The rest of a diffusion example's step once its loss is computed: the backward pass, Adam at
+/// the example's learning rate (`lr`) or clipping (`clip`), and the EMA of the weights, each
+/// in its phase.
+fn finish_diffusion_step(laps: &mut Laps, loss: &Tensor, opt: &mut Adam, lr: Option<f32>, clip: Option<(&[Tensor], f32)>, ema: &mut Averaged) -> Result<()> {
+    laps.lap(Phase::Forward);
+    if let Some(lr) = lr {
+        opt.set_lr(lr);
+    }
+    backward_and_step(laps, loss, opt, clip);
+    ema.update(laps);
+    black_box(loss.item());
+    laps.lap(Phase::Other);
+    Ok(())
+}
+
 /// A U-Net's configuration for the twin.
 fn unet_spec(c: &UNetConfig) -> Value {
     json!({"in_channels": c.in_channels, "image_size": c.image_size, "base": c.base_channels, "mult": c.channel_mult,
@@ -155,17 +176,10 @@ pub(super) fn ddpm_case(b: usize, samples: usize, sets: &Sets) -> Result<Case> {
     let (m, d) = (model.clone(), diffusion.clone());
     let mut step_rng = Rng::new(4); // t, ε and the dropped conditioning, drawn each step
     let step: Step = Box::new(move |laps| {
-        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect(); // t ~ U{0..T-1}
-        let noise = Tensor::randn(&x0.shape(), &mut step_rng); // ε ~ N(0, I)
+        let (t, noise) = draw_t_and_noise(&mut step_rng, b, &x0); // t ~ U{0..T-1}, ε ~ N(0, I)
         let labels = drop_labels(&labels, 0.1, m.null_class(), &mut step_rng); // y or ∅
         let loss = diffusion_loss(&d.schedule, d.prediction, |x_t, t| m.forward(x_t, t, &labels), &x0, &t, &noise)?;
-        laps.lap(Phase::Forward);
-        opt.set_lr(2e-3);
-        backward_and_step(laps, &loss, &mut opt, None);
-        ema.update(laps);
-        black_box(loss.item());
-        laps.lap(Phase::Other);
-        Ok(())
+        finish_diffusion_step(laps, &loss, &mut opt, Some(2e-3), None, &mut ema)
     });
     let doubled: Vec<usize> = (0..samples).map(|i| i % 10).chain(std::iter::repeat_n(model.null_class(), samples)).collect();
     let x_t = Tensor::new(Rng::new(2).normal_array(&[samples, 1, 28, 28]));
@@ -209,16 +223,9 @@ pub(super) fn glide_case(b: usize, samples: usize, sets: &Sets) -> Result<Case> 
     let (m, d) = (model.clone(), diffusion.clone());
     let mut step_rng = Rng::new(4); // t, ε and the dropped conditioning, drawn each step
     let step: Step = Box::new(move |laps| {
-        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect();
-        let noise = Tensor::randn(&x0.shape(), &mut step_rng);
+        let (t, noise) = draw_t_and_noise(&mut step_rng, b, &x0); // t ~ U{0..T-1}, ε ~ N(0, I)
         let loss = diffusion_loss(&d.schedule, d.prediction, |x_t, t| m.forward_ids(x_t, t, &ids), &x0, &t, &noise)?;
-        laps.lap(Phase::Forward);
-        opt.set_lr(1e-3);
-        backward_and_step(laps, &loss, &mut opt, None);
-        ema.update(laps);
-        black_box(loss.item());
-        laps.lap(Phase::Other);
-        Ok(())
+        finish_diffusion_step(laps, &loss, &mut opt, Some(1e-3), None, &mut ema)
     });
     // The sampling captions, then as many empty ones: encoded once, as Glide::guided does.
     let mut ends = caption_ends(&mut rng, samples, s, 0.0);
@@ -278,16 +285,10 @@ pub(super) fn prior_case(b: usize, samples: usize) -> Result<Case> {
     let (p, d) = (prior.clone(), diffusion.clone());
     let mut step_rng = Rng::new(4); // t, ε and the dropped conditioning, drawn each step
     let step: Step = Box::new(move |laps| {
-        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect();
-        let noise = Tensor::randn(&x0.shape(), &mut step_rng);
+        let (t, noise) = draw_t_and_noise(&mut step_rng, b, &x0); // t ~ U{0..T-1}, ε ~ N(0, I)
         let keep: Vec<bool> = (0..b).map(|_| step_rng.uniform() >= 0.1).collect(); // drop the caption 10% of the time
         let loss = diffusion_loss(&d.schedule, d.prediction, |x_t, t| p.forward(&tokens, &text_embeds, x_t, t, &keep), &x0, &t, &noise)?;
-        laps.lap(Phase::Forward);
-        backward_and_step(laps, &loss, &mut opt, Some((&all[..], 1e-3)));
-        ema.update(laps);
-        black_box(loss.item());
-        laps.lap(Phase::Other);
-        Ok(())
+        finish_diffusion_step(laps, &loss, &mut opt, None, Some((&all[..], 1e-3)), &mut ema)
     });
     let captions = CaptionEncoding {
         captions: vec![String::new(); samples],
@@ -343,16 +344,9 @@ pub(super) fn decoder_case(b: usize, samples: usize) -> Result<Case> {
     let mut step_rng = Rng::new(4); // t, ε and the dropped conditioning, drawn each step
     let step: Step = Box::new(move |laps| {
         let cond = cond.drop_at_random(0.1, 0.5, &mut step_rng); // classifier-free training
-        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect();
-        let noise = Tensor::randn(&x0.shape(), &mut step_rng);
+        let (t, noise) = draw_t_and_noise(&mut step_rng, b, &x0); // t ~ U{0..T-1}, ε ~ N(0, I)
         let loss = diffusion_loss(&d.schedule, d.prediction, |x_t, t| dec.forward(x_t, t, &cond), &x0, &t, &noise)?;
-        laps.lap(Phase::Forward);
-        opt.set_lr(2e-3);
-        backward_and_step(laps, &loss, &mut opt, None);
-        ema.update(laps);
-        black_box(loss.item());
-        laps.lap(Phase::Other);
-        Ok(())
+        finish_diffusion_step(laps, &loss, &mut opt, Some(2e-3), None, &mut ema)
     });
     let sample_cond = condition(&mut rng, samples)?;
     let x_t = Tensor::new(Rng::new(2).normal_array(&[samples, 1, side, side]));
@@ -396,16 +390,9 @@ pub(super) fn upsampler_case(b: usize, samples: usize, sets: &Sets) -> Result<Ca
     let (u, d) = (upsampler.clone(), diffusion.clone());
     let mut step_rng = Rng::new(4); // t, ε and the dropped conditioning, drawn each step
     let step: Step = Box::new(move |laps| {
-        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect();
-        let noise = Tensor::randn(&x0.shape(), &mut step_rng);
+        let (t, noise) = draw_t_and_noise(&mut step_rng, b, &x0); // t ~ U{0..T-1}, ε ~ N(0, I)
         let loss = diffusion_loss(&d.schedule, d.prediction, |x_t, t| u.forward(x_t, t, &y), &x0, &t, &noise)?;
-        laps.lap(Phase::Forward);
-        opt.set_lr(2e-3);
-        backward_and_step(laps, &loss, &mut opt, None);
-        ema.update(laps);
-        black_box(loss.item());
-        laps.lap(Phase::Other);
-        Ok(())
+        finish_diffusion_step(laps, &loss, &mut opt, Some(2e-3), None, &mut ema)
     });
     let y_s = Tensor::new(rng.uniform_array(&[samples, 1, low, low], -1.0, 1.0));
     let x_t = Tensor::new(Rng::new(2).normal_array(&[samples, 1, high, high]));
@@ -451,8 +438,7 @@ pub(super) fn noised_clip_case(b: usize) -> Result<Case> {
     let ends_of_ids = ends_json(&ids);
     let mut step_rng = Rng::new(4);
     let step: Step = Box::new(move |laps| {
-        let t: Vec<usize> = (0..b).map(|_| step_rng.below(NUM_TRAIN_STEPS)).collect();
-        let noise = Tensor::randn(&x0.shape(), &mut step_rng);
+        let (t, noise) = draw_t_and_noise(&mut step_rng, b, &x0); // t ~ U{0..T-1}, ε ~ N(0, I)
         let x_t = schedule.q_sample(&x0, &t, &noise)?; // √ᾱ_t x_0 + √(1-ᾱ_t) ε
         let loss = model.loss(&x_t, &t, &ids)?;
         laps.lap(Phase::Forward);
