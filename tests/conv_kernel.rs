@@ -102,6 +102,11 @@ fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward
         ConvGeom { n: 2, c: 64, h: 5, w: 6, oc: 5, kh: 3, kw: 2, stride: 1, pad: 0 },
         ConvGeom { n: 2, c: 32, h: 4, w: 9, oc: 3, kh: 1, kw: 1, stride: 1, pad: 0 },
         ConvGeom { n: 2, c: 32, h: 5, w: 5, oc: 7, kh: 3, kw: 3, stride: 1, pad: 2 },
+        // The same, on images wide enough that dW reads them in place at every NR
+        // (at most an eighth of the padded-width grid is padding).
+        ConvGeom { n: 3, c: 32, h: 4, w: 17, oc: 13, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 64, h: 3, w: 20, oc: 5, kh: 3, kw: 2, stride: 1, pad: 0 },
+        ConvGeom { n: 2, c: 32, h: 3, w: 30, oc: 7, kh: 3, kw: 3, stride: 1, pad: 2 },
         // The chapter 05/06 shapes in small: channel counts that are not a multiple of any
         // NR (1, 3, 9, 20, 48 at AVX-512), 1 to 3 output channels, 4x4 stride-2 layers.
         ConvGeom { n: 2, c: 48, h: 8, w: 8, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1 },
@@ -109,6 +114,14 @@ fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward
         ConvGeom { n: 2, c: 3, h: 10, w: 10, oc: 5, kh: 4, kw: 4, stride: 2, pad: 1 },
         ConvGeom { n: 3, c: 20, h: 7, w: 7, oc: 17, kh: 4, kw: 4, stride: 2, pad: 1 },
         ConvGeom { n: 2, c: 9, h: 16, w: 16, oc: 1, kh: 3, kw: 3, stride: 1, pad: 1 },
+        // Small images, several to a run: the panels run across image boundaries
+        // (conv::span), with 1 to 8 images in a panel, a height that changes
+        // (1x3 kernel), and a run whose last panel is short.
+        ConvGeom { n: 9, c: 5, h: 3, w: 3, oc: 7, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 20, c: 16, h: 7, w: 7, oc: 13, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 17, c: 3, h: 5, w: 6, oc: 4, kh: 1, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 64, c: 2, h: 2, w: 2, oc: 3, kh: 5, kw: 5, stride: 1, pad: 2 },
+        ConvGeom { n: 11, c: 32, h: 5, w: 5, oc: 9, kh: 3, kw: 3, stride: 1, pad: 1 },
     ];
     for g in geoms {
         let (oh, ow) = (g.oh(), g.ow());

@@ -13,6 +13,9 @@
 //! - [`implicit`] (every tier, on its micro-kernel): `col_n` is never stored.
 //!   The GEMM reads its right operand in panels of NR columns, and each panel
 //!   is packed straight from the image; both gradients are GEMMs of the same kind.
+//!   Small images (7x7, 14x14 at AVX-512) are taken a run at a time as one GEMM
+//!   whose panels go on across image boundaries ([`span`]), so that the last
+//!   panel of every image is not mostly empty.
 //! - [`im2col`] (a strided convolution's dX): `col_n` is written out as a
 //!   matrix and handed to the general GEMM; `dX` comes back through `col2im`.
 //! - [`direct`] (stride 1, few output channels or few channels): no GEMM, the
@@ -28,6 +31,7 @@ pub mod im2col;
 pub mod implicit;
 pub mod lanes;
 pub mod layout;
+pub mod span;
 
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};

@@ -59,8 +59,13 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
                     // row[y*ow + xo] = src[(y + i - pad) * w + xo + j - pad] for y in y0..y1
                     let shift = (i * g.w + j) as isize - (g.pad * g.w + g.pad) as isize;
                     let (d0, d1) = (y0 * ow, y1 * ow);
-                    let s0 = (d0 as isize + shift).max(0) as usize;
-                    let s1 = ((d1 as isize + shift) as usize).min(plane);
+                    // (a kernel wider than the padded image can shift the whole run off the plane)
+                    let s0 = (d0 as isize + shift).clamp(0, plane as isize) as usize;
+                    let s1 = (d1 as isize + shift).clamp(s0 as isize, plane as isize) as usize;
+                    if s1 == s0 {
+                        row.fill(0.0);
+                        continue;
+                    }
                     let d_start = (s0 as isize - shift) as usize;
                     row[..d_start].fill(0.0);
                     row[d_start..d_start + (s1 - s0)].copy_from_slice(&src[s0..s1]);
@@ -124,8 +129,11 @@ pub fn col2im(g: &ConvGeom, col: &mut [f32], dx: &mut [f32]) {
                     }
                     let shift = (i * g.w + j) as isize - (g.pad * g.w + g.pad) as isize;
                     let (d0, d1) = (y0 * ow, y1 * ow);
-                    let s0 = (d0 as isize + shift).max(0) as usize;
-                    let s1 = ((d1 as isize + shift) as usize).min(plane);
+                    let s0 = (d0 as isize + shift).clamp(0, plane as isize) as usize;
+                    let s1 = (d1 as isize + shift).clamp(s0 as isize, plane as isize) as usize;
+                    if s1 == s0 {
+                        continue;
+                    }
                     let d_start = (s0 as isize - shift) as usize;
                     dst[s0..s1].iter_mut().zip(&row[d_start..]).for_each(|(d, v)| *d += v);
                 }

@@ -35,7 +35,7 @@
 //! columns in `(i, j, c)` order; it is put back at the end. A strided
 //! convolution's dX goes through [`super::im2col`]'s col2im.
 
-use super::{im2col, images_per_task, layout, with_scratch, ConvGeom};
+use super::{im2col, images_per_task, layout, span, with_scratch, ConvGeom};
 use crate::backend::cpu::copy_short;
 use crate::backend::cpu::gemm::MatPtr;
 use crate::backend::cpu::microkernel::{widen, MicroKernel};
@@ -188,27 +188,31 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 /// panels of NR columns, one k block at a time: `panel_block(t, rows of B, scratch)`
 /// returns the address of rows `rows` of panel `t` in the packed layout
 /// (`[p][l]`, NR floats a row), packed into `scratch` or found in place.
-/// C is row-major with row stride `rsc`.
+/// The columns of panel `t` of C go where `out(t)` says: the address of its
+/// first column's row 0 and the row stride (`C.add(t * NR), rsc` for a row-major
+/// C); `done(t)` is called once they are complete.
 ///
 /// Each k block of a panel (at most KC x NR floats) is made just before every
 /// sliver of A passes over it, so it is read from L1.
 ///
 /// # Safety
-/// The CPU must support `K`'s tier; `c` must address an `m x n` matrix with row
-/// stride `rsc`; the blocks `panel_block` returns must hold `rows.len() * NR` floats.
+/// The CPU must support `K`'s tier; each `out(t)` must address an `m x NR`
+/// tile (`m x` the panel's columns) with its row stride; the blocks
+/// `panel_block` returns must hold `rows.len() * NR` floats.
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output, as `sgemm`
-unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], wide: bool, mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], c: *mut f32, rsc: usize, accumulate: bool) {
+unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], wide: bool, mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], mut out: impl FnMut(usize) -> (*mut f32, usize), mut done: impl FnMut(usize), accumulate: bool) {
     let (mr, nr) = (K::MR, K::NR);
     let kc_step = k.div_ceil(k.div_ceil(KC));
     for t in 0..n.div_ceil(nr) {
         let cols = nr.min(n - t * nr);
+        let (c, rsc) = out(t);
         for pc in (0..k).step_by(kc_step) {
             let kc = kc_step.min(k - pc);
             let b = panel_block(t, pc..pc + kc, scratch);
             let beta = if pc == 0 && !accumulate { 0.0 } else { 1.0 };
             for s in 0..sliver_count::<K>(m) {
                 let (row0, rows) = sliver::<K>(m, s);
-                let ct = c.add(row0 * rsc + t * nr);
+                let ct = c.add(row0 * rsc);
                 if wide {
                     let ac = mr * K::A_COPIES;
                     K::tile_wide(rows, kc, apack.as_ptr().add(s * ac * k + pc * ac), b, ct, rsc, cols, 1.0, beta);
@@ -217,6 +221,7 @@ unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32
                 }
             }
         }
+        done(t);
     }
 }
 
@@ -246,16 +251,46 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
     let mut wide = Vec::new();
     let wpack = widen::<K>(&wpack, &mut wide); // packed once, read by every image
     let per_task = images_per_task(g.n);
+    if span::worth_it::<K>(g, per_task) {
+        return forward_spanning::<K>(g, &taps, wpack, x, y);
+    }
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
         with_scratch([KC * K::NR], |[panel]| {
             for (i, yn) in ys.chunks_mut(g.oc * ohw).enumerate() {
                 let xn = &x[(task * per_task + i) * chw..][..chw];
+                let yn = yn.as_mut_ptr() as *mut f32;
                 // y_n (OC, OHW) = W (OC, CKK) · col_n (CKK, OHW)
                 unsafe { gemm_panels::<K>(g.oc, ckk, ohw, wpack, true, |t, rows, p| {
                         pack_pixels(g, &taps, xn, t, rows, p);
                         p.as_ptr()
-                    }, panel, yn.as_mut_ptr() as *mut f32, ohw, false) };
+                    }, panel, |t| (yn.add(t * K::NR), ohw), |_| {}, false) };
             }
+        })
+    });
+}
+
+/// [`forward_into`] of small images ([`span`]): each run of images is one GEMM
+/// whose panels go on across image boundaries.
+fn forward_spanning<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, wpack: &[f32], x: &[f32], y: &mut [MaybeUninit<f32>]) {
+    let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
+    let per_task = images_per_task(g.n);
+    y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
+        let images = ys.len() / (g.oc * ohw);
+        let plan = span::SpanPlan::new::<K>(g, &taps.src, images);
+        let xs = &x[task * per_task * chw..][..images * chw];
+        let ys = ys.as_mut_ptr() as *mut f32;
+        with_scratch([KC * K::NR, g.oc * K::NR], |[panel, tile]| {
+            let tile = tile.as_mut_ptr();
+            // y_run (OC, G*OHW) = W (OC, CKK) · [col_0 | ... | col_{G-1}]
+            unsafe { gemm_panels::<K>(g.oc, ckk, images * ohw, wpack, true, |t, rows, p| {
+                    plan.pack::<K>(g, xs, t, rows, p);
+                    p.as_ptr()
+                }, panel, |t| match plan.within_image(t) {
+                    Some((image, p0)) => (ys.add(image * g.oc * ohw + p0), ohw),
+                    None => (tile, K::NR),
+                }, |t| if plan.within_image(t).is_none() {
+                    plan.scatter::<K>(g, t, tile, ys)
+                }, false) };
         })
     });
 }
@@ -302,7 +337,8 @@ fn flipped(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
 enum TapSource {
     /// `xᵀ_n (H*W, C)`, channels-last; panels are packed by [`pack_taps`].
     ChannelsLast,
-    /// Stride 1 and C a multiple of NR: read in place, no packing. The image is
+    /// Stride 1, C a multiple of NR, and at most an eighth of the grid below
+    /// junk (see [`TapSource::new`]): read in place, no packing. The image is
     /// zero-padded to `(HP, WP)` and stored channels-last in blocks of NR
     /// channels, `xb[cb][(y, x)][l] = x_pad[cb*NR + l, y, x]`, each block
     /// `HP*WP + KW` rows (zero past the plane). Over the padded-width grid of
@@ -314,8 +350,10 @@ enum TapSource {
 
 impl TapSource {
     fn new<K: MicroKernel>(g: &ConvGeom) -> TapSource {
-        if g.stride == 1 && g.c.is_multiple_of(K::NR) {
-            let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+        let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+        // The grid's junk columns are work thrown away: where they are more than an
+        // eighth of it (a 7x7 image padded to 9 columns: 2 in 9), packing costs less.
+        if g.stride == 1 && g.c.is_multiple_of(K::NR) && 8 * (wp - g.ow()) <= wp {
             TapSource::Blocked { wp, block_rows: hp * wp + g.kw }
         } else {
             TapSource::ChannelsLast
@@ -422,7 +460,8 @@ fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f3
                     source.fill::<K>(g, &x[n * chw..(n + 1) * chw], xs);
                     pack_dy::<K>(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
                     // dW' (OC, KK*C) += dY_n (OC, K) · colᵀ_n (K, KK*C)
-                    unsafe { gemm_panels::<K>(g.oc, k, ckk, dypack, false, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, dwt.as_mut_ptr(), ckk, true) };
+                    let dwp = dwt.as_mut_ptr();
+                    unsafe { gemm_panels::<K>(g.oc, k, ckk, dypack, false, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, |t| (dwp.add(t * K::NR), ckk), |_| {}, true) };
                 }
             });
             dwt
