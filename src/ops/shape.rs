@@ -157,10 +157,25 @@ impl Tensor {
                 return Ok(joined);
             }
         }
-        let guards: Vec<_> = tensors.iter().map(|t| t.data()).collect();
-        let views: Vec<_> = guards.iter().map(|g| g.view()).collect();
-        let out = ndarray::concatenate(Axis(a), &views).map_err(|e| crate::Error::shape("concat", e.to_string()))?;
-        drop(guards);
+        // Row-major out, one contiguous block of each input per index before the axis:
+        // out[o, (pieces), i] with o < prod(shape[..a]) and i < prod(shape[a+1..]).
+        // (ndarray::concatenate puts the joined axis outermost in memory, and every
+        // consumer of a channel concat then copied it back to row-major.)
+        let (outer, inner): (usize, usize) = (s0[..a].iter().product(), s0[a + 1..].iter().product());
+        let mut shape = s0.clone();
+        shape[a] = sizes.iter().sum();
+        let mut values = Vec::with_capacity(shape.iter().product());
+        {
+            let guards: Vec<_> = tensors.iter().map(|t| t.data()).collect();
+            let pieces: Vec<_> = guards.iter().map(|g| g.as_standard_layout()).collect();
+            let pieces: Vec<&[f32]> = pieces.iter().map(|p| p.as_slice().expect("standard layout")).collect();
+            for o in 0..outer {
+                for (piece, &len) in pieces.iter().zip(&sizes) {
+                    values.extend_from_slice(&piece[o * len * inner..(o + 1) * len * inner]);
+                }
+            }
+        }
+        let out = ArrayD::from_shape_vec(IxDyn(&shape), values).expect("the joined shape's values");
         Ok(Tensor::from_op(out, "concat", tensors, move |g, _| {
             let mut start = 0;
             sizes
