@@ -35,6 +35,14 @@ fn to_standard_matches_ndarray_on_every_layout() {
     same_copy("transposed last two (element path)", x.view().permuted_axes(IxDyn(&[0, 1, 3, 2])));
     same_copy("size-1 last axis", randn(&[300, 200, 1], 2).view().permuted_axes(IxDyn(&[1, 0, 2])));
     same_copy("small", randn(&[3, 1, 2], 3).view().permuted_axes(IxDyn(&[2, 1, 0])));
+    // Broadcasts (the gradients of sums): along the last axis (stride 0, each row
+    // filled with one value), along a middle axis, and both.
+    let kept = randn(&[5, 67, 3, 1], 4);
+    same_copy("broadcast along the last axis", kept.broadcast(IxDyn(&[5, 67, 3, 45])).unwrap());
+    let kept = randn(&[5, 1, 3, 45], 5);
+    same_copy("broadcast along a middle axis", kept.broadcast(IxDyn(&[5, 67, 3, 45])).unwrap());
+    let kept = randn(&[5, 1, 1, 1], 6);
+    same_copy("broadcast along three axes", kept.broadcast(IxDyn(&[5, 67, 3, 45])).unwrap());
     same_copy("0-d", ArrayD::from_elem(IxDyn(&[]), 2.5f32).view());
     same_copy("empty", ArrayD::<f32>::zeros(IxDyn(&[4, 0, 3])).view());
 }

@@ -301,15 +301,17 @@ pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
 /// a copy. When the last axis has unit stride (a contiguous array, a slice of
 /// one, a permute that keeps the last axis) the copy moves whole rows with
 /// `memcpy`: row `r` of the output starts at the offset of index
-/// `(unravel(r), 0)` in `x`. Other layouts (a transposed last axis) go through
-/// ndarray's element-by-element copy.
+/// `(unravel(r), 0)` in `x`. A last axis of stride 0 (broadcast along it, as
+/// the gradient of a sum over it) fills each row with its one value. Other
+/// layouts (a transposed last axis) go through ndarray's element-by-element copy.
 pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
     let (shape, strides) = (x.shape(), x.strides());
     let nd = shape.len();
-    if nd == 0 || x.is_empty() || (shape[nd - 1] > 1 && strides[nd - 1] != 1) {
+    if nd == 0 || x.is_empty() || (shape[nd - 1] > 1 && strides[nd - 1] != 1 && strides[nd - 1] != 0) {
         return x.as_standard_layout().into_owned();
     }
     let d = shape[nd - 1];
+    let repeat = d > 1 && strides[nd - 1] == 0;
     let base = x.as_ptr() as usize;
     let out = fill::<Plain>(x.len(), row_chunk(d), #[inline(always)] |o, s| {
         // The rows of this chunk: unravel the first row's index once, then count up.
@@ -321,11 +323,17 @@ pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
         }
         for o_row in o.chunks_mut(d) {
             let off: isize = idx.iter().zip(strides).map(|(&i, &st)| i as isize * st).sum();
-            // SAFETY: `idx` is a valid index of `x`'s leading axes, so the row of `d`
-            // unit-stride elements at `off` lies inside `x`.
-            let row = unsafe { std::slice::from_raw_parts((base as *const f32).offset(off), d) };
-            for (o, &v) in o_row.iter_mut().zip(row) {
-                o.write(v);
+            if repeat {
+                // SAFETY: `idx` is a valid index of `x`'s leading axes; the row is one element.
+                let v = unsafe { *(base as *const f32).offset(off) };
+                o_row.iter_mut().for_each(|o| _ = o.write(v));
+            } else {
+                // SAFETY: `idx` is a valid index of `x`'s leading axes, so the row of `d`
+                // unit-stride elements at `off` lies inside `x`.
+                let row = unsafe { std::slice::from_raw_parts((base as *const f32).offset(off), d) };
+                for (o, &v) in o_row.iter_mut().zip(row) {
+                    o.write(v);
+                }
             }
             for ax in (0..nd - 1).rev() {
                 idx[ax] += 1;

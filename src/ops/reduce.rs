@@ -1,6 +1,6 @@
 //! Reductions over axes: sum, mean, max, variance; softmax and log-softmax.
 
-use super::kernels::{map2, rows_from, rows_from_as, PARALLEL_MIN_LEN};
+use super::kernels::{map2, rows_from, rows_from_as, to_standard, PARALLEL_MIN_LEN};
 use crate::tensor::{normalize_axis, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
@@ -60,7 +60,7 @@ impl Tensor {
             // `to_shape` copies when the incoming gradient is strided (e.g. it
             // went through a permute); a view reshape would fail on such a layout.
             let g = g.to_shape(IxDyn(&kept)).expect("kept shape");
-            vec![Some(g.broadcast(IxDyn(&shape)).expect("broadcast back").to_owned())]
+            vec![Some(to_standard(&g.broadcast(IxDyn(&shape)).expect("broadcast back")))]
         }))
     }
 
@@ -102,7 +102,7 @@ impl Tensor {
         let xc = self.clone();
         Ok(Tensor::from_op(out, "max", &[self], move |g, _| {
             let x = xc.data();
-            let mk = m.to_shape(IxDyn(&kept)).expect("kept").broadcast(x.raw_dim()).expect("bc").to_owned();
+            let mk = to_standard(&m.to_shape(IxDyn(&kept)).expect("kept").broadcast(x.raw_dim()).expect("bc"));
             let is_max = map2(&x, &mk, |v, m| if v == m { 1.0 } else { 0.0 });
             let count = is_max.sum_axis(Axis(a)).insert_axis(Axis(a));
             let gk = g.to_shape(IxDyn(&kept)).expect("kept").into_owned() / &count;

@@ -203,11 +203,12 @@ impl Tensor {
     /// PyTorch: `x.expand(shape)`.
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
         let old = self.shape();
-        let out = self
-            .data()
-            .broadcast(IxDyn(shape))
-            .ok_or_else(|| crate::Error::shape("broadcast_to", format!("{old:?} cannot broadcast to {shape:?}")))?
-            .to_owned();
+        let out = to_standard(
+            &self
+                .data()
+                .broadcast(IxDyn(shape))
+                .ok_or_else(|| crate::Error::shape("broadcast_to", format!("{old:?} cannot broadcast to {shape:?}")))?,
+        );
         Ok(Tensor::from_op(out, "broadcast_to", &[self], move |g, _| vec![Some(crate::tensor::reduce_to_shape(g.clone(), &old))]))
     }
 }
