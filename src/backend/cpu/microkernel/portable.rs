@@ -63,7 +63,40 @@ impl super::MicroKernel for Portable {
         super::sse2_wide::tile(mr, kc, a, b, c, rsc, nr, alpha, beta)
     }
 
+    /// Inside the image: one load of the 8 floats and an AND with the lanes'
+    /// masks from a table (no branch per lane; SSE2 and NEON both vectorise it).
+    /// At the image's ends only the masked-in lanes are read.
+    unsafe fn masked_row(dst: &mut [f32], src: *const f32, mask: u32, inside: bool) {
+        let dst = &mut dst[..NR];
+        if inside {
+            let row = &*(src as *const [f32; NR]);
+            let (lo, hi) = (&NIBBLE_MASKS[(mask & 0xF) as usize], &NIBBLE_MASKS[(mask >> 4 & 0xF) as usize]);
+            for l in 0..NR {
+                let keep = if l < 4 { lo[l] } else { hi[l - 4] };
+                dst[l] = f32::from_bits(row[l].to_bits() & keep);
+            }
+        } else {
+            for (l, d) in dst.iter_mut().enumerate() {
+                *d = if mask >> l & 1 == 1 { *src.wrapping_add(l) } else { 0.0 };
+            }
+        }
+    }
 }
+
+/// `NIBBLE_MASKS[m][l]`: all ones where bit `l` of the 4-bit `m` is set, else 0.
+static NIBBLE_MASKS: [[u32; 4]; 16] = {
+    let mut t = [[0u32; 4]; 16];
+    let mut m = 0;
+    while m < 16 {
+        let mut l = 0;
+        while l < 4 {
+            t[m][l] = if m >> l & 1 == 1 { u32::MAX } else { 0 };
+            l += 1;
+        }
+        m += 1;
+    }
+    t
+};
 
 /// `a · b + c`: one fused instruction where the baseline has it (aarch64), a
 /// multiply and an add elsewhere (never a call to the software `fmaf`).
