@@ -141,7 +141,8 @@ unsafe fn pack_pixels<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, x: &[f32], t
 
 /// Pack rows `rows` (output pixels) of panel `t` of `colᵀ_n (OHW, KK*C)`, columns in
 /// `(tap, channel)` order, from the channels-last image `xt (H*W, C)`:
-/// `panel[q - rows.start][l] = colᵀ_n[q, t*NR + l]`.
+/// `panel[q - rows.start][l] = colᵀ_n[q, t*NR + l]`. Past OHW the rows go on into
+/// the next image of a run, `xt` holding the run's images one after another.
 fn pack_taps<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, xt: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
     let (c, nr) = (g.c, K::NR);
     let cols = nr.min(g.kh * g.kw * c - t * nr);
@@ -155,7 +156,10 @@ fn pack_taps<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, xt: &[f32], t: usize,
         count += 1;
         l += len;
     }
+    let hw = g.h * g.w;
     for (q, row) in rows.zip(panel.chunks_exact_mut(nr)) {
+        let (image, q) = (q / taps.ohw, q % taps.ohw);
+        let xt = &xt[image * hw * c..];
         for &(tap, ch, l, len) in &runs[..count] {
             let s = taps.src[tap * taps.ohw + q];
             let dst = &mut row[l..l + len];
@@ -419,11 +423,14 @@ impl TapSource {
 /// `width` wide: column `y*width + x` holds `dY_n[o, y, x]` for `x < OW`, 0 past it.
 /// A transpose of the sliver's planes ([`layout::transpose`]), one output row
 /// at a time when the grid is wider than OW, else the whole plane at once.
-fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32]) {
+/// The slivers are `depth` columns deep and this image's columns start at `first`
+/// (several images' columns side by side make one GEMM of a run of images).
+fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f32], depth: usize, first: usize) {
     let mr = K::MR;
     let (oh, ow) = (g.oh(), g.ow());
     let k = oh * width;
-    for (s, out) in dst.chunks_exact_mut(mr * k).take(sliver_count::<K>(g.oc)).enumerate() {
+    for s in 0..sliver_count::<K>(g.oc) {
+        let out = &mut dst[(s * depth + first) * mr..][..k * mr];
         let (row0, rows) = sliver::<K>(g.oc, s);
         if rows < mr || width > ow {
             out.fill(0.0);
@@ -442,6 +449,9 @@ fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f3
 
 /// `dW (OC, C, KH, KW) = Σ_n dY_n · col_nᵀ`: each task sums its run of images
 /// into its own dW' (tap-major columns); the partial sums are added in run order.
+/// Small images packed channels-last (at most KC / 2 output pixels) are summed
+/// a run at a time, as one GEMM whose depth is the run's pixels: a GEMM 49
+/// deep per 7x7 image spent as long loading and storing its tiles of dW'.
 fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let (kk, ckk) = (g.kh * g.kw, g.ckk());
@@ -450,18 +460,23 @@ fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f3
     let width = source.grid_width(g);
     let k = g.oh() * width;
     let per_task = images_per_task(g.n);
+    let run = if matches!(source, TapSource::ChannelsLast) && 2 * ohw <= KC { per_task } else { 1 };
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per_task))
         .into_par_iter()
         .map(|task| {
             let mut dwt = vec![0.0f32; g.oc * ckk];
-            with_scratch([KC * K::NR, sliver_count::<K>(g.oc) * K::MR * k, source.len(g)], |[panel, dypack, xs]| {
+            let images: Vec<usize> = (task * per_task..g.n.min((task + 1) * per_task)).collect();
+            with_scratch([KC * K::NR, sliver_count::<K>(g.oc) * K::MR * k * run, source.len(g) * run], |[panel, dypack, xs]| {
                 xs.fill(0.0);
-                for n in task * per_task..g.n.min((task + 1) * per_task) {
-                    source.fill::<K>(g, &x[n * chw..(n + 1) * chw], xs);
-                    pack_dy::<K>(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack);
-                    // dW' (OC, KK*C) += dY_n (OC, K) · colᵀ_n (K, KK*C)
+                for batch in images.chunks(run) {
+                    let depth = k * batch.len();
+                    for (i, &n) in batch.iter().enumerate() {
+                        source.fill::<K>(g, &x[n * chw..(n + 1) * chw], &mut xs[i * source.len(g)..]);
+                        pack_dy::<K>(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack, depth, i * k);
+                    }
+                    // dW' (OC, KK*C) += [dY_n ...] (OC, depth) · [colᵀ_n ...] (depth, KK*C)
                     let dwp = dwt.as_mut_ptr();
-                    unsafe { gemm_panels::<K>(g.oc, k, ckk, dypack, false, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, |t| (dwp.add(t * K::NR), ckk), |_| {}, true) };
+                    unsafe { gemm_panels::<K>(g.oc, depth, ckk, dypack, false, |t, rows, p| source.panel_block(g, &taps, xs, t, rows, p), panel, |t| (dwp.add(t * K::NR), ckk), |_| {}, true) };
                 }
             });
             dwt
