@@ -6,7 +6,9 @@ one JSON object on the last line of stdout:
     {"torch": "2.5.1", "threads": 2, "blas": "...", "cases": {"sgemm_256": {"torch_ms": .., "numpy_ms": ..}, ...}}
 
 Timing: warm-up runs, then the median of `reps` runs (reps chosen so that a
-case takes about a second, between 5 and 50), exactly as the Rust side does.
+case takes about a second, between 5 and 500: a case of a fraction of a
+millisecond gets enough runs that one slow one does not move its median),
+exactly as the Rust side does.
 Threads: BENCH_THREADS (default 2; the Rust side passes its rayon thread
 count), applied with torch.set_num_threads and the OMP/OpenBLAS/MKL variables
 before numpy loads.
@@ -54,7 +56,7 @@ def median_ms(f, smoke):
     t0 = time.perf_counter()
     f()
     first = time.perf_counter() - t0
-    reps = 3 if smoke else max(5, min(50, math.ceil(1.0 / max(first, 1e-6))))
+    reps = 3 if smoke else max(5, min(500, math.ceil(1.0 / max(first, 1e-6))))
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Every case runs twice to warm up, then `reps` times (about one second's
-//! worth, 5 to 50); the table shows the median. Forward+backward cases time
+//! worth, 5 to 500); the table shows the median. Forward+backward cases time
 //! the forward and `backward_with(dy)` (PyTorch: `y.backward(dy)`), not the
 //! copy of `dy` that `backward_with` consumes, nor clearing the gradients. With `--torch`,
 //! `benches/torch_bench.py` runs the same cases at the same shapes (2 threads,
@@ -125,7 +125,7 @@ fn median_ms_with<S>(smoke: bool, mut setup: impl FnMut() -> S, mut f: impl FnMu
     };
     timed();
     let first = timed();
-    let reps = if smoke { 3 } else { (1.0 / first.max(1e-6)).ceil().clamp(5.0, 50.0) as usize };
+    let reps = if smoke { 3 } else { (1.0 / first.max(1e-6)).ceil().clamp(5.0, 500.0) as usize };
     let mut times: Vec<f64> = (0..reps).map(|_| timed() * 1e3).collect();
     times.sort_by(|a, b| a.total_cmp(b));
     times[times.len() / 2]
