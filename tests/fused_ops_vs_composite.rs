@@ -70,7 +70,7 @@ fn group_norm_matches_composite() {
 }
 
 #[test]
-fn softmax_last_axis_and_middle_axis_match_composite() {
+fn softmax_and_log_softmax_on_last_and_middle_axes_match_composite() {
     let mut rng = Rng::new(3);
     let shape = [6, 4, 33, 50];
     let x = rng.normal_array(&shape) * 4.0;
@@ -83,6 +83,14 @@ fn softmax_last_axis_and_middle_axis_match_composite() {
             e.div(&e.sum_axes(&[axis], true).unwrap()).unwrap()
         };
         compare(&fused, &composite, &[x.clone()], &shape, &format!("softmax(axis {axis})"));
+        let fused = move |v: &[Tensor]| v[0].log_softmax(axis);
+        let composite = move |v: &[Tensor]| {
+            // x - max - ln Σ e^{x - max}
+            let m = Tensor::new(v[0].detach().max_axis(axis, true).unwrap().to_array());
+            let shifted = v[0].sub(&m).unwrap();
+            shifted.sub(&shifted.exp().sum_axes(&[axis], true).unwrap().log()).unwrap()
+        };
+        compare(&fused, &composite, &[x.clone()], &shape, &format!("log_softmax(axis {axis})"));
     }
 }
 

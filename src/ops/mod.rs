@@ -17,6 +17,7 @@ pub mod norm;
 pub(crate) mod on_gpu;
 pub mod reduce;
 pub mod shape;
+mod softmax_blocks;
 
 pub use elementwise::sigmoid;
 pub use matmul::matmul_arrays;

@@ -154,6 +154,10 @@ impl Tensor {
                 vec![Some(ArrayD::from_shape_vec(y.raw_dim(), dx).expect("same length"))]
             });
         }
+        if x.is_standard_layout() && x.len() > 0 {
+            // Another axis (the dVAE's K over (B, K, h, w)): blocks, vectorised along the positions.
+            return softmax_over_blocks(self, &x, a, false);
+        }
         let mut out = x.to_owned();
         drop(x);
         lanes_mut(&mut out, a, |lane| {
@@ -181,6 +185,12 @@ impl Tensor {
         if let Some(y) = super::on_gpu::softmax(self, a, true) {
             return y;
         }
+        {
+            let x = self.data();
+            if x.is_standard_layout() && x.len() > 0 {
+                return softmax_over_blocks(self, &x, a, true);
+            }
+        }
         let mut out = self.data().to_owned();
         lanes_mut(&mut out, a, |lane| {
             let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
@@ -194,6 +204,20 @@ impl Tensor {
             vec![Some(dx)]
         })
     }
+}
+
+/// Softmax (or log-softmax when `log`) of the row-major `x`, the data of `t`, over
+/// axis `a`, in blocks `(d, inner)` ([`super::softmax_blocks`]), and its backward.
+fn softmax_over_blocks(t: &Tensor, x: &ArrayD<f32>, a: usize, log: bool) -> Tensor {
+    let (d, inner) = (x.shape()[a], x.shape()[a + 1..].iter().product::<usize>());
+    let y = super::softmax_blocks::forward(x.as_slice().expect("standard layout"), d, inner, log);
+    let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
+    Tensor::from_op(out, if log { "log_softmax" } else { "softmax" }, &[t], move |g, y| {
+        let g = g.as_standard_layout();
+        let (gs, ys) = (g.as_slice().expect("standard layout"), y.as_slice().expect("the output is standard"));
+        let dx = super::softmax_blocks::backward(ys, gs, d, inner, log);
+        vec![Some(ArrayD::from_shape_vec(y.raw_dim(), dx).expect("same length"))]
+    })
 }
 
 /// `Σ x` in 16 independent lanes (so that it vectorises), added in a fixed order.
