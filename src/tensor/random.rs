@@ -85,8 +85,9 @@ impl Rng {
 
     /// Gumbel(0, 1) noise `g = -ln(-ln u)`, `u ~ U(0, 1)`: `argmax(logits + g)` samples the softmax.
     pub fn gumbel_array(&mut self, shape: &[usize]) -> ArrayD<f32> {
-        // Keep u away from 0 and 1 so both logarithms stay finite.
-        self.uniform_array(shape, 0.0, 1.0).mapv(|u| -(-(u.clamp(1e-10, 1.0 - 1e-7)).ln()).ln())
+        // Keep u away from 0 and 1 so both logarithms stay finite. The draws are
+        // serial (one stream); the two logarithms per value run in parallel chunks.
+        crate::ops::kernels::map(&self.uniform_array(shape, 0.0, 1.0), |u| -(-(u.clamp(1e-10, 1.0 - 1e-7)).ln()).ln())
     }
 }
 
