@@ -1,9 +1,9 @@
 //! Reductions over axes: sum, mean, max, variance; softmax and log-softmax.
 
-use super::kernels::{map2, rows_from, rows_from_as, to_standard, PARALLEL_MIN_LEN};
+use super::kernels::{map2, rows_from, rows_from_as, to_standard};
 use crate::tensor::{normalize_axis, Tensor};
 use crate::Result;
-use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use ndarray::{ArrayD, Axis, IxDyn};
 
 /// Sorted, de-duplicated, non-negative axes; an error names `op` when one is out of range.
 fn axes_of(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {
@@ -130,50 +130,34 @@ impl Tensor {
         if let Some(y) = super::on_gpu::softmax(self, a, false) {
             return y;
         }
-        let x = self.data();
-        if a + 1 == x.ndim() && x.is_standard_layout() && x.len() > 0 {
-            // The usual case (attention rows): contiguous rows, one pass each, in parallel.
-            let d = x.shape()[a];
-            let y = crate::with_mul_add!(M => rows_from_as::<M>(x.as_slice().expect("standard layout"), &[], d, #[inline(always)] |row, _| {
-                let m = row.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
-                // Separate passes so that each vectorises: exp, then the sum, then the scaling.
-                row.iter_mut().for_each(|v| *v = super::kernels::exp::<M>(*v - m));
-                let inv = 1.0 / lane_sum(row);
-                row.iter_mut().for_each(|v| *v *= inv);
-            }));
-            let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
-            drop(x);
-            return Tensor::from_op(out, "softmax", &[self], move |g, y| {
-                let g = g.as_standard_layout();
-                let gs = g.as_slice().expect("standard layout");
-                // dx = y ⊙ (g - Σ_j g_j y_j), each row starting from y's
-                let dx = rows_from(y.as_slice().expect("softmax output is standard"), gs, d, #[inline(always)] |dx, g| {
-                    let s = lane_dot(dx, g);
-                    dx.iter_mut().zip(g).for_each(|(y, &g)| *y *= g - s);
-                });
-                vec![Some(ArrayD::from_shape_vec(y.raw_dim(), dx).expect("same length"))]
-            });
-        }
-        if x.is_standard_layout() && x.len() > 0 {
+        let guard = self.data();
+        let copy;
+        // A strided input is copied to row-major first.
+        let x = if guard.is_standard_layout() { &*guard } else { copy = to_standard(&guard.view()); &copy };
+        if a + 1 != x.ndim() || x.is_empty() {
             // Another axis (the dVAE's K over (B, K, h, w)): blocks, vectorised along the positions.
-            return softmax_over_blocks(self, &x, a, false);
+            return softmax_over_blocks(self, x, a, false);
         }
-        let mut out = x.to_owned();
-        drop(x);
-        lanes_mut(&mut out, a, |lane| {
-            let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
-            let mut s = 0.0;
-            lane.iter_mut().for_each(|v| {
-                *v = (*v - m).exp();
-                s += *v;
-            });
-            lane.iter_mut().for_each(|v| *v /= s);
-        });
+        // The usual case (attention rows): contiguous rows, one pass each, in parallel.
+        let d = x.shape()[a];
+        let y = crate::with_mul_add!(M => rows_from_as::<M>(x.as_slice().expect("standard layout"), &[], d, #[inline(always)] |row, _| {
+            let m = row.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
+            // Separate passes so that each vectorises: exp, then the sum, then the scaling.
+            row.iter_mut().for_each(|v| *v = super::kernels::exp::<M>(*v - m));
+            let inv = 1.0 / lane_sum(row);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }));
+        let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
+        drop(guard);
         Tensor::from_op(out, "softmax", &[self], move |g, y| {
-            let mut dx = g * y;
-            let s = dx.sum_axis(Axis(a)).insert_axis(Axis(a));
-            Zip::from(&mut dx).and(y).and_broadcast(&s).for_each(|d, &y, &s| *d -= y * s);
-            vec![Some(dx)]
+            let g = g.as_standard_layout();
+            let gs = g.as_slice().expect("standard layout");
+            // dx = y ⊙ (g - Σ_j g_j y_j), each row starting from y's
+            let dx = rows_from(y.as_slice().expect("softmax output is standard"), gs, d, #[inline(always)] |dx, g| {
+                let s = lane_dot(dx, g);
+                dx.iter_mut().zip(g).for_each(|(y, &g)| *y *= g - s);
+            });
+            vec![Some(ArrayD::from_shape_vec(y.raw_dim(), dx).expect("same length"))]
         })
     }
 
@@ -185,24 +169,11 @@ impl Tensor {
         if let Some(y) = super::on_gpu::softmax(self, a, true) {
             return y;
         }
-        {
-            let x = self.data();
-            if x.is_standard_layout() && x.len() > 0 {
-                return softmax_over_blocks(self, &x, a, true);
-            }
-        }
-        let mut out = self.data().to_owned();
-        lanes_mut(&mut out, a, |lane| {
-            let m = lane.iter().fold(f32::NEG_INFINITY, |acc, &v| acc.max(v));
-            let lse = m + lane.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
-            lane.iter_mut().for_each(|v| *v -= lse);
-        });
-        Tensor::from_op(out, "log_softmax", &[self], move |g, y| {
-            let s = g.sum_axis(Axis(a)).insert_axis(Axis(a));
-            let mut dx = g.to_owned();
-            Zip::from(&mut dx).and(y).and_broadcast(&s).for_each(|d, &y, &s| *d -= y.exp() * s);
-            vec![Some(dx)]
-        })
+        let guard = self.data();
+        let copy;
+        // A strided input is copied to row-major first.
+        let x = if guard.is_standard_layout() { &*guard } else { copy = to_standard(&guard.view()); &copy };
+        softmax_over_blocks(self, x, a, true)
     }
 }
 
@@ -239,16 +210,5 @@ pub(crate) fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
     } else {
         chunks.zip(y.chunks_exact(16)).for_each(|(c, w)| acc.iter_mut().zip(c.iter().zip(w)).for_each(|(a, (&v, &u))| *a += v * u));
         acc.iter().sum::<f32>() + tail.iter().zip(&y[full..]).map(|(&v, &u)| v * u).sum::<f32>()
-    }
-}
-
-/// Apply `f` to every 1-D lane along `axis`, in parallel when the array is large.
-pub(crate) fn lanes_mut(x: &mut ArrayD<f32>, axis: usize, f: impl Fn(&mut ndarray::ArrayViewMut1<f32>) + Sync + Send) {
-    let parallel = x.len() >= PARALLEL_MIN_LEN;
-    let lanes = x.lanes_mut(Axis(axis));
-    if parallel {
-        Zip::from(lanes).par_for_each(|mut l| f(&mut l));
-    } else {
-        Zip::from(lanes).for_each(|mut l| f(&mut l));
     }
 }

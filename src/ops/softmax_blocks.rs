@@ -18,11 +18,17 @@ use super::kernels::{exp, rows_from_as, MulAdd};
 
 /// The softmax (or log-softmax when `log`) over `d` of row-major `x (outer, d, inner)`.
 pub(crate) fn forward(x: &[f32], d: usize, inner: usize, log: bool) -> Vec<f32> {
+    if x.is_empty() {
+        return Vec::new();
+    }
     crate::with_mul_add!(M => rows_from_as::<M>(x, &[], d * inner, #[inline(always)] |block, _| block_forward::<M>(block, d, inner, log)))
 }
 
 /// The gradient of [`forward`]: `y` its output, `g` the output's gradient.
 pub(crate) fn backward(y: &[f32], g: &[f32], d: usize, inner: usize, log: bool) -> Vec<f32> {
+    if y.is_empty() {
+        return Vec::new();
+    }
     if log {
         // dx starts as g; the other operand is y
         crate::with_mul_add!(M => rows_from_as::<M>(g, y, d * inner, #[inline(always)] |dx, y| {
