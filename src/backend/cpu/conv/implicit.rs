@@ -256,7 +256,7 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
     let wpack = widen::<K>(&wpack, &mut wide); // packed once, read by every image
     let per_task = images_per_task(g.n);
     if span::worth_it::<K>(g, per_task) {
-        return forward_spanning::<K>(g, &taps, wpack, x, y);
+        return forward_spanning::<K>(g, &taps, wpack, x, y, per_task);
     }
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
         with_scratch([KC * K::NR], |[panel]| {
@@ -275,12 +275,14 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
 
 /// [`forward_into`] of small images ([`span`]): each run of images is one GEMM
 /// whose panels go on across image boundaries.
-fn forward_spanning<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, wpack: &[f32], x: &[f32], y: &mut [MaybeUninit<f32>]) {
+fn forward_spanning<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, wpack: &[f32], x: &[f32], y: &mut [MaybeUninit<f32>], per_task: usize) {
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
-    let per_task = images_per_task(g.n);
+    // one plan for the full runs, one for a shorter last run
+    let full = span::SpanPlan::new::<K>(g, &taps.src, per_task);
+    let short = (g.n % per_task != 0).then(|| span::SpanPlan::new::<K>(g, &taps.src, g.n % per_task));
     y.par_chunks_mut(per_task * g.oc * ohw).enumerate().for_each(|(task, ys)| {
         let images = ys.len() / (g.oc * ohw);
-        let plan = span::SpanPlan::new::<K>(g, &taps.src, images);
+        let plan = if images == per_task { &full } else { short.as_ref().expect("the shorter last run") };
         let xs = &x[task * per_task * chw..][..images * chw];
         let ys = ys.as_mut_ptr() as *mut f32;
         with_scratch([KC * K::NR, g.oc * K::NR], |[panel, tile]| {
@@ -465,12 +467,13 @@ fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f3
         .into_par_iter()
         .map(|task| {
             let mut dwt = vec![0.0f32; g.oc * ckk];
-            let images: Vec<usize> = (task * per_task..g.n.min((task + 1) * per_task)).collect();
+            let (first, end) = (task * per_task, g.n.min((task + 1) * per_task));
             with_scratch([KC * K::NR, sliver_count::<K>(g.oc) * K::MR * k * run, source.len(g) * run], |[panel, dypack, xs]| {
                 xs.fill(0.0);
-                for batch in images.chunks(run) {
+                for b0 in (first..end).step_by(run) {
+                    let batch = b0..end.min(b0 + run);
                     let depth = k * batch.len();
-                    for (i, &n) in batch.iter().enumerate() {
+                    for (i, n) in batch.enumerate() {
                         source.fill::<K>(g, &x[n * chw..(n + 1) * chw], &mut xs[i * source.len(g)..]);
                         pack_dy::<K>(g, width, &dy[n * g.oc * ohw..(n + 1) * g.oc * ohw], dypack, depth, i * k);
                     }
