@@ -159,6 +159,7 @@ fn direct_path_matches_direct_loops() {
     let geoms = [
         ConvGeom { n: 2, c: 48, h: 8, w: 8, oc: 3, kh: 3, kw: 3, stride: 1, pad: 1 },
         ConvGeom { n: 3, c: 32, h: 9, w: 7, oc: 1, kh: 3, kw: 3, stride: 1, pad: 1 },
+        ConvGeom { n: 2, c: 64, h: 7, w: 9, oc: 2, kh: 1, kw: 1, stride: 1, pad: 0 },
         ConvGeom { n: 2, c: 1, h: 9, w: 9, oc: 8, kh: 3, kw: 3, stride: 1, pad: 1 },
         ConvGeom { n: 2, c: 5, h: 6, w: 6, oc: 2, kh: 3, kw: 3, stride: 1, pad: 0 },
         ConvGeom { n: 2, c: 16, h: 11, w: 10, oc: 8, kh: 1, kw: 1, stride: 1, pad: 0 },

@@ -1,7 +1,7 @@
 //! Direct convolution for the layers that a GEMM tile fits badly: a stride-1
-//! convolution with few output channels (the forward pass of a decoder's last
-//! layer, 1 or 3 channels) or few channels on either side (the weight
-//! gradient of the dVAE's 8- and 16-channel layers, of those last layers).
+//! convolution with few output channels (the forward pass and the weight
+//! gradient of a decoder's last layer, 1 or 3 channels) or few channels on
+//! either side (the weight gradient of the dVAE's 8- and 16-channel layers).
 //!
 //! There the implicit GEMM ([`super::implicit`]) fills a 12 x 32 micro-tile
 //! (AVX-512) with 1 to 8 rows or 8 to 9 columns and spends more time packing
@@ -49,11 +49,14 @@ pub fn forward_fits(g: &ConvGeom) -> bool {
 
 /// Whether the weight gradient takes this path, for a micro-kernel `NR` columns
 /// wide: stride 1, a 1x1 or 3-wide kernel, and a GEMM that fills its tile
-/// badly: few channels (C KH KW columns in panels of NR), or few output
-/// channels (rows) while the image must be packed as well (C not a multiple of
-/// NR; when it is, the GEMM reads the image in place and was as fast, 32 -> 1).
+/// badly: few channels (C KH KW columns in panels of NR), at most
+/// [`DW_ROWS`] output channels (one tile of this path holds them all; the
+/// GEMM's dW has 1 to 3 rows: 32 -> 1 at 28 x 28, batch 64, took 1.33 ms
+/// there and 0.58 here at AVX-512, 1.38 and 0.89 at AVX2), or up to 8 output
+/// channels while the image must be packed as well (C not a multiple of NR;
+/// when it is, the GEMM reads the image in place and was faster, 32 -> 8).
 pub fn weight_grad_fits(g: &ConvGeom, nr: usize) -> bool {
-    g.stride == 1 && (g.kw == 1 || g.kw == 3) && (g.c <= 8 || (g.oc <= 8 && !g.c.is_multiple_of(nr)))
+    g.stride == 1 && (g.kw == 1 || g.kw == 3) && (g.c <= 8 || g.oc <= DW_ROWS || (g.oc <= 8 && !g.c.is_multiple_of(nr)))
 }
 
 /// The padded image geometry: `(HP, WP)`, the grid's length `OH * WP`
