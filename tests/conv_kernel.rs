@@ -58,6 +58,54 @@ fn close(got: &[f32], want: &[f64], what: &str, g: &ConvGeom) {
 type Forward = fn(&ConvGeom, &[f32], &[f32], &mut [f32]);
 type Backward = fn(&ConvGeom, &[f32], &[f32], &[f32], Option<&mut [f32]>, Option<&mut [f32]>);
 
+/// The space-to-depth path for strides that divide the kernel
+/// (`conv::strided`), forward and input gradient, on every micro-kernel this
+/// CPU runs, for every geometry it can take (the dispatch takes it only where
+/// it pays).
+#[test]
+fn strided_path_on_every_micro_kernel_matches_direct_loops() {
+    use dalle::backend::cpu::microkernel::MicroKernel;
+    use dalle::backend::cpu::tier::Tier;
+    fn check<K: MicroKernel>() {
+        use dalle::backend::cpu::conv::strided;
+        let geoms = [
+            ConvGeom { n: 3, c: 33, h: 14, w: 14, oc: 35, kh: 4, kw: 4, stride: 2, pad: 1 },
+            ConvGeom { n: 2, c: 16, h: 16, w: 16, oc: 12, kh: 4, kw: 4, stride: 2, pad: 1 },
+            ConvGeom { n: 2, c: 1, h: 11, w: 8, oc: 6, kh: 4, kw: 2, stride: 2, pad: 1 },
+            ConvGeom { n: 2, c: 4, h: 9, w: 7, oc: 3, kh: 2, kw: 2, stride: 2, pad: 0 },
+            ConvGeom { n: 2, c: 3, h: 13, w: 11, oc: 5, kh: 6, kw: 3, stride: 3, pad: 2 },
+            ConvGeom { n: 5, c: 2, h: 10, w: 10, oc: 4, kh: 4, kw: 4, stride: 2, pad: 0 },
+        ];
+        for g in geoms {
+            assert!(strided::fits(&g));
+            let x = values(g.n * g.c * g.h * g.w, 1);
+            let w = values(g.oc * g.c * g.kh * g.kw, 2);
+            let dy = values(g.n * g.oc * g.oh() * g.ow(), 3);
+            let (mut y_want, mut dx_want) = (vec![0.0f64; dy.len()], vec![0.0f64; x.len()]);
+            each_tap(&g, |yi, xi, wi| {
+                y_want[yi] += x[xi] as f64 * w[wi] as f64;
+                dx_want[xi] += dy[yi] as f64 * w[wi] as f64;
+            });
+            let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); dy.len()];
+            strided::forward_into::<K>(&g, &x, &w, &mut y);
+            let y: Vec<f32> = y.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            close(&y, &y_want, "y (strided)", &g);
+            let mut dx = vec![f32::NAN; x.len()];
+            strided::input_grad::<K>(&g, &w, &dy, &mut dx);
+            close(&dx, &dx_want, "dx (strided)", &g);
+        }
+    }
+    for tier in Tier::supported() {
+        match tier {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => check::<dalle::backend::cpu::microkernel::Avx512>(),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2Fma => check::<dalle::backend::cpu::microkernel::Avx2>(),
+            _ => check::<dalle::backend::cpu::microkernel::Portable>(),
+        }
+    }
+}
+
 #[test]
 fn conv_forward_and_backward_match_direct_loops() {
     check_against_direct_loops(conv2d_forward, conv2d_backward);
@@ -122,6 +170,13 @@ fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward
         ConvGeom { n: 17, c: 3, h: 5, w: 6, oc: 4, kh: 1, kw: 3, stride: 1, pad: 1 },
         ConvGeom { n: 64, c: 2, h: 2, w: 2, oc: 3, kh: 5, kw: 5, stride: 1, pad: 2 },
         ConvGeom { n: 11, c: 32, h: 5, w: 5, oc: 9, kh: 3, kw: 3, stride: 1, pad: 1 },
+        // Strides that divide the kernel (conv::strided where it pays; every
+        // one of them in its own test below).
+        ConvGeom { n: 3, c: 33, h: 14, w: 14, oc: 35, kh: 4, kw: 4, stride: 2, pad: 1 },
+        ConvGeom { n: 2, c: 1, h: 11, w: 8, oc: 6, kh: 4, kw: 2, stride: 2, pad: 1 },
+        ConvGeom { n: 2, c: 4, h: 9, w: 7, oc: 3, kh: 2, kw: 2, stride: 2, pad: 0 },
+        ConvGeom { n: 2, c: 3, h: 13, w: 11, oc: 5, kh: 6, kw: 3, stride: 3, pad: 2 },
+        ConvGeom { n: 5, c: 2, h: 10, w: 10, oc: 4, kh: 4, kw: 4, stride: 2, pad: 0 },
     ];
     for g in geoms {
         let (oh, ow) = (g.oh(), g.ow());

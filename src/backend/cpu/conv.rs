@@ -15,8 +15,11 @@
 //!   is packed straight from the image; both gradients are GEMMs of the same kind.
 //!   Small images (7x7, 14x14 at AVX-512) are taken a run at a time as one GEMM
 //!   whose panels go on across image boundaries ([`span`]), so that the last
-//!   panel of every image is not mostly empty.
-//! - [`im2col`] (a strided convolution's dX): `col_n` is written out as a
+//!   panel of every image is not mostly empty. A stride that divides the
+//!   kernel (4x4, stride 2) is, where it pays, a stride-1 convolution of the
+//!   image rearranged space-to-depth ([`strided`]), whose panel rows are
+//!   vector copies rather than gathers of every second pixel.
+//! - [`im2col`] (the other strided convolutions' dX): `col_n` is written out as a
 //!   matrix and handed to the general GEMM; `dX` comes back through `col2im`.
 //! - [`direct`] (stride 1, few output channels or few channels): no GEMM, the
 //!   sums taken straight from the zero-padded image, where a micro-tile would
@@ -32,6 +35,7 @@ pub mod implicit;
 pub mod lanes;
 pub mod layout;
 pub mod span;
+pub mod strided;
 
 #[cfg(target_arch = "x86_64")]
 use super::microkernel::{Avx2, Avx512};

@@ -33,9 +33,11 @@
 //! hold NR columns of `(tap, channel)`: with the image transposed to
 //! channels-last, a panel row is one contiguous copy again. dW' is dW with its
 //! columns in `(i, j, c)` order; it is put back at the end. A strided
-//! convolution's dX goes through [`super::im2col`]'s col2im.
+//! convolution whose stride divides the kernel is, where it pays, a stride-1
+//! convolution of the image space-to-depth ([`super::strided`], forward and
+//! dX); any other strided convolution's dX goes through [`super::im2col`]'s col2im.
 
-use super::{im2col, images_per_task, layout, span, with_scratch, ConvGeom};
+use super::{im2col, images_per_task, layout, span, strided, with_scratch, ConvGeom};
 use crate::backend::cpu::copy_short;
 use crate::backend::cpu::gemm::MatPtr;
 use crate::backend::cpu::microkernel::{widen, MicroKernel};
@@ -49,7 +51,7 @@ use std::ops::Range;
 /// in L1 while every sliver of A passes over it. Depths are balanced: 576 gives
 /// three blocks of 192, 840 four of 210. (Tuned on the 64-channel 3x3 conv of
 /// `bench_engine`, one thread: 256 ran 5 to 10% faster than 400 or 600.)
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 
 /// Where each tap of the kernel reads in the input, for panels of `K::NR` pixels.
 struct Taps<K> {
@@ -204,7 +206,7 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 /// tile (`m x` the panel's columns) with its row stride; the blocks
 /// `panel_block` returns must hold `rows.len() * NR` floats.
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output, as `sgemm`
-unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], wide: bool, mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], mut out: impl FnMut(usize) -> (*mut f32, usize), mut done: impl FnMut(usize), accumulate: bool) {
+pub(super) unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32], wide: bool, mut panel_block: impl FnMut(usize, Range<usize>, &mut [f32]) -> *const f32, scratch: &mut [f32], mut out: impl FnMut(usize) -> (*mut f32, usize), mut done: impl FnMut(usize), accumulate: bool) {
     let (mr, nr) = (K::MR, K::NR);
     let kc_step = k.div_ceil(k.div_ceil(KC));
     for t in 0..n.div_ceil(nr) {
@@ -233,7 +235,7 @@ unsafe fn gemm_panels<K: MicroKernel>(m: usize, k: usize, n: usize, apack: &[f32
 ///
 /// # Safety
 /// The CPU must support `K`'s tier.
-unsafe fn pack_rows<K: MicroKernel>(rows: usize, cols: usize, a: &[f32], dst: &mut [f32]) {
+pub(super) unsafe fn pack_rows<K: MicroKernel>(rows: usize, cols: usize, a: &[f32], dst: &mut [f32]) {
     // `a` holds rows * cols floats, `dst` sliver_count(rows) * MR * cols.
     pack_a::<K>(rows, cols, MatPtr { ptr: a.as_ptr(), rs: cols as isize, cs: 1 }, dst)
 }
@@ -248,6 +250,9 @@ pub fn forward<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]
 /// [`forward`] into memory that need not be initialised: every element of `y` is
 /// written (the first k block of each GEMM stores with beta = 0, never reading y).
 pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
+    if strided::forward_pays::<K>(g) {
+        return strided::forward_into::<K>(g, x, w, y);
+    }
     let (ohw, ckk, chw) = (g.oh() * g.ow(), g.ckk(), g.c * g.h * g.w);
     let taps = Taps::<K>::new(g);
     let mut wpack = vec![0.0f32; sliver_count::<K>(g.oc) * K::MR * ckk];
@@ -308,6 +313,7 @@ pub fn backward<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], 
     if let Some(dx) = dx {
         match flipped(g, w) {
             Some((gt, wt)) => forward::<K>(&gt, dy, &wt, dx),
+            None if strided::input_grad_pays::<K>(g) => strided::input_grad::<K>(g, w, dy, dx),
             None => im2col::backward(g, x, w, dy, Some(dx), None),
         }
     }
