@@ -98,8 +98,10 @@ impl Tensor {
         }
         let n = self.len().max(1) as f32;
         let total: f64 = {
+            // the terms in parallel chunks (two calls into libm each), summed in order
             let (x, y) = (self.data(), target.data());
-            x.iter().zip(y.iter()).map(|(&x, &y)| (x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()) as f64).sum()
+            let terms = super::kernels::map2(&x, &y, |x, y| x.max(0.0) - x * y + (-x.abs()).exp().ln_1p());
+            terms.iter().map(|&t| t as f64).sum()
         };
         let out = ArrayD::from_elem(ndarray::IxDyn(&[]), (total / n as f64) as f32);
         let (xc, yc) = (self.clone(), target.clone());
