@@ -10,9 +10,17 @@
 //! those rows all fall in the same L1 set, which holds 8 or 12 lines, and
 //! every read missed: the CIFAR-10 VQ-VAE spent a tenth of its step there.
 //! Tiles of 8 x 8 read 8 rows at a time, and a whole tile is moved with
-//! vector loads, shuffles and stores (the compiler vectorises the fixed-size
-//! tile under [`simd`], for the CPU tier).
+//! vector loads, shuffles and stores: eight 8-float rows, three rounds of
+//! shuffles (unpack, shuffle, swap 128-bit halves) on the AVX tiers, four
+//! 4 x 4 blocks of SSE2 shuffles on the portable tier of x86-64, and the
+//! fixed-size array code under [`crate::ops::kernels::simd`] elsewhere. (Left to the compiler on
+//! x86-64, the array tile went through the stack one float at a time: the
+//! transposes were 8% of the MNIST VQ-VAE's step.)
 
+use crate::backend::cpu::tier::tier;
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::tier::Tier;
+#[cfg(not(target_arch = "x86_64"))]
 use crate::ops::kernels::simd;
 
 /// Side of a tile.
@@ -28,13 +36,26 @@ pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f
     // the full tiles, vectorised for the tier
     let (full_rows, full_cols) = (rows / T * T, cols / T * T);
     if full_rows > 0 && full_cols > 0 {
-        simd(|| {
+        // (the asserts above keep every full tile inside both buffers)
+        let each_tile = |f: &mut dyn FnMut(usize, usize)| {
             for i0 in (0..full_rows).step_by(T) {
                 for p0 in (0..full_cols).step_by(T) {
-                    tile(src, lds, i0, p0, dst, ldd);
+                    f(i0, p0);
                 }
             }
-        });
+        };
+        match tier() {
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 | Tier::Avx2Fma => each_tile(&mut |i0, p0| unsafe {
+                x86::tile_avx(src.as_ptr().add(i0 * lds + p0), lds, dst.as_mut_ptr().add(p0 * ldd + i0), ldd)
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Tier::Portable => each_tile(&mut |i0, p0| unsafe {
+                x86::tile_sse2(src.as_ptr().add(i0 * lds + p0), lds, dst.as_mut_ptr().add(p0 * ldd + i0), ldd)
+            }),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => simd(|| each_tile(&mut |i0, p0| tile(src, lds, i0, p0, dst, ldd))),
+        }
     }
     // the edges one float at a time, outside `simd` (vectorised, these short
     // strided loops ran slower than scalar code on the AVX2 tier)
@@ -52,12 +73,76 @@ pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f
 }
 
 /// One full `T x T` tile at rows `i0..`, columns `p0..` of `src`.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn tile(src: &[f32], lds: usize, i0: usize, p0: usize, dst: &mut [f32], ldd: usize) {
     let rows: [[f32; T]; T] = std::array::from_fn(|i| src[(i0 + i) * lds + p0..][..T].try_into().expect("T floats"));
     for p in 0..T {
         let col: [f32; T] = std::array::from_fn(|i| rows[i][p]);
         dst[(p0 + p) * ldd + i0..][..T].copy_from_slice(&col);
+    }
+}
+
+/// The 8 x 8 tile with x86-64 shuffles: `dst[p * ldd + i] = src[i * lds + p]`, `i, p < 8`.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Three rounds on eight 8-float rows: interleave pairs of rows
+    /// (`unpack`), pairs of pairs (`shuffle`), then swap 128-bit halves.
+    ///
+    /// # Safety
+    /// AVX; 8 rows of 8 floats readable at `src` (stride `lds`) and writable at `dst` (stride `ldd`).
+    #[target_feature(enable = "avx")]
+    pub unsafe fn tile_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+        // t: (r0 r1) lanes interleaved, low and high pairs of each half
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        // u: four rows' values of one column per 128-bit half
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        // column p: rows 0-3 from u[p % 4], rows 4-7 from u[p % 4 + 4], the half p / 4
+        for p in 0..4 {
+            _mm256_storeu_ps(dst.add(p * ldd), _mm256_permute2f128_ps::<0x20>(u[p], u[p + 4]));
+            _mm256_storeu_ps(dst.add((p + 4) * ldd), _mm256_permute2f128_ps::<0x31>(u[p], u[p + 4]));
+        }
+    }
+
+    /// The same as four 4 x 4 blocks of SSE2 shuffles (the x86-64 baseline).
+    ///
+    /// # Safety
+    /// As [`tile_avx`], without AVX.
+    pub unsafe fn tile_sse2(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        for (bi, bp) in [(0, 0), (0, 4), (4, 0), (4, 4)] {
+            let s = src.add(bi * lds + bp);
+            let r: [__m128; 4] = std::array::from_fn(|i| _mm_loadu_ps(s.add(i * lds)));
+            let t0 = _mm_unpacklo_ps(r[0], r[1]); // r00 r10 r01 r11
+            let t1 = _mm_unpacklo_ps(r[2], r[3]); // r20 r30 r21 r31
+            let t2 = _mm_unpackhi_ps(r[0], r[1]); // r02 r12 r03 r13
+            let t3 = _mm_unpackhi_ps(r[2], r[3]); // r22 r32 r23 r33
+            let d = dst.add(bp * ldd + bi);
+            _mm_storeu_ps(d, _mm_movelh_ps(t0, t1));
+            _mm_storeu_ps(d.add(ldd), _mm_movehl_ps(t1, t0));
+            _mm_storeu_ps(d.add(2 * ldd), _mm_movelh_ps(t2, t3));
+            _mm_storeu_ps(d.add(3 * ldd), _mm_movehl_ps(t3, t2));
+        }
     }
 }
 
