@@ -101,9 +101,12 @@ impl Tensor {
             return Ok(y);
         }
         let (h, w) = (s[2], s[3]);
-        let x = self.data().as_standard_layout().into_owned(); // (N, C, H, W) contiguous
+        let data = self.data();
+        let x = data.as_standard_layout(); // (N, C, H, W) contiguous, copied only if it was not
         let mut out = vec![0.0; x.len() * factor * factor];
         backend::cpu::upsample::upsample_nearest_forward(x.as_slice().expect("standard layout"), h, w, factor, &mut out);
+        drop(x);
+        drop(data);
         let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], h * factor, w * factor]), out).expect("N C fH fW values");
         Ok(Tensor::from_op(out, "upsample_nearest2d", &[self], move |g, _| {
             let g = g.as_standard_layout(); // (N, C, fH, fW)

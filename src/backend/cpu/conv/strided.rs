@@ -32,6 +32,7 @@
 
 use super::implicit::{gemm_panels, pack_rows, KC};
 use super::{images_per_task, with_scratch, ConvGeom};
+use crate::backend::cpu::copy_short;
 use crate::backend::cpu::microkernel::{widen, MicroKernel};
 use crate::backend::cpu::packed_gemm::sliver_count;
 use rayon::prelude::*;
@@ -100,7 +101,7 @@ impl Grid {
             for (r, dst) in rows.zip(p.chunks_exact_mut(nr)) {
                 let (c, tap) = (r / kk, r % kk);
                 let at = c * self.plane + t * nr + (tap / self.kw) * self.width + tap % self.kw;
-                dst.copy_from_slice(&planes[at..at + nr]);
+                copy_short(dst, &planes[at..at + nr]);
             }
             p.as_ptr()
         }, panel, |t| (out.add(t * nr), n), |_| {}, false);
