@@ -50,7 +50,7 @@ pub fn forward_fits(g: &ConvGeom) -> bool {
 /// Whether the weight gradient takes this path, for a micro-kernel `NR` columns
 /// wide: stride 1, a 1x1 or 3-wide kernel, and a GEMM that fills its tile
 /// badly: few channels (C KH KW columns in panels of NR), at most
-/// [`DW_ROWS`] output channels (one tile of this path holds them all; the
+/// `DW_ROWS` = 3 output channels (one tile of this path holds them all; the
 /// GEMM's dW has 1 to 3 rows: 32 -> 1 at 28 x 28, batch 64, took 1.33 ms
 /// there and 0.58 here at AVX-512, 1.38 and 0.89 at AVX2), or up to 8 output
 /// channels while the image must be packed as well (C not a multiple of NR;
