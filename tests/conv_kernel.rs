@@ -55,6 +55,37 @@ fn close(got: &[f32], want: &[f64], what: &str, g: &ConvGeom) {
     }
 }
 
+/// Operands of `g` (`x`, `w`, `dy`, seeded values in [-1, 1)) and, in f64 from
+/// the direct loops, the `y`, `dX` and `dW` a convolution must give for them.
+struct Case {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    dy: Vec<f32>,
+    y_want: Vec<f64>,
+    dx_want: Vec<f64>,
+    dw_want: Vec<f64>,
+}
+
+fn case(g: &ConvGeom) -> Case {
+    let x = values(g.n * g.c * g.h * g.w, 1);
+    let w = values(g.oc * g.c * g.kh * g.kw, 2);
+    let dy = values(g.n * g.oc * g.oh() * g.ow(), 3);
+    let (mut y_want, mut dx_want, mut dw_want) = (vec![0.0f64; dy.len()], vec![0.0f64; x.len()], vec![0.0f64; w.len()]);
+    each_tap(g, |yi, xi, wi| {
+        y_want[yi] += x[xi] as f64 * w[wi] as f64;
+        dx_want[xi] += dy[yi] as f64 * w[wi] as f64;
+        dw_want[wi] += dy[yi] as f64 * x[xi] as f64;
+    });
+    Case { x, w, dy, y_want, dx_want, dw_want }
+}
+
+/// A convolution's output from memory that starts as NaN, as it leaves it.
+fn written(len: usize, f: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+    let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+    f(&mut y);
+    y.into_iter().map(|v| unsafe { v.assume_init() }).collect()
+}
+
 type Forward = fn(&ConvGeom, &[f32], &[f32], &mut [f32]);
 type Backward = fn(&ConvGeom, &[f32], &[f32], &[f32], Option<&mut [f32]>, Option<&mut [f32]>);
 
@@ -78,21 +109,12 @@ fn strided_path_on_every_micro_kernel_matches_direct_loops() {
         ];
         for g in geoms {
             assert!(strided::fits(&g));
-            let x = values(g.n * g.c * g.h * g.w, 1);
-            let w = values(g.oc * g.c * g.kh * g.kw, 2);
-            let dy = values(g.n * g.oc * g.oh() * g.ow(), 3);
-            let (mut y_want, mut dx_want) = (vec![0.0f64; dy.len()], vec![0.0f64; x.len()]);
-            each_tap(&g, |yi, xi, wi| {
-                y_want[yi] += x[xi] as f64 * w[wi] as f64;
-                dx_want[xi] += dy[yi] as f64 * w[wi] as f64;
-            });
-            let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); dy.len()];
-            strided::forward_into::<K>(&g, &x, &w, &mut y);
-            let y: Vec<f32> = y.into_iter().map(|v| unsafe { v.assume_init() }).collect();
-            close(&y, &y_want, "y (strided)", &g);
-            let mut dx = vec![f32::NAN; x.len()];
-            strided::input_grad::<K>(&g, &w, &dy, &mut dx);
-            close(&dx, &dx_want, "dx (strided)", &g);
+            let c = case(&g);
+            let y = written(c.dy.len(), |y| strided::forward_into::<K>(&g, &c.x, &c.w, y));
+            close(&y, &c.y_want, "y (strided)", &g);
+            let mut dx = vec![f32::NAN; c.x.len()];
+            strided::input_grad::<K>(&g, &c.w, &c.dy, &mut dx);
+            close(&dx, &c.dx_want, "dx (strided)", &g);
         }
     }
     for tier in Tier::supported() {
@@ -179,18 +201,9 @@ fn check_against_direct_loops(conv2d_forward: Forward, conv2d_backward: Backward
         ConvGeom { n: 5, c: 2, h: 10, w: 10, oc: 4, kh: 4, kw: 4, stride: 2, pad: 0 },
     ];
     for g in geoms {
-        let (oh, ow) = (g.oh(), g.ow());
-        let x = values(g.n * g.c * g.h * g.w, 1);
-        let w = values(g.oc * g.c * g.kh * g.kw, 2);
-        let dy = values(g.n * g.oc * oh * ow, 3);
+        let Case { x, w, dy, y_want, dx_want, dw_want } = case(&g);
         let mut y = vec![f32::NAN; dy.len()];
         conv2d_forward(&g, &x, &w, &mut y);
-        let (mut y_want, mut dx_want, mut dw_want) = (vec![0.0f64; y.len()], vec![0.0f64; x.len()], vec![0.0f64; w.len()]);
-        each_tap(&g, |yi, xi, wi| {
-            y_want[yi] += x[xi] as f64 * w[wi] as f64;
-            dx_want[xi] += dy[yi] as f64 * w[wi] as f64;
-            dw_want[wi] += dy[yi] as f64 * x[xi] as f64;
-        });
         close(&y, &y_want, "y", &g);
         let (mut dx, mut dw) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
         conv2d_backward(&g, &x, &w, &dy, Some(&mut dx), Some(&mut dw));
@@ -224,18 +237,9 @@ fn direct_path_matches_direct_loops() {
         ConvGeom { n: 2, c: 3, h: 4, w: 4, oc: 2, kh: 2, kw: 4, stride: 1, pad: 2 },
     ];
     for g in geoms {
-        let x = values(g.n * g.c * g.h * g.w, 1);
-        let w = values(g.oc * g.c * g.kh * g.kw, 2);
-        let dy = values(g.n * g.oc * g.oh() * g.ow(), 3);
-        let (mut y_want, mut dw_want) = (vec![0.0f64; dy.len()], vec![0.0f64; w.len()]);
-        each_tap(&g, |yi, xi, wi| {
-            y_want[yi] += x[xi] as f64 * w[wi] as f64;
-            dw_want[wi] += dy[yi] as f64 * x[xi] as f64;
-        });
+        let Case { x, w, dy, y_want, dw_want, .. } = case(&g);
         if direct::forward_fits(&g) {
-            let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); dy.len()];
-            direct::forward_into(&g, &x, &w, &mut y);
-            let y: Vec<f32> = y.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            let y = written(dy.len(), |y| direct::forward_into(&g, &x, &w, y));
             close(&y, &y_want, "y (direct)", &g);
         }
         // every micro-kernel width, so that each geometry's dW is checked on every tier
