@@ -79,7 +79,7 @@ fn case(g: &ConvGeom) -> Case {
     Case { x, w, dy, y_want, dx_want, dw_want }
 }
 
-/// A convolution's output from memory that starts as NaN, as it leaves it.
+/// A convolution's output (or gradient) from memory that starts as NaN, as it leaves it.
 fn written(len: usize, f: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
     let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); len];
     f(&mut y);
@@ -112,8 +112,7 @@ fn strided_path_on_every_micro_kernel_matches_direct_loops() {
             let c = case(&g);
             let y = written(c.dy.len(), |y| strided::forward_into::<K>(&g, &c.x, &c.w, y));
             close(&y, &c.y_want, "y (strided)", &g);
-            let mut dx = vec![f32::NAN; c.x.len()];
-            strided::input_grad::<K>(&g, &c.w, &c.dy, &mut dx);
+            let dx = written(c.x.len(), |dx| strided::input_grad::<K>(&g, &c.w, &c.dy, dx));
             close(&dx, &c.dx_want, "dx (strided)", &g);
         }
     }
@@ -244,8 +243,7 @@ fn direct_path_matches_direct_loops() {
         }
         // every micro-kernel width, so that each geometry's dW is checked on every tier
         if [8, 16, 32].iter().any(|&nr| direct::weight_grad_fits(&g, nr)) {
-            let mut dw = vec![f32::NAN; w.len()];
-            direct::weight_grad(&g, &x, &dy, &mut dw);
+            let dw = written(w.len(), |dw| direct::weight_grad(&g, &x, &dy, dw));
             close(&dw, &dw_want, "dw (direct)", &g);
         }
         assert!(direct::forward_fits(&g) || [8, 16, 32].iter().any(|&nr| direct::weight_grad_fits(&g, nr)), "{g:?} takes neither direct path");

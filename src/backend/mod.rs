@@ -225,3 +225,22 @@ pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Optio
     let _ = w_key;
     cpu::conv::conv2d_backward(g, x, w, dy, dx, dw)
 }
+
+/// [`conv2d_backward`] into fresh memory that it overwrites in full (`dx` and
+/// `dw` need not be initialised: no zero fill of the gradients first).
+pub fn conv2d_backward_uninit(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [std::mem::MaybeUninit<f32>]>,
+    dw: Option<&mut [std::mem::MaybeUninit<f32>]>,
+    w_key: Key,
+) {
+    #[cfg(feature = "wgpu")]
+    if device() == Device::Wgpu {
+        return conv2d_backward(g, x, w, dy, dx.map(zero_filled), dw.map(zero_filled), w_key);
+    }
+    let _ = w_key;
+    cpu::conv::conv2d_backward_into(g, x, w, dy, dx, dw)
+}

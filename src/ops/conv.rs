@@ -64,23 +64,35 @@ impl Tensor {
             let dy = dy.as_standard_layout();
             let (x, w) = (xc.data(), wc.data());
             let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
-            let mut dx = xc.requires_grad().then(|| ArrayD::<f32>::zeros(x.raw_dim()));
-            let mut dw = wc.requires_grad().then(|| ArrayD::<f32>::zeros(w.raw_dim()));
-            backend::conv2d_backward(
+            // Fresh gradients, never zero-filled: the convolution writes every element.
+            let (nx, nw) = (x.len(), w.len());
+            let mut dx = xc.requires_grad().then(|| Vec::<f32>::with_capacity(nx));
+            let mut dw = wc.requires_grad().then(|| Vec::<f32>::with_capacity(nw));
+            backend::conv2d_backward_uninit(
                 &g,
                 x.as_slice().expect("standard"),
                 w.as_slice().expect("standard"),
                 dy.as_slice().expect("standard"),
-                dx.as_mut().map(|a| a.as_slice_mut().expect("fresh")),
-                dw.as_mut().map(|a| a.as_slice_mut().expect("fresh")),
+                dx.as_mut().map(|v| &mut v.spare_capacity_mut()[..nx]),
+                dw.as_mut().map(|v| &mut v.spare_capacity_mut()[..nw]),
                 wc.param_key(),
             );
-            let mut grads = vec![dx, dw];
+            let array = |v: Option<Vec<f32>>, len: usize, dim: IxDyn| {
+                v.map(|mut v| {
+                    // SAFETY: conv2d_backward_uninit wrote all `len` elements.
+                    unsafe { v.set_len(len) };
+                    ArrayD::from_shape_vec(dim, v).expect("as many values as the operand")
+                })
+            };
+            let mut grads = vec![array(dx, nx, x.raw_dim()), array(dw, nw, w.raw_dim())];
             if has_bias {
-                // db[o] = Σ_{n, i, j} dy[n, o, i, j], one output plane at a time
+                // db[o] = Σ_{n, i, j} dy[n, o, i, j]: each image's plane sums in parallel,
+                // added over the images in order (the same sums in the same order as one pass)
+                let plane = g.oh() * g.ow();
+                let per_image: Vec<Vec<f32>> = dy.as_slice().expect("standard").par_chunks(g.oc * plane).map(|image| image.chunks_exact(plane).map(|p| ndarray::aview1(p).sum()).collect()).collect();
                 let mut db = vec![0.0f32; g.oc];
-                for (no, plane) in dy.as_slice().expect("standard").chunks_exact(g.oh() * g.ow()).enumerate() {
-                    db[no % g.oc] += ndarray::aview1(plane).sum();
+                for sums in &per_image {
+                    db.iter_mut().zip(sums).for_each(|(d, s)| *d += s);
                 }
                 grads.push(Some(ArrayD::from_shape_vec(IxDyn(&[g.oc]), db).expect("oc values")));
             }

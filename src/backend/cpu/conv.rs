@@ -143,10 +143,26 @@ fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
+/// Memory seen as initialised after zeros are written to all of it, for a
+/// path that adds into its output (im2col's col2im).
+fn zero_filled(y: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    y.iter_mut().for_each(|v| {
+        v.write(0.0);
+    });
+    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(y as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Backward: given `dy (N, OC, OH, OW)`, write `dX (N, C, H, W)` into `dx` and
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The dW sum over the
 /// batch is deterministic: it is added in a fixed order of runs of images.
 pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+    conv2d_backward_into(g, x, w, dy, dx.map(as_uninit), dw.map(as_uninit))
+}
+
+/// [`conv2d_backward`] into fresh memory: every element of `dx` and `dw` is
+/// written, so neither need be zero-filled first.
+pub fn conv2d_backward_into(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [MaybeUninit<f32>]>, dw: Option<&mut [MaybeUninit<f32>]>) {
     let nr = match tier() {
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => Avx512::NR,
@@ -163,9 +179,9 @@ pub fn conv2d_backward(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Optio
     };
     match tier() {
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx512 => implicit::backward::<Avx512>(g, x, w, dy, dx, dw),
+        Tier::Avx512 => implicit::backward_into::<Avx512>(g, x, w, dy, dx, dw),
         #[cfg(target_arch = "x86_64")]
-        Tier::Avx2Fma => implicit::backward::<Avx2>(g, x, w, dy, dx, dw),
-        _ => implicit::backward::<Portable>(g, x, w, dy, dx, dw),
+        Tier::Avx2Fma => implicit::backward_into::<Avx2>(g, x, w, dy, dx, dw),
+        _ => implicit::backward_into::<Portable>(g, x, w, dy, dx, dw),
     }
 }

@@ -162,7 +162,7 @@ fn forward_rows<V: Lanes, const O: usize>(g: &ConvGeom, w: &[f32], xp: &[f32], w
 /// `dW (OC, C, KH, KW) = Σ_n Σ_q' dYg_n[o, q'] xp_n[c, q' + i WP + j]` for
 /// [`weight_grad_fits`] layers: each task sums its run of images into its own
 /// dW, and the partial sums are added in run order (the same bits every time).
-pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [MaybeUninit<f32>]) {
     assert!(g.stride == 1 && (g.kw == 1 || g.kw == 3), "direct::weight_grad: stride 1 and a 1- or 3-wide kernel only, got {g:?}");
     let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let per_task = images_per_task(g.n);
@@ -190,7 +190,7 @@ pub fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         .collect();
     // dW = Σ_tasks partial, in task order
     for (k, v) in dw.iter_mut().enumerate() {
-        *v = partials.iter().map(|p| p[k]).sum();
+        v.write(partials.iter().map(|p| p[k]).sum());
     }
 }
 

@@ -310,11 +310,18 @@ fn forward_spanning<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, wpack: &[f32],
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked, on the micro-kernel
 /// `K` (whose tier the CPU must support, as for [`forward`]).
 pub fn backward<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+    backward_into::<K>(g, x, w, dy, dx.map(super::as_uninit), dw.map(super::as_uninit))
+}
+
+/// [`backward`] into memory that need not be initialised: every element of
+/// `dx` and `dw` is written.
+pub fn backward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [MaybeUninit<f32>]>, dw: Option<&mut [MaybeUninit<f32>]>) {
     if let Some(dx) = dx {
         match flipped(g, w) {
-            Some((gt, wt)) => forward::<K>(&gt, dy, &wt, dx),
+            Some((gt, wt)) => forward_into::<K>(&gt, dy, &wt, dx),
             None if strided::input_grad_pays::<K>(g) => strided::input_grad::<K>(g, w, dy, dx),
-            None => im2col::backward(g, x, w, dy, Some(dx), None),
+            // col2im adds into dX: zeros first
+            None => im2col::backward(g, x, w, dy, Some(super::zero_filled(dx)), None),
         }
     }
     if let Some(dw) = dw {
@@ -460,7 +467,7 @@ fn pack_dy<K: MicroKernel>(g: &ConvGeom, width: usize, dy: &[f32], dst: &mut [f3
 /// Small images packed channels-last (at most KC / 2 output pixels) are summed
 /// a run at a time, as one GEMM whose depth is the run's pixels: a GEMM 49
 /// deep per 7x7 image spent as long loading and storing its tiles of dW'.
-fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [MaybeUninit<f32>]) {
     let (ohw, chw) = (g.oh() * g.ow(), g.c * g.h * g.w);
     let (kk, ckk) = (g.kh * g.kw, g.ckk());
     let taps = Taps::<K>::new(g);
@@ -495,7 +502,7 @@ fn weight_grad<K: MicroKernel>(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f3
     for (o, row) in dw.chunks_exact_mut(ckk).enumerate() {
         for (c, taps) in row.chunks_exact_mut(kk).enumerate() {
             for (tap, v) in taps.iter_mut().enumerate() {
-                *v = partials.iter().map(|p| p[o * ckk + tap * g.c + c]).sum();
+                v.write(partials.iter().map(|p| p[o * ckk + tap * g.c + c]).sum());
             }
         }
     }

@@ -192,7 +192,7 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
 
 /// Input gradient: `dx (N, C, H, W)` from `dy (N, OC, OH, OW)`, for [`fits`] layers.
 /// Every element of `dx` is written.
-pub fn input_grad<K: MicroKernel>(g: &ConvGeom, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+pub fn input_grad<K: MicroKernel>(g: &ConvGeom, w: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     assert!(fits(g), "strided::input_grad: a stride over 1 that divides the kernel, got {g:?}");
     let s = g.stride;
     let (oh, ow, hw) = (g.oh(), g.ow(), g.h * g.w);
@@ -224,7 +224,7 @@ pub fn input_grad<K: MicroKernel>(g: &ConvGeom, w: &[f32], dy: &[f32], dx: &mut 
                         for (xx, d) in row.iter_mut().enumerate() {
                             let (v, px) = ((xx + g.pad) / s, (xx + g.pad) % s);
                             // a pixel under no window (past the last one) gets nothing
-                            *d = if u < hs && v < ws { out[((py * s + px) * g.c + c) * hs * wd + u * wd + v] } else { 0.0 };
+                            d.write(if u < hs && v < ws { out[((py * s + px) * g.c + c) * hs * wd + u * wd + v] } else { 0.0 });
                         }
                     }
                 }
