@@ -11,7 +11,7 @@
 //! every read missed: the CIFAR-10 VQ-VAE spent a tenth of its step there.
 //! Tiles of 8 x 8 read 8 rows at a time, and a whole tile is moved with
 //! vector loads, shuffles and stores: eight 8-float rows, three rounds of
-//! shuffles (unpack, shuffle, swap 128-bit halves) on the AVX tiers, four
+//! shuffles (the AVX2 micro-kernel's `transpose8`) on the AVX tiers, four
 //! 4 x 4 blocks of SSE2 shuffles on the portable tier of x86-64, and the
 //! fixed-size array code under [`crate::ops::kernels::simd`] elsewhere. (Left to the compiler on
 //! x86-64, the array tile went through the stack one float at a time: the
@@ -86,42 +86,20 @@ fn tile(src: &[f32], lds: usize, i0: usize, p0: usize, dst: &mut [f32], ldd: usi
 /// The 8 x 8 tile with x86-64 shuffles: `dst[p * ldd + i] = src[i * lds + p]`, `i, p < 8`.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::backend::cpu::microkernel::avx2::transpose8;
     use std::arch::x86_64::*;
 
-    /// Three rounds on eight 8-float rows: interleave pairs of rows
-    /// (`unpack`), pairs of pairs (`shuffle`), then swap 128-bit halves.
+    /// Eight 8-float rows loaded, transposed in registers by the AVX2 micro-kernel's
+    /// [`transpose8`](crate::backend::cpu::microkernel::avx2::transpose8), stored as columns.
     ///
     /// # Safety
-    /// AVX; 8 rows of 8 floats readable at `src` (stride `lds`) and writable at `dst` (stride `ldd`).
-    #[target_feature(enable = "avx")]
+    /// AVX2 and FMA (both AVX tiers); 8 rows of 8 floats readable at `src` (stride `lds`)
+    /// and writable at `dst` (stride `ldd`).
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
-        // t: (r0 r1) lanes interleaved, low and high pairs of each half
-        let t = [
-            _mm256_unpacklo_ps(r[0], r[1]),
-            _mm256_unpackhi_ps(r[0], r[1]),
-            _mm256_unpacklo_ps(r[2], r[3]),
-            _mm256_unpackhi_ps(r[2], r[3]),
-            _mm256_unpacklo_ps(r[4], r[5]),
-            _mm256_unpackhi_ps(r[4], r[5]),
-            _mm256_unpacklo_ps(r[6], r[7]),
-            _mm256_unpackhi_ps(r[6], r[7]),
-        ];
-        // u: four rows' values of one column per 128-bit half
-        let u = [
-            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-        ];
-        // column p: rows 0-3 from u[p % 4], rows 4-7 from u[p % 4 + 4], the half p / 4
-        for p in 0..4 {
-            _mm256_storeu_ps(dst.add(p * ldd), _mm256_permute2f128_ps::<0x20>(u[p], u[p + 4]));
-            _mm256_storeu_ps(dst.add((p + 4) * ldd), _mm256_permute2f128_ps::<0x31>(u[p], u[p + 4]));
+        let rows: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+        for (p, column) in transpose8(rows).into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(p * ldd), column);
         }
     }
 

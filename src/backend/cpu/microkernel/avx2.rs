@@ -162,7 +162,7 @@ unsafe fn transpose_pack(w: usize, kc: usize, src: *const f32, stride: isize, ds
 /// holds element `j` of every input vector. Pairs of rows interleaved (32-bit),
 /// then pairs of pairs (64-bit), then the 128-bit halves exchanged.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(crate) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved element by element (per 128-bit lane)
     let t: [__m256; 8] = std::array::from_fn(|x| {
         let (a, b) = (r[x / 2 * 2], r[x / 2 * 2 + 1]);
