@@ -172,21 +172,10 @@ pub unsafe fn gemm_batched(g: &BatchedGemm, c: &mut [f32], accumulate: bool, a_k
 pub unsafe fn gemm_batched_uninit(g: &BatchedGemm, c: &mut [std::mem::MaybeUninit<f32>], a_key: Key, b_key: Key) {
     #[cfg(feature = "wgpu")]
     if device() == Device::Wgpu {
-        return gemm_batched(g, zero_filled(c), false, a_key, b_key);
+        return gemm_batched(g, cpu::zero_filled(c), false, a_key, b_key);
     }
     let _ = (a_key, b_key);
     g.run_uninit(c)
-}
-
-/// Fresh memory zeroed and seen as initialised: the GPU paths of the `_uninit`
-/// entry points take an initialised slice (they copy their result into it).
-#[cfg(feature = "wgpu")]
-fn zero_filled(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
-    c.iter_mut().for_each(|v| {
-        v.write(0.0);
-    });
-    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
-    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Convolution forward (NCHW, OIHW, no bias): see [`cpu::conv::conv2d_forward`].
@@ -205,7 +194,7 @@ pub fn conv2d_forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], w_key: 
 pub fn conv2d_forward_uninit(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [std::mem::MaybeUninit<f32>], w_key: Key) {
     #[cfg(feature = "wgpu")]
     if device() == Device::Wgpu {
-        return conv2d_forward(g, x, w, zero_filled(y), w_key);
+        return conv2d_forward(g, x, w, cpu::zero_filled(y), w_key);
     }
     let _ = w_key;
     cpu::conv::conv2d_forward_into(g, x, w, y)
@@ -239,7 +228,7 @@ pub fn conv2d_backward_uninit(
 ) {
     #[cfg(feature = "wgpu")]
     if device() == Device::Wgpu {
-        return conv2d_backward(g, x, w, dy, dx.map(zero_filled), dw.map(zero_filled), w_key);
+        return conv2d_backward(g, x, w, dy, dx.map(cpu::zero_filled), dw.map(cpu::zero_filled), w_key);
     }
     let _ = w_key;
     cpu::conv::conv2d_backward_into(g, x, w, dy, dx, dw)

@@ -143,16 +143,6 @@ fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
-/// Memory seen as initialised after zeros are written to all of it, for a
-/// path that adds into its output (im2col's col2im).
-fn zero_filled(y: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    y.iter_mut().for_each(|v| {
-        v.write(0.0);
-    });
-    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
-    unsafe { &mut *(y as *mut [MaybeUninit<f32>] as *mut [f32]) }
-}
-
 /// Backward: given `dy (N, OC, OH, OW)`, write `dX (N, C, H, W)` into `dx` and
 /// `dW (OC, C, KH, KW)` into `dw`, each only when asked. The dW sum over the
 /// batch is deterministic: it is added in a fixed order of runs of images.

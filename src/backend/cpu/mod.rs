@@ -36,6 +36,17 @@ fn copy_fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
     *d = src.try_into().expect("lengths checked by copy_short");
 }
 
+/// Fresh memory zeroed and seen as initialised: for a path that adds into its
+/// output (im2col's col2im) or takes an initialised slice (the GPU paths of the
+/// backend's `_uninit` entry points, which copy their result into it).
+pub(crate) fn zero_filled(y: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    y.iter_mut().for_each(|v| {
+        v.write(0.0);
+    });
+    // SAFETY: every element was written just above; MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(y as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// A 64-byte aligned window of `len` floats inside `buf` (grown when needed).
 pub(crate) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len + 16 {

@@ -321,7 +321,7 @@ pub fn backward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f
             Some((gt, wt)) => forward_into::<K>(&gt, dy, &wt, dx),
             None if strided::input_grad_pays::<K>(g) => strided::input_grad::<K>(g, w, dy, dx),
             // col2im adds into dX: zeros first
-            None => im2col::backward(g, x, w, dy, Some(super::zero_filled(dx)), None),
+            None => im2col::backward(g, x, w, dy, Some(crate::backend::cpu::zero_filled(dx)), None),
         }
     }
     if let Some(dw) = dw {
@@ -329,11 +329,17 @@ pub fn backward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f
     }
 }
 
-/// For a stride-1 convolution with a square kernel and `p <= K - 1`, the
-/// input gradient as a forward convolution: the geometry of `dX = conv(dY, W')`
-/// and `W'[c, o, i, j] = W[o, c, K-1-i, K-1-j]`.
+/// Whether the input gradient is a forward convolution (the kernel flipped, see the module docs): stride 1,
+/// a square kernel and `p <= K - 1`.
+pub fn input_grad_is_forward(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.kh == g.kw && g.pad < g.kh
+}
+
+/// For an [`input_grad_is_forward`] convolution, the input gradient as a
+/// forward convolution: the geometry of `dX = conv(dY, W')` and
+/// `W'[c, o, i, j] = W[o, c, K-1-i, K-1-j]`.
 fn flipped(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
-    if g.stride != 1 || g.kh != g.kw || g.pad >= g.kh {
+    if !input_grad_is_forward(g) {
         return None;
     }
     let gt = ConvGeom { n: g.n, c: g.oc, h: g.oh(), w: g.ow(), oc: g.c, kh: g.kh, kw: g.kw, stride: 1, pad: g.kh - 1 - g.pad };
