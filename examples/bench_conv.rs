@@ -17,7 +17,7 @@
 //! Run it on a quiet machine and compare binaries by alternating them.
 
 use clap::Parser;
-use dalle::backend::cpu::conv::{conv2d_backward, conv2d_forward, direct, strided, ConvGeom};
+use dalle::backend::cpu::conv::{conv2d_backward, conv2d_forward, direct, implicit, strided, ConvGeom};
 use dalle::backend::cpu::microkernel::MicroKernel;
 use dalle::backend::cpu::tier::{tier, Tier};
 use std::fmt::Write as _;
@@ -61,7 +61,8 @@ fn parse(layer: &str, n: usize) -> Result<ConvGeom, String> {
     Ok(ConvGeom { n, c, h, w, oc, kh: k, kw: k, stride, pad })
 }
 
-/// Which path the dispatch in `dalle::backend::cpu::conv` takes, forward and dX and dW.
+/// Which path the dispatch in `dalle::backend::cpu::conv` takes, forward and dX and dW
+/// (asked of the predicates the dispatch itself calls, in its order).
 fn paths(g: &ConvGeom) -> (String, String, String) {
     fn on<K: MicroKernel>(g: &ConvGeom) -> (String, String, String) {
         let fwd = if direct::forward_fits(g) {
@@ -71,7 +72,7 @@ fn paths(g: &ConvGeom) -> (String, String, String) {
         } else {
             "implicit"
         };
-        let dx = if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
+        let dx = if implicit::input_grad_is_forward(g) {
             "implicit (flipped)"
         } else if strided::input_grad_pays::<K>(g) {
             "strided"

@@ -108,9 +108,9 @@ impl Grid {
     }
 }
 
-/// `W'` (OC, s² C, K/s, K/s) of the module docs, flipped in both kernel axes
-/// when `flip`, as rows `o` (`transpose`: rows `c'`, columns `(o, a, b)`),
-/// packed in slivers for `K`.
+/// `W'` (OC, s² C, K/s, K/s) of the module docs as rows `o`, or (`transpose`)
+/// flipped in both kernel axes as rows `c'`, columns `(o, a, b)`; packed in
+/// slivers for `K` (to be widened by the caller, [`widen`]).
 fn rearranged_weights<K: MicroKernel>(g: &ConvGeom, w: &[f32], transpose: bool) -> Vec<f32> {
     let s = g.stride;
     let (kh, kw) = (g.kh / s, g.kw / s);
@@ -135,8 +135,7 @@ fn rearranged_weights<K: MicroKernel>(g: &ConvGeom, w: &[f32], transpose: bool) 
     }
     let mut packed = vec![0.0f32; sliver_count::<K>(rows) * K::MR * cols];
     unsafe { pack_rows::<K>(rows, cols, &wr, &mut packed) };
-    let mut wide = Vec::new();
-    widen::<K>(&packed, &mut wide).to_vec()
+    packed
 }
 
 /// `(py, px, c)` in the order of the space-to-depth channels `c' = (py s + px) C + c`.
@@ -152,7 +151,8 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
     let (kh, kw) = (g.kh / s, g.kw / s);
     let (hs, ws) = (oh + kh - 1, ow + kw - 1);
     let grid = Grid::new::<K>(s * s * g.c, kh, kw, ws, oh);
-    let apack = rearranged_weights::<K>(g, w, false);
+    let (packed, mut wide) = (rearranged_weights::<K>(g, w, false), Vec::new());
+    let apack = widen::<K>(&packed, &mut wide);
     let per_task = images_per_task(g.n);
     y.par_chunks_mut(per_task * g.oc * oh * ow).enumerate().for_each(|(task, ys)| {
         with_scratch([KC * K::NR, grid.c * grid.plane, g.oc * oh * ws], |[panel, xs, out]| {
@@ -177,7 +177,7 @@ pub fn forward_into<K: MicroKernel>(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut 
                     }
                 }
                 // out (OC, OH*Ws) = W' · col(xs), then y[o, y, x] = out[o, y Ws + x] for x < OW
-                unsafe { grid.gemm::<K>(g.oc, &apack, xs, panel, out.as_mut_ptr()) };
+                unsafe { grid.gemm::<K>(g.oc, apack, xs, panel, out.as_mut_ptr()) };
                 for (yo, go) in yn.chunks_exact_mut(oh * ow).zip(out.chunks_exact(oh * ws)) {
                     for (row, src) in yo.chunks_exact_mut(ow).zip(go.chunks_exact(ws)) {
                         for (d, &v) in row.iter_mut().zip(src) {
@@ -201,7 +201,8 @@ pub fn input_grad<K: MicroKernel>(g: &ConvGeom, w: &[f32], dy: &[f32], dx: &mut 
     let wd = ow + 2 * (kw - 1); // dY padded by K/s - 1 on each side
     let grid = Grid::new::<K>(g.oc, kh, kw, wd, hs);
     let cs = s * s * g.c;
-    let apack = rearranged_weights::<K>(g, w, true);
+    let (packed, mut wide) = (rearranged_weights::<K>(g, w, true), Vec::new());
+    let apack = widen::<K>(&packed, &mut wide);
     let per_task = images_per_task(g.n);
     dx.par_chunks_mut(per_task * g.c * hw).enumerate().for_each(|(task, dxs)| {
         with_scratch([KC * K::NR, g.oc * grid.plane, cs * hs * wd], |[panel, dyp, out]| {
@@ -215,7 +216,7 @@ pub fn input_grad<K: MicroKernel>(g: &ConvGeom, w: &[f32], dy: &[f32], dx: &mut 
                     }
                 }
                 // out (s² C, Hs*Wd) = W'ᵀ flipped · col(dY_pad)
-                unsafe { grid.gemm::<K>(cs, &apack, dyp, panel, out.as_mut_ptr()) };
+                unsafe { grid.gemm::<K>(cs, apack, dyp, panel, out.as_mut_ptr()) };
                 // dx[c, yy, xx] = out[(py, px, c), u Wd + v],  s u + py = yy + p, s v + px = xx + p
                 for c in 0..g.c {
                     for yy in 0..g.h {
