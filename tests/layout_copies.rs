@@ -4,7 +4,7 @@
 //! against ndarray's own copy and `+=` on layouts that reach every path, at
 //! sizes past the parallel threshold (so that rayon chunks start mid-row index).
 
-use dalle::ops::kernels::{add_assign, add_assign_view, to_standard, PARALLEL_MIN_LEN};
+use dalle::ops::kernels::{add_assign, add_assign_view, to_standard, transposed_copy, PARALLEL_MIN_LEN};
 use dalle::{Rng, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
@@ -32,7 +32,7 @@ fn to_standard_matches_ndarray_on_every_layout() {
     same_copy("last-axis slice", x.slice_axis(Axis(3), Slice::from(7..30)));
     same_copy("middle-axis slice", x.slice_axis(Axis(1), Slice::from(3..64)));
     same_copy("stepped slice", x.slice_axis(Axis(1), Slice::new(1, None, 3)));
-    same_copy("transposed last two (element path)", x.view().permuted_axes(IxDyn(&[0, 1, 3, 2])));
+    same_copy("transposed last two (tiled transposes)", x.view().permuted_axes(IxDyn(&[0, 1, 3, 2])));
     same_copy("size-1 last axis", randn(&[300, 200, 1], 2).view().permuted_axes(IxDyn(&[1, 0, 2])));
     same_copy("small", randn(&[3, 1, 2], 3).view().permuted_axes(IxDyn(&[2, 1, 0])));
     // Broadcasts (the gradients of sums): along the last axis (stride 0, each row
@@ -45,6 +45,34 @@ fn to_standard_matches_ndarray_on_every_layout() {
     same_copy("broadcast along three axes", kept.broadcast(IxDyn(&[5, 67, 3, 45])).unwrap());
     same_copy("0-d", ArrayD::from_elem(IxDyn(&[]), 2.5f32).view());
     same_copy("empty", ArrayD::<f32>::zeros(IxDyn(&[4, 0, 3])).view());
+}
+
+#[test]
+fn transposed_layouts_copy_in_tiles() {
+    // A vector quantizer's permutes: (B, H, W, D) -> (B, D, H, W) and back, odd sizes
+    // (no side a multiple of the 8 x 8 tile), past the parallel threshold.
+    let nhwc = randn(&[13, 7, 11, 37], 10);
+    assert!(nhwc.len() > PARALLEL_MIN_LEN);
+    let nchw = nhwc.view().permuted_axes(IxDyn(&[0, 3, 1, 2]));
+    assert!(transposed_copy(&nchw).is_some(), "channels-last to channels-first is a batch of transposes");
+    same_copy("(B, H, W, D) -> (B, D, H, W)", nchw.clone());
+    let back = to_standard(&nchw);
+    same_copy("(B, D, H, W) -> (B, H, W, D)", back.view().permuted_axes(IxDyn(&[0, 2, 3, 1])));
+    // One matrix, small (one thread), and with size-1 axes around it.
+    same_copy("plain transpose", randn(&[13, 29], 11).t().into_dyn());
+    same_copy("size-1 axes", randn(&[1, 13, 1, 29, 1], 12).view().permuted_axes(IxDyn(&[3, 0, 2, 4, 1])));
+    // Rows of the source apart by more than a block's width (a slice, then a permute).
+    let wide = randn(&[6, 40, 50], 13);
+    let sliced = wide.slice_axis(Axis(2), Slice::from(3..20));
+    same_copy("sliced, then transposed", sliced.permuted_axes(IxDyn(&[0, 2, 1])));
+    // Layouts that are not a batch of transposes fall back to ndarray's copy.
+    let reversed = wide.slice_axis(Axis(2), Slice::new(0, None, -1));
+    let rev_t = reversed.permuted_axes(IxDyn(&[0, 2, 1]));
+    assert!(transposed_copy(&rev_t).is_none(), "negative strides are not tiled");
+    same_copy("reversed, then transposed", rev_t);
+    let three = randn(&[5, 6, 7, 8], 14);
+    let scattered = three.view().permuted_axes(IxDyn(&[3, 1, 2, 0]));
+    same_copy("first and last swapped", scattered);
 }
 
 #[test]

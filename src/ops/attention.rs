@@ -21,7 +21,7 @@
 //! pass. On the GPU device the op is the composition itself.
 
 use crate::backend::cpu::gemm::{sgemm_serial, MatPtr};
-use crate::ops::kernels::{exp, simd_as, MulAdd};
+use crate::ops::kernels::{exp, simd_as, standard_layout, MulAdd};
 use crate::ops::reduce::lane_dot;
 use crate::tensor::Tensor;
 use crate::Result;
@@ -81,15 +81,15 @@ impl Tensor {
         }
         let (out, weights) = {
             let (qd, kd, vd) = (q.data(), k.data(), v.data());
-            let (qs, ks, vs) = (qd.as_standard_layout(), kd.as_standard_layout(), vd.as_standard_layout()); // copies only when strided
+            let (qs, ks, vs) = (standard_layout(&qd), standard_layout(&kd), standard_layout(&vd)); // copies only when strided
             crate::with_mul_add!(M => forward::<M>(qs.as_slice().expect("standard"), ks.as_slice().expect("standard"), vs.as_slice().expect("standard"), dims, mask.as_ref()))
         };
         let out = ArrayD::from_shape_vec(IxDyn(&sq), out).expect("B·T·C values");
         let (qc, kc, vc) = (q.clone(), k.clone(), v.clone());
         Ok(Tensor::from_op(out, "multi_head_attention", &[q, k, v], move |g, _| {
-            let g = g.as_standard_layout();
+            let g = standard_layout(&g);
             let (qd, kd, vd) = (qc.data(), kc.data(), vc.data());
-            let (qs, ks, vs) = (qd.as_standard_layout(), kd.as_standard_layout(), vd.as_standard_layout());
+            let (qs, ks, vs) = (standard_layout(&qd), standard_layout(&kd), standard_layout(&vd));
             let (dq, dk, dv) = backward(g.as_slice().expect("standard"), qs.as_slice().expect("standard"), ks.as_slice().expect("standard"), vs.as_slice().expect("standard"), &weights, dims);
             let shaped = |x: Vec<f32>, rows: usize| Some(ArrayD::from_shape_vec(IxDyn(&[dims.b, rows, dims.h * dims.d]), x).expect("B·rows·C values"));
             vec![shaped(dq, dims.t), shaped(dk, dims.s), shaped(dv, dims.s)]

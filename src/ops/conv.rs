@@ -6,6 +6,7 @@
 
 use crate::backend::cpu::pool::{self, PoolGeom};
 use crate::backend::{self, ConvGeom};
+use crate::ops::kernels::standard_layout;
 use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
@@ -42,7 +43,7 @@ impl Tensor {
         {
             // Borrowed as they are when already contiguous (the usual case): no copy.
             let (x, w) = (self.data(), weight.data());
-            let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
+            let (x, w) = (standard_layout(&x), standard_layout(&w));
             backend::conv2d_forward_uninit(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), &mut y.spare_capacity_mut()[..len], weight.param_key());
             // SAFETY: the convolution wrote every element of y (N, OC, OH, OW).
             unsafe { y.set_len(len) };
@@ -61,9 +62,9 @@ impl Tensor {
         };
         let has_bias = bias.is_some();
         Ok(Tensor::from_op(y, "conv2d", &parents, move |dy, _| {
-            let dy = dy.as_standard_layout();
+            let dy = standard_layout(&dy);
             let (x, w) = (xc.data(), wc.data());
-            let (x, w) = (x.as_standard_layout(), w.as_standard_layout());
+            let (x, w) = (standard_layout(&x), standard_layout(&w));
             // Fresh gradients, never zero-filled: the convolution writes every element.
             let (nx, nw) = (x.len(), w.len());
             let mut dx = xc.requires_grad().then(|| Vec::<f32>::with_capacity(nx));
@@ -114,16 +115,22 @@ impl Tensor {
         }
         let (h, w) = (s[2], s[3]);
         let data = self.data();
-        let x = data.as_standard_layout(); // (N, C, H, W) contiguous, copied only if it was not
-        let mut out = vec![0.0; x.len() * factor * factor];
-        backend::cpu::upsample::upsample_nearest_forward(x.as_slice().expect("standard layout"), h, w, factor, &mut out);
+        let x = standard_layout(&data); // (N, C, H, W) contiguous, copied only if it was not
+        let len = x.len() * factor * factor;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        backend::cpu::upsample::upsample_nearest_forward(x.as_slice().expect("standard layout"), h, w, factor, &mut out.spare_capacity_mut()[..len]);
+        // SAFETY: the upsampling wrote every element of out.
+        unsafe { out.set_len(len) };
         drop(x);
         drop(data);
         let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], h * factor, w * factor]), out).expect("N C fH fW values");
         Ok(Tensor::from_op(out, "upsample_nearest2d", &[self], move |g, _| {
-            let g = g.as_standard_layout(); // (N, C, fH, fW)
-            let mut dx = vec![0.0; g.len() / (factor * factor)];
-            backend::cpu::upsample::upsample_nearest_backward(g.as_slice().expect("standard layout"), h, w, factor, &mut dx);
+            let g = standard_layout(&g); // (N, C, fH, fW)
+            let len = g.len() / (factor * factor);
+            let mut dx: Vec<f32> = Vec::with_capacity(len);
+            backend::cpu::upsample::upsample_nearest_backward(g.as_slice().expect("standard layout"), h, w, factor, &mut dx.spare_capacity_mut()[..len]);
+            // SAFETY: the backward pass wrote every element of dx.
+            unsafe { dx.set_len(len) };
             vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]
         }))
     }
@@ -153,7 +160,7 @@ impl Tensor {
         }
         let geom = PoolGeom { h: s[2], w: s[3], k, stride };
         let (oh, ow) = geom.out();
-        let x = self.data().as_standard_layout().into_owned(); // (N, C, H, W) contiguous
+        let x = standard_layout(&self.data()).into_owned(); // (N, C, H, W) contiguous
         let mut out = vec![0.0; s[0] * s[1] * oh * ow];
         // For max pooling, where each maximum came from (its index in the input plane).
         let mut argmax = vec![0u32; if is_max { out.len() } else { 0 }];
@@ -161,7 +168,7 @@ impl Tensor {
         drop(x);
         let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], oh, ow]), out).expect("N C OH OW values");
         Ok(Tensor::from_op(out, op, &[self], move |g, _| {
-            let g = g.as_standard_layout(); // (N, C, OH, OW)
+            let g = standard_layout(&g); // (N, C, OH, OW)
             let mut dx = vec![0.0; s.iter().product()];
             pool::pool2d_backward(g.as_slice().expect("standard layout"), geom, is_max, &argmax, &mut dx);
             vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]

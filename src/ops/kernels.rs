@@ -1,7 +1,7 @@
 //! The small elementwise loops shared by the ops: map one array, or two
 //! broadcast arrays, in parallel when the array is large enough to pay off.
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, CowArray, IxDyn, Zip};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use crate::backend::cpu::tier::{tier, PORTABLE_HAS_FMA};
@@ -186,7 +186,7 @@ pub fn map_as<M: MulAdd>(x: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync + Send) 
     }
     // A strided x: copied to row-major first, so that `f` runs only inside the
     // tier's compiled loop (a [`Fused`] `f` must never run outside it).
-    map_as::<M>(&x.as_standard_layout().into_owned(), f)
+    map_as::<M>(&to_standard(&x.view()), f)
 }
 
 /// `out[i] = f(x[i], y[i])` for two arrays of the same shape.
@@ -205,7 +205,7 @@ pub fn map2_as<M: MulAdd>(x: &ArrayD<f32>, y: &ArrayD<f32>, f: impl Fn(f32, f32)
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
     }
     // Strided operands: copied to row-major first (see `map_as`).
-    map2_as::<M>(&x.as_standard_layout().into_owned(), &y.as_standard_layout().into_owned(), f)
+    map2_as::<M>(&to_standard(&x.view()), &to_standard(&y.view()), f)
 }
 
 /// `out[i] = f(x[i], y[i], z[i])` for three arrays of the same shape.
@@ -224,7 +224,7 @@ pub fn map3_as<M: MulAdd>(x: &ArrayD<f32>, y: &ArrayD<f32>, z: &ArrayD<f32>, f: 
         return ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length");
     }
     // Strided operands: copied to row-major first (see `map_as`).
-    let (x, y, z) = (x.as_standard_layout(), y.as_standard_layout(), z.as_standard_layout());
+    let (x, y, z) = (standard_layout(x), standard_layout(y), standard_layout(z));
     map3_as::<M>(&x.into_owned(), &y.into_owned(), &z.into_owned(), f)
 }
 
@@ -295,6 +295,17 @@ pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
     })
 }
 
+/// `x` itself when it is row-major, else its row-major copy by [`to_standard`]:
+/// ndarray's `as_standard_layout` with this module's fast copies (whole rows,
+/// or tiled transposes where ndarray moves one strided float at a time).
+pub fn standard_layout(x: &ArrayD<f32>) -> CowArray<'_, f32, IxDyn> {
+    if x.is_standard_layout() {
+        x.view().into()
+    } else {
+        to_standard(&x.view()).into()
+    }
+}
+
 /// A row-major copy of `x`, whatever its strides, in parallel when large.
 ///
 /// Reshape, permute, narrow and the gradients that undo them all end in such
@@ -302,12 +313,18 @@ pub fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
 /// one, a permute that keeps the last axis) the copy moves whole rows with
 /// `memcpy`: row `r` of the output starts at the offset of index
 /// `(unravel(r), 0)` in `x`. A last axis of stride 0 (broadcast along it, as
-/// the gradient of a sum over it) fills each row with its one value. Other
-/// layouts (a transposed last axis) go through ndarray's element-by-element copy.
+/// the gradient of a sum over it) fills each row with its one value. A view
+/// whose unit-stride axis was moved before the last (a permute from channels-last
+/// to channels-first, as a vector quantizer's `(B, H, W, D) -> (B, D, H, W)`, or
+/// back) is a batch of 2-D transposes ([`transposed_copy`]). Other layouts go
+/// through ndarray's element-by-element copy.
 pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
     let (shape, strides) = (x.shape(), x.strides());
     let nd = shape.len();
     if nd == 0 || x.is_empty() || (shape[nd - 1] > 1 && strides[nd - 1] != 1 && strides[nd - 1] != 0) {
+        if let Some(out) = transposed_copy(x) {
+            return out;
+        }
         return x.as_standard_layout().into_owned();
     }
     let d = shape[nd - 1];
@@ -345,6 +362,56 @@ pub fn to_standard(x: &ArrayViewD<f32>) -> ArrayD<f32> {
         }
     });
     ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length")
+}
+
+/// `x` read as a batch of 2-D transposes, when it is one: with size-1 axes
+/// dropped and axes that are adjacent in memory merged, its shape is
+/// `(outer..., L, N)` with strides `(..., 1, s_N)`, the unit-stride axis next to
+/// last. Each `(L, N)` block of the row-major copy is then the transpose of an
+/// `(N, L)` matrix of row stride `s_N`, moved in 8 x 8 tiles
+/// ([`layout::transpose_into`](crate::backend::cpu::conv::layout::transpose_into)),
+/// not one strided float at a time. `None` for any other layout (or negative strides).
+pub fn transposed_copy(x: &ArrayViewD<f32>) -> Option<ArrayD<f32>> {
+    // (length, stride) of each axis, merged where axis k+1 continues axis k in memory
+    let mut dims: Vec<(usize, isize)> = Vec::new();
+    for (&d, &s) in x.shape().iter().zip(x.strides()).filter(|&(&d, _)| d > 1) {
+        match dims.last_mut() {
+            Some(last) if last.1 == d as isize * s => *last = (last.0 * d, s),
+            _ => dims.push((d, s)),
+        }
+    }
+    let k = dims.len();
+    if k < 2 || dims.iter().any(|&(_, s)| s <= 0) || dims[k - 2].1 != 1 {
+        return None;
+    }
+    let ((l, _), (n, s_n)) = (dims[k - 2], dims[k - 1]);
+    let outer = &dims[..k - 2];
+    let (block, s_n) = (l * n, s_n as usize);
+    // the source of one block: rows j < n of l floats, j * s_n apart
+    let src_len = (n - 1) * s_n + l;
+    let base = x.as_ptr() as usize;
+    let copy = |o: &mut [MaybeUninit<f32>], b: usize| {
+        // the offset of block b: its outer index unravelled over the outer axes
+        let (mut r, mut off) = (b, 0isize);
+        for &(d, s) in outer.iter().rev() {
+            off += (r % d) as isize * s;
+            r /= d;
+        }
+        // SAFETY: block b of the view spans offsets off .. off + src_len of x's memory.
+        let src = unsafe { std::slice::from_raw_parts((base as *const f32).offset(off), src_len) };
+        crate::backend::cpu::conv::layout::transpose_into(src, s_n, n, l, o, n); // o[p * n + j] = src[j * s_n + p]
+    };
+    let len = x.len();
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if len < PARALLEL_MIN_LEN {
+        spare.chunks_mut(block).enumerate().for_each(|(b, o)| copy(o, b));
+    } else {
+        spare.par_chunks_mut(block).enumerate().for_each(|(b, o)| copy(o, b));
+    }
+    // SAFETY: the blocks cover 0..len and each transpose writes all of its block.
+    unsafe { out.set_len(len) };
+    Some(ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length"))
 }
 
 /// `a[i] += g[i]` over two slices (of one length), one thread; call it under

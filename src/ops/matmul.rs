@@ -12,7 +12,7 @@
 //! with swapped strides, so `Bᵀ` and `Aᵀ` are never copied.
 
 use crate::backend::{self, BatchedGemm};
-use crate::ops::kernels;
+use crate::ops::kernels::{self, standard_layout};
 use crate::tensor::{broadcast_shapes, reduce_to_shape, reduce_to_shape_ref, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -190,7 +190,7 @@ impl Tensor {
         }
         let out = {
             let (x, wd, bd) = (self.data(), w.data(), b.data());
-            let bias = bd.as_standard_layout();
+            let bias = standard_layout(&bd);
             matmul_arrays_init(&x.view(), &t(wd.view()), Some(bias.as_slice().expect("standard")), self.param_key(), w.param_key()).map_err(|_| err())?
         };
         let (xc, wc, rb) = (self.clone(), w.clone(), b.requires_grad());

@@ -15,7 +15,7 @@
 //! with `du` in place of `dy`. One pass over memory each way instead of two.
 
 use super::elementwise::logistic;
-use super::kernels::{simd_as, MulAdd, Plain};
+use super::kernels::{simd_as, standard_layout, MulAdd, Plain};
 use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
@@ -283,16 +283,16 @@ fn norm_op<M: MulAdd, const SILU: bool>(op: &'static str, x: &Tensor, gamma: &Te
     let (g, b) = (gamma.to_vec(), beta.to_vec());
     let (y, stats) = {
         let data = x.data();
-        let xs = data.as_standard_layout(); // a copy only when x is strided
+        let xs = standard_layout(&data); // a copy only when x is strided
         groups.forward::<M, SILU>(xs.as_slice().expect("standard"), &g, &b)
     };
     let out = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("same size");
     let nparams = g.len();
     let (x_c, gamma_c, beta_c) = (x.clone(), gamma.clone(), beta.clone());
     Tensor::from_op(out, op, &[x, gamma, beta], move |dy, _| {
-        let dy = dy.as_standard_layout();
+        let dy = standard_layout(&dy);
         let data = x_c.data();
-        let xs = data.as_standard_layout();
+        let xs = standard_layout(&data);
         let (g, b) = (gamma_c.to_vec(), if SILU { beta_c.to_vec() } else { Vec::new() });
         let (dx, dg, db) = groups.backward::<M, SILU>(dy.as_slice().expect("standard"), xs.as_slice().expect("standard"), &stats, &g, &b);
         vec![

@@ -1,7 +1,7 @@
 //! Operations that move elements without arithmetic: reshape, permute,
 //! narrow, concat, stack. Their backward passes move the gradient back.
 
-use crate::ops::kernels::to_standard;
+use crate::ops::kernels::{standard_layout, to_standard};
 use crate::tensor::{normalize_axis, Tensor};
 use crate::Result;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
@@ -167,7 +167,7 @@ impl Tensor {
         let mut values = Vec::with_capacity(shape.iter().product());
         {
             let guards: Vec<_> = tensors.iter().map(|t| t.data()).collect();
-            let pieces: Vec<_> = guards.iter().map(|g| g.as_standard_layout()).collect();
+            let pieces: Vec<_> = guards.iter().map(|g| standard_layout(&g)).collect();
             let pieces: Vec<&[f32]> = pieces.iter().map(|p| p.as_slice().expect("standard layout")).collect();
             for o in 0..outer {
                 for (piece, &len) in pieces.iter().zip(&sizes) {

@@ -18,6 +18,7 @@
 //! transposes were 8% of the MNIST VQ-VAE's step.)
 
 use crate::backend::cpu::tier::tier;
+use std::mem::MaybeUninit;
 #[cfg(target_arch = "x86_64")]
 use crate::backend::cpu::tier::Tier;
 #[cfg(not(target_arch = "x86_64"))]
@@ -29,6 +30,13 @@ const T: usize = 8;
 /// `dst[p * ldd + i] = src[i * lds + p]` for `i < rows`, `p < cols` (see the module docs).
 /// The rest of `dst` is left as it is.
 pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f32], ldd: usize) {
+    // SAFETY: the same memory seen as possibly uninitialised; only f32 values are written.
+    transpose_into(src, lds, rows, cols, unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }, ldd)
+}
+
+/// [`transpose`] into memory not yet initialised (a fresh array that the
+/// transpose fills): `dst[p * ldd + i]` is written for `i < rows`, `p < cols`.
+pub fn transpose_into(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [MaybeUninit<f32>], ldd: usize) {
     if rows == 0 || cols == 0 {
         return;
     }
@@ -47,11 +55,11 @@ pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f
         match tier() {
             #[cfg(target_arch = "x86_64")]
             Tier::Avx512 | Tier::Avx2Fma => each_tile(&mut |i0, p0| unsafe {
-                x86::tile_avx(src.as_ptr().add(i0 * lds + p0), lds, dst.as_mut_ptr().add(p0 * ldd + i0), ldd)
+                x86::tile_avx(src.as_ptr().add(i0 * lds + p0), lds, dst.as_mut_ptr().add(p0 * ldd + i0).cast(), ldd)
             }),
             #[cfg(target_arch = "x86_64")]
             Tier::Portable => each_tile(&mut |i0, p0| unsafe {
-                x86::tile_sse2(src.as_ptr().add(i0 * lds + p0), lds, dst.as_mut_ptr().add(p0 * ldd + i0), ldd)
+                x86::tile_sse2(src.as_ptr().add(i0 * lds + p0), lds, dst.as_mut_ptr().add(p0 * ldd + i0).cast(), ldd)
             }),
             #[cfg(not(target_arch = "x86_64"))]
             _ => simd(|| each_tile(&mut |i0, p0| tile(src, lds, i0, p0, dst, ldd))),
@@ -62,12 +70,12 @@ pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f
     // the rows below the last full tile (every column), then the columns right of it
     for i in full_rows..rows {
         for (d, &v) in dst[i..].iter_mut().step_by(ldd).zip(&src[i * lds..][..cols]) {
-            *d = v;
+            d.write(v);
         }
     }
     for i in (0..full_rows).filter(|_| full_cols < cols) {
         for (d, &v) in dst[full_cols * ldd + i..].iter_mut().step_by(ldd).zip(&src[i * lds + full_cols..][..cols - full_cols]) {
-            *d = v;
+            d.write(v);
         }
     }
 }
@@ -75,11 +83,13 @@ pub fn transpose(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &mut [f
 /// One full `T x T` tile at rows `i0..`, columns `p0..` of `src`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn tile(src: &[f32], lds: usize, i0: usize, p0: usize, dst: &mut [f32], ldd: usize) {
+fn tile(src: &[f32], lds: usize, i0: usize, p0: usize, dst: &mut [MaybeUninit<f32>], ldd: usize) {
     let rows: [[f32; T]; T] = std::array::from_fn(|i| src[(i0 + i) * lds + p0..][..T].try_into().expect("T floats"));
     for p in 0..T {
         let col: [f32; T] = std::array::from_fn(|i| rows[i][p]);
-        dst[(p0 + p) * ldd + i0..][..T].copy_from_slice(&col);
+        for (d, v) in dst[(p0 + p) * ldd + i0..][..T].iter_mut().zip(col) {
+            d.write(v);
+        }
     }
 }
 
