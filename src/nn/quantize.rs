@@ -28,6 +28,7 @@
 
 use std::sync::Mutex;
 
+use ndarray::parallel::prelude::*;
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 
 use super::layers::Linear;
@@ -200,9 +201,10 @@ impl VectorQuantizer {
         let cross = z.dot(&e.t()); // (N, K) = z · eᵀ
         let e_sq: Vec<f32> = e.rows().into_iter().map(|r| r.dot(&r)).collect(); // ‖e_k‖²
         // ‖z‖² is the same for every k of a row, so it cannot change the argmin.
+        // (The rows are independent: split between the threads, collected in order.)
         Ok(cross
-            .rows()
-            .into_iter()
+            .axis_iter(Axis(0))
+            .into_par_iter()
             .map(|row| {
                 let mut best = (0, f32::INFINITY);
                 for (k, (&c, &es)) in row.iter().zip(&e_sq).enumerate() {
