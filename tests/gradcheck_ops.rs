@@ -61,7 +61,8 @@ fn distinct(shape: &[usize], seed: u64) -> ArrayD<f32> {
 
 #[test]
 fn binary_arithmetic_same_shape_and_broadcast() {
-    let shapes: [(&[usize], &[usize]); 5] = [(&[3, 5], &[3, 5]), (&[2, 3, 4], &[3, 1]), (&[4], &[2, 1, 4]), (&[1], &[2, 3]), (&[2, 1, 3], &[1, 5, 1])];
+    // ... plus one value per plane, (B, C, 1, 1) against (B, C, H, W), on either side.
+    let shapes: [(&[usize], &[usize]); 7] = [(&[3, 5], &[3, 5]), (&[2, 3, 4], &[3, 1]), (&[4], &[2, 1, 4]), (&[1], &[2, 3]), (&[2, 1, 3], &[1, 5, 1]), (&[2, 3, 4, 5], &[2, 3, 1, 1]), (&[2, 3, 1, 1], &[2, 3, 4, 5])];
     for (k, (sa, sb)) in shapes.iter().enumerate() {
         let (a, b) = (randn(sa, 10 + k as u64), randn(sb, 20 + k as u64));
         let tag = format!("{sa:?} op {sb:?}");
@@ -83,6 +84,25 @@ fn binary_arithmetic_same_shape_and_broadcast() {
     let a = distinct(&[4, 5], 1);
     let b = a.mapv(|v| -v) + 0.05;
     check("maximum both varying", |x| x[0].maximum(&x[1]), &[a, b]);
+}
+
+/// The per-plane broadcast (a U-Net's timestep shift) at a size split between
+/// threads, forward and backward, against ndarray's broadcasting arithmetic.
+#[test]
+fn per_plane_broadcast_matches_ndarray_past_the_parallel_threshold() {
+    let (a, b) = (randn(&[8, 32, 14, 14], 90), randn(&[8, 32, 1, 1], 91));
+    let (x, y) = (Tensor::param(a.clone()), Tensor::param(b.clone()));
+    let z = x.mul(&y).unwrap().add(&y).unwrap(); // z = a b + b
+    assert_eq!(z.to_array(), &a * &b + &b, "forward");
+    let g = randn(&[8, 32, 14, 14], 92);
+    z.backward_with(g.clone());
+    assert_eq!(x.grad().unwrap(), &g * &b, "dz/da = g b");
+    // dz/db = Σ_{h,w} g (a + 1): the same products, summed by the engine's reduction
+    let want = (&g * &(&a + 1.0)).sum_axis(ndarray::Axis(3)).sum_axis(ndarray::Axis(2)).insert_axis(ndarray::Axis(2)).insert_axis(ndarray::Axis(3));
+    let got = y.grad().unwrap();
+    for (got, want) in got.iter().zip(want.iter()) {
+        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "dz/db: {got} vs {want}");
+    }
 }
 
 #[test]

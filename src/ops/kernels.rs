@@ -27,7 +27,10 @@ const CHUNK: usize = 1 << 13;
 //     scalar captured in the closure;
 //   - an operand whose shape is a suffix of the output shape, e.g. a bias
 //     (C) against (B, T, C): the output is a stack of rows of that operand's
-//     length, and each row is a flat loop against the same small slice.
+//     length, and each row is a flat loop against the same small slice;
+//   - an operand with one value per plane, e.g. a per-channel shift
+//     (B, C, 1, 1) against (B, C, H, W) (a U-Net's timestep embedding): each
+//     plane is a flat loop against one captured value.
 
 /// How a polynomial multiplies and adds: [`Fused`] (`a·b + c` rounded once,
 /// `f32::mul_add`) or [`Plain`] (a multiply, then an add: two roundings).
@@ -236,6 +239,39 @@ fn map_rows2(full: &[f32], small: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + S
         for (o, xr) in o.chunks_mut(p).zip(full[s..].chunks(p)) {
             for ((o, &a), &b) in o.iter_mut().zip(xr).zip(small) {
                 o.write(f(a, b));
+            }
+        }
+    })
+}
+
+/// The plane length `p` when `small` holds one value per plane of `shape`'s
+/// trailing axes: its shape is `shape`'s first `k` dimensions, then 1s
+/// (`(B, C, 1, 1)` against `(B, C, H, W)`, a per-channel shift: `p = H W`).
+/// `None` otherwise, or when `small` is not contiguous.
+fn plane_period(small: &ArrayD<f32>, shape: &[usize]) -> Option<usize> {
+    let s = small.shape();
+    let k = s.iter().rposition(|&d| d != 1).map_or(0, |i| i + 1);
+    (s.len() == shape.len() && !small.is_empty() && small.as_slice().is_some() && s[..k] == shape[..k]).then(|| shape[k..].iter().product())
+}
+
+/// `out[i] = f(full[i], small[i / p])`: one value of `small` per plane of `p`
+/// values (see [`plane_period`]), whole planes per task.
+fn map_planes2(full: &[f32], small: &[f32], p: usize, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    fill::<Plain>(full.len(), row_chunk(p), #[inline(always)] |o, s| {
+        for ((o, xr), &b) in o.chunks_mut(p).zip(full[s..].chunks(p)).zip(&small[s / p..]) {
+            for (o, &a) in o.iter_mut().zip(xr) {
+                o.write(f(a, b));
+            }
+        }
+    })
+}
+
+/// `out[i] = f(g[i], full[i], small[i / p])`, as [`map_planes2`].
+fn map_planes3(g: &[f32], full: &[f32], small: &[f32], p: usize, f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    fill::<Plain>(full.len(), row_chunk(p), #[inline(always)] |o, s| {
+        for (((o, gr), xr), &b) in o.chunks_mut(p).zip(g[s..].chunks(p)).zip(full[s..].chunks(p)).zip(&small[s / p..]) {
+            for ((o, &g), &a) in o.iter_mut().zip(gr).zip(xr) {
+                o.write(f(g, a, b));
             }
         }
     })
@@ -475,6 +511,10 @@ pub fn broadcast_map2(a: &ArrayD<f32>, b: &ArrayD<f32>, shape: &[usize], f: impl
             let ys = b.as_slice().expect("checked contiguous");
             return ArrayD::from_shape_vec(dim, map_rows2(xs, ys, f)).expect("same length");
         }
+        if let (Some(p), Some(xs)) = (plane_period(b, shape), a.as_slice()) {
+            let ys = b.as_slice().expect("checked contiguous");
+            return ArrayD::from_shape_vec(dim, map_planes2(xs, ys, p, f)).expect("same length");
+        }
     }
     if b.shape() == shape && b.as_slice().is_some() {
         if a.len() == 1 {
@@ -484,6 +524,10 @@ pub fn broadcast_map2(a: &ArrayD<f32>, b: &ArrayD<f32>, shape: &[usize], f: impl
         if let (Some(_), Some(ys)) = (suffix_period(a, shape), b.as_slice()) {
             let xs = a.as_slice().expect("checked contiguous");
             return ArrayD::from_shape_vec(dim, map_rows2(ys, xs, |y, x| f(x, y))).expect("same length");
+        }
+        if let (Some(p), Some(ys)) = (plane_period(a, shape), b.as_slice()) {
+            let xs = a.as_slice().expect("checked contiguous");
+            return ArrayD::from_shape_vec(dim, map_planes2(ys, xs, p, |y, x| f(x, y))).expect("same length");
         }
     }
     let av = a.broadcast(dim.clone()).expect("shapes were checked to broadcast");
@@ -515,6 +559,10 @@ pub fn broadcast_map3(g: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl
                 let ys = b.as_slice().expect("checked contiguous");
                 return ArrayD::from_shape_vec(dim, map_rows3(gs, xs, ys, f)).expect("same length");
             }
+            if let Some(p) = plane_period(b, shape) {
+                let ys = b.as_slice().expect("checked contiguous");
+                return ArrayD::from_shape_vec(dim, map_planes3(gs, xs, ys, p, f)).expect("same length");
+            }
         }
         if let Some(ys) = b.as_slice().filter(|_| b.shape() == shape) {
             if a.len() == 1 {
@@ -524,6 +572,10 @@ pub fn broadcast_map3(g: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl
             if suffix_period(a, shape).is_some() {
                 let xs = a.as_slice().expect("checked contiguous");
                 return ArrayD::from_shape_vec(dim, map_rows3(gs, ys, xs, |g, y, x| f(g, x, y))).expect("same length");
+            }
+            if let Some(p) = plane_period(a, shape) {
+                let xs = a.as_slice().expect("checked contiguous");
+                return ArrayD::from_shape_vec(dim, map_planes3(gs, ys, xs, p, |g, y, x| f(g, x, y))).expect("same length");
             }
         }
     }
