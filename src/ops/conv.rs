@@ -6,7 +6,7 @@
 
 use crate::backend::cpu::pool::{self, PoolGeom};
 use crate::backend::{self, ConvGeom};
-use crate::ops::kernels::standard_layout;
+use crate::ops::kernels::{standard_layout, uninit_vec};
 use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
@@ -38,16 +38,13 @@ impl Tensor {
         if let Some(y) = super::on_gpu::conv2d(self, weight, bias, &g) {
             return Ok(y);
         }
-        let len = g.n * g.oc * g.oh() * g.ow();
-        let mut y: Vec<f32> = Vec::with_capacity(len);
-        {
+        let y = {
             // Borrowed as they are when already contiguous (the usual case): no copy.
             let (x, w) = (self.data(), weight.data());
             let (x, w) = (standard_layout(&x), standard_layout(&w));
-            backend::conv2d_forward_uninit(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), &mut y.spare_capacity_mut()[..len], weight.param_key());
-            // SAFETY: the convolution wrote every element of y (N, OC, OH, OW).
-            unsafe { y.set_len(len) };
-        }
+            // SAFETY: the convolution writes every element of y (N, OC, OH, OW).
+            unsafe { uninit_vec(g.n * g.oc * g.oh() * g.ow(), |y| backend::conv2d_forward_uninit(&g, x.as_slice().expect("standard"), w.as_slice().expect("standard"), y, weight.param_key())) }
+        };
         let mut y = ArrayD::from_shape_vec(IxDyn(&[g.n, g.oc, g.oh(), g.ow()]), y).expect("n · oc · oh · ow values");
         if let Some(b) = bias {
             // y[n, o, :, :] += b[o], one output plane at a time
@@ -116,21 +113,15 @@ impl Tensor {
         let (h, w) = (s[2], s[3]);
         let data = self.data();
         let x = standard_layout(&data); // (N, C, H, W) contiguous, copied only if it was not
-        let len = x.len() * factor * factor;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        backend::cpu::upsample::upsample_nearest_forward(x.as_slice().expect("standard layout"), h, w, factor, &mut out.spare_capacity_mut()[..len]);
-        // SAFETY: the upsampling wrote every element of out.
-        unsafe { out.set_len(len) };
+        // SAFETY: the upsampling writes every element of its output.
+        let out = unsafe { uninit_vec(x.len() * factor * factor, |y| backend::cpu::upsample::upsample_nearest_forward(x.as_slice().expect("standard layout"), h, w, factor, y)) };
         drop(x);
         drop(data);
         let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], h * factor, w * factor]), out).expect("N C fH fW values");
         Ok(Tensor::from_op(out, "upsample_nearest2d", &[self], move |g, _| {
             let g = standard_layout(&g); // (N, C, fH, fW)
-            let len = g.len() / (factor * factor);
-            let mut dx: Vec<f32> = Vec::with_capacity(len);
-            backend::cpu::upsample::upsample_nearest_backward(g.as_slice().expect("standard layout"), h, w, factor, &mut dx.spare_capacity_mut()[..len]);
-            // SAFETY: the backward pass wrote every element of dx.
-            unsafe { dx.set_len(len) };
+            // SAFETY: the backward pass writes every element of dx.
+            let dx = unsafe { uninit_vec(g.len() / (factor * factor), |dx| backend::cpu::upsample::upsample_nearest_backward(g.as_slice().expect("standard layout"), h, w, factor, dx)) };
             vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]
         }))
     }

@@ -138,21 +138,34 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A `Vec` of `len` floats that `write` fills through its spare capacity: no
+/// zero fill of memory that is about to be overwritten.
+///
+/// # Safety
+/// `write` must initialise every one of the `len` elements it is given.
+pub(crate) unsafe fn uninit_vec(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    write(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's `write` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Fills `out[i] = f(i-th element)` by calling `kernel(out_chunk, start)` on
 /// chunks of `chunk` elements (on rayon when large, each chunk under
 /// [`simd_as`] with the multiply-add `M`), where `start` is the chunk's offset in the flat output. The
 /// kernel must write every element of its chunk: the buffer is not zeroed first.
 fn fill<M: MulAdd>(len: usize, chunk: usize, kernel: impl Fn(&mut [MaybeUninit<f32>], usize) + Sync + Send) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if len < PARALLEL_MIN_LEN {
-        simd_as::<M, _>(#[inline(always)] || kernel(spare, 0));
-    } else {
-        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| simd_as::<M, _>(#[inline(always)] || kernel(o, i * chunk)));
-    }
     // SAFETY: every kernel writes each element of its chunk, and the chunks cover 0..len.
-    unsafe { out.set_len(len) };
-    out
+    unsafe {
+        uninit_vec(len, |spare| {
+            if len < PARALLEL_MIN_LEN {
+                simd_as::<M, _>(#[inline(always)] || kernel(spare, 0));
+            } else {
+                spare.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| simd_as::<M, _>(#[inline(always)] || kernel(o, i * chunk)));
+            }
+        })
+    }
 }
 
 /// The row length `p` when `small` (a contiguous array) repeats along the
@@ -438,15 +451,16 @@ pub fn transposed_copy(x: &ArrayViewD<f32>) -> Option<ArrayD<f32>> {
         crate::backend::cpu::conv::layout::transpose_into(src, s_n, n, l, o, n); // o[p * n + j] = src[j * s_n + p]
     };
     let len = x.len();
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if len < PARALLEL_MIN_LEN {
-        spare.chunks_mut(block).enumerate().for_each(|(b, o)| copy(o, b));
-    } else {
-        spare.par_chunks_mut(block).enumerate().for_each(|(b, o)| copy(o, b));
-    }
     // SAFETY: the blocks cover 0..len and each transpose writes all of its block.
-    unsafe { out.set_len(len) };
+    let out = unsafe {
+        uninit_vec(len, |spare| {
+            if len < PARALLEL_MIN_LEN {
+                spare.chunks_mut(block).enumerate().for_each(|(b, o)| copy(o, b));
+            } else {
+                spare.par_chunks_mut(block).enumerate().for_each(|(b, o)| copy(o, b));
+            }
+        })
+    };
     Some(ArrayD::from_shape_vec(x.raw_dim(), out).expect("same length"))
 }
 

@@ -69,15 +69,8 @@ fn matmul_arrays_init(a: &ArrayViewD<f32>, b: &ArrayViewD<f32>, bias: Option<&[f
             unsafe { backend::gemm_batched(&g, &mut c, true, a_key, b_key) };
             c
         }
-        None => {
-            let mut c: Vec<f32> = Vec::with_capacity(len);
-            unsafe {
-                backend::gemm_batched_uninit(&g, &mut c.spare_capacity_mut()[..len], a_key, b_key);
-                // SAFETY: the GEMM wrote every element of the product.
-                c.set_len(len);
-            }
-            c
-        }
+        // SAFETY: the GEMM writes every element of the product.
+        None => unsafe { kernels::uninit_vec(len, |c| backend::gemm_batched_uninit(&g, c, a_key, b_key)) },
     };
     Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("batch · m · n values"))
 }

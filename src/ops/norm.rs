@@ -15,7 +15,7 @@
 //! with `du` in place of `dy`. One pass over memory each way instead of two.
 
 use super::elementwise::logistic;
-use super::kernels::{simd_as, standard_layout, MulAdd, Plain};
+use super::kernels::{simd_as, standard_layout, uninit_vec, MulAdd, Plain};
 use crate::tensor::Tensor;
 use crate::Result;
 use ndarray::{ArrayD, IxDyn};
@@ -118,17 +118,6 @@ impl Stats {
 /// happened to split the work: the same run gives the same bits.
 const GROUPS_PER_BLOCK: usize = 64;
 
-/// A `Vec` of `len` floats whose elements `kernel` writes through the chunks
-/// it is given (see [`super::kernels::simd`] for the compilation, and
-/// `kernels::fill` for the pattern): no zero-fill first.
-fn uninit_vec(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    write(&mut v.spare_capacity_mut()[..len]);
-    // SAFETY: the callers' kernels write every element of every chunk.
-    unsafe { v.set_len(len) };
-    v
-}
-
 impl Groups {
     /// The first channel of group `k` for [`Affine::PerChannel`] with `nparams` channels in all.
     fn first_channel(k: usize, channels: usize, nparams: usize) -> usize {
@@ -140,7 +129,8 @@ impl Groups {
         let n = self.group;
         let groups_per_task = (8192 / n.max(1)).max(1);
         let mut stats = vec![Stats { shift: 0.0, delta: 0.0, rs: 0.0 }; x.len() / n.max(1)];
-        let y = uninit_vec(x.len(), |y| {
+        // SAFETY: each task writes y for every element of its groups (both affine cases).
+        let y = unsafe { uninit_vec(x.len(), |y| {
             let tasks = y.par_chunks_mut(groups_per_task * n).zip(stats.par_chunks_mut(groups_per_task)).zip(x.par_chunks(groups_per_task * n));
             tasks.enumerate().for_each(|(task, ((y, st), x))| {
                 simd_as::<M, _>(#[inline(always)] || {
@@ -167,7 +157,7 @@ impl Groups {
                     }
                 })
             });
-        });
+        }) };
         (y, stats)
     }
 
@@ -179,7 +169,8 @@ impl Groups {
         let n = self.group;
         let block = GROUPS_PER_BLOCK * n;
         let mut partials: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
-        let dx = uninit_vec(dy.len(), |dx| {
+        // SAFETY: backward_block writes dx for every element of its block.
+        let dx = unsafe { uninit_vec(dy.len(), |dx| {
             partials = dx
                 .par_chunks_mut(block)
                 .zip(dy.par_chunks(block))
@@ -188,7 +179,7 @@ impl Groups {
                 .enumerate()
                 .map(|(b, (((dx, dy), x), st))| simd_as::<M, _>(#[inline(always)] || self.backward_block::<M, SILU>(b * GROUPS_PER_BLOCK, dx, dy, x, st, gamma, beta)))
                 .collect();
-        });
+        }) };
         let (mut dgamma, mut dbeta) = (vec![0.0f32; nparams], vec![0.0f32; nparams]);
         for (dg, db) in &partials {
             dgamma.iter_mut().zip(dg).for_each(|(a, b)| *a += b);
