@@ -87,7 +87,7 @@ impl Tensor {
         let out = ArrayD::from_shape_vec(IxDyn(&sq), out).expect("B·T·C values");
         let (qc, kc, vc) = (q.clone(), k.clone(), v.clone());
         Ok(Tensor::from_op(out, "multi_head_attention", &[q, k, v], move |g, _| {
-            let g = standard_layout(&g);
+            let g = standard_layout(g);
             let (qd, kd, vd) = (qc.data(), kc.data(), vc.data());
             let (qs, ks, vs) = (standard_layout(&qd), standard_layout(&kd), standard_layout(&vd));
             let (dq, dk, dv) = backward(g.as_slice().expect("standard"), qs.as_slice().expect("standard"), ks.as_slice().expect("standard"), vs.as_slice().expect("standard"), &weights, dims);

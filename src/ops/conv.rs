@@ -59,7 +59,7 @@ impl Tensor {
         };
         let has_bias = bias.is_some();
         Ok(Tensor::from_op(y, "conv2d", &parents, move |dy, _| {
-            let dy = standard_layout(&dy);
+            let dy = standard_layout(dy);
             let (x, w) = (xc.data(), wc.data());
             let (x, w) = (standard_layout(&x), standard_layout(&w));
             // Fresh gradients, never zero-filled: the convolution writes every element.
@@ -119,7 +119,7 @@ impl Tensor {
         drop(data);
         let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], h * factor, w * factor]), out).expect("N C fH fW values");
         Ok(Tensor::from_op(out, "upsample_nearest2d", &[self], move |g, _| {
-            let g = standard_layout(&g); // (N, C, fH, fW)
+            let g = standard_layout(g); // (N, C, fH, fW)
             // SAFETY: the backward pass writes every element of dx.
             let dx = unsafe { uninit_vec(g.len() / (factor * factor), |dx| backend::cpu::upsample::upsample_nearest_backward(g.as_slice().expect("standard layout"), h, w, factor, dx)) };
             vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]
@@ -159,7 +159,7 @@ impl Tensor {
         drop(x);
         let out = ArrayD::from_shape_vec(IxDyn(&[s[0], s[1], oh, ow]), out).expect("N C OH OW values");
         Ok(Tensor::from_op(out, op, &[self], move |g, _| {
-            let g = standard_layout(&g); // (N, C, OH, OW)
+            let g = standard_layout(g); // (N, C, OH, OW)
             let mut dx = vec![0.0; s.iter().product()];
             pool::pool2d_backward(g.as_slice().expect("standard layout"), geom, is_max, &argmax, &mut dx);
             vec![Some(ArrayD::from_shape_vec(IxDyn(&s), dx).expect("N C H W values"))]

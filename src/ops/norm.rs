@@ -281,7 +281,7 @@ fn norm_op<M: MulAdd, const SILU: bool>(op: &'static str, x: &Tensor, gamma: &Te
     let nparams = g.len();
     let (x_c, gamma_c, beta_c) = (x.clone(), gamma.clone(), beta.clone());
     Tensor::from_op(out, op, &[x, gamma, beta], move |dy, _| {
-        let dy = standard_layout(&dy);
+        let dy = standard_layout(dy);
         let data = x_c.data();
         let xs = standard_layout(&data);
         let (g, b) = (gamma_c.to_vec(), if SILU { beta_c.to_vec() } else { Vec::new() });

@@ -150,7 +150,7 @@ impl Tensor {
         let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
         drop(guard);
         Tensor::from_op(out, "softmax", &[self], move |g, y| {
-            let g = standard_layout(&g);
+            let g = standard_layout(g);
             let gs = g.as_slice().expect("standard layout");
             // dx = y ⊙ (g - Σ_j g_j y_j), each row starting from y's
             let dx = rows_from(y.as_slice().expect("softmax output is standard"), gs, d, #[inline(always)] |dx, g| {
@@ -184,7 +184,7 @@ fn softmax_over_blocks(t: &Tensor, x: &ArrayD<f32>, a: usize, log: bool) -> Tens
     let y = super::softmax_blocks::forward(x.as_slice().expect("standard layout"), d, inner, log);
     let out = ArrayD::from_shape_vec(x.raw_dim(), y).expect("same length");
     Tensor::from_op(out, if log { "log_softmax" } else { "softmax" }, &[t], move |g, y| {
-        let g = standard_layout(&g);
+        let g = standard_layout(g);
         let (gs, ys) = (g.as_slice().expect("standard layout"), y.as_slice().expect("the output is standard"));
         let dx = super::softmax_blocks::backward(ys, gs, d, inner, log);
         vec![Some(ArrayD::from_shape_vec(y.raw_dim(), dx).expect("same length"))]

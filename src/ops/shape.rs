@@ -167,7 +167,7 @@ impl Tensor {
         let mut values = Vec::with_capacity(shape.iter().product());
         {
             let guards: Vec<_> = tensors.iter().map(|t| t.data()).collect();
-            let pieces: Vec<_> = guards.iter().map(|g| standard_layout(&g)).collect();
+            let pieces: Vec<_> = guards.iter().map(|g| standard_layout(g)).collect();
             let pieces: Vec<&[f32]> = pieces.iter().map(|p| p.as_slice().expect("standard layout")).collect();
             for o in 0..outer {
                 for (piece, &len) in pieces.iter().zip(&sizes) {
