@@ -1,4 +1,4 @@
-//! The fused, vectorised layer_norm, group_norm, softmax, linear and multi-head attention against the same
+//! The fused, vectorised layer_norm, group_norm, softmax, linear and multi-head (self-)attention against the same
 //! formulas written from elementary ops (mean, var, exp, sum), whose values
 //! and gradients come from the generic autograd: values and every gradient
 //! must agree to 1e-5 (f32 rounding of sums over at most a few thousand terms).
@@ -198,6 +198,74 @@ fn multi_head_attention_matches_split_sdpa_merge() {
 
     let bad = Tensor::multi_head_attention(&Tensor::new(x[0].clone()), &Tensor::new(x[1].clone()), &Tensor::new(x[2].clone()), 5, None);
     assert!(bad.unwrap_err().to_string().contains("5 heads"), "C = 32 into 5 heads must be refused, naming the count");
+}
+
+#[test]
+fn multi_head_self_attention_matches_chunk_split_sdpa_merge() {
+    use dalle::nn::attention::{causal_mask, scaled_dot_product_attention};
+    // qkv (B, T, 3C) with 3 heads of 5 (D odd, C = 15 not a multiple of the lanes): the
+    // fused op reads Q, K, V at channels 0, C, 2C with row stride 3C, and writes dQ, dK,
+    // dV into one (B, T, 3C) gradient. A causal mask, a per-item padding mask, none.
+    let (b, t, heads, d) = (5, 11, 3, 5);
+    let c = heads * d;
+    let composite = |mask: Option<ndarray::ArrayD<bool>>| {
+        move |v: &[Tensor]| {
+            let parts = v[0].chunk(3, -1).unwrap(); // 3 x (B, T, C)
+            let split = |x: &Tensor| x.reshape(&[b as isize, t as isize, heads as isize, d as isize]).unwrap().transpose(1, 2); // (B, H, T, D)
+            let (y, w) = scaled_dot_product_attention(&split(&parts[0]), &split(&parts[1]), &split(&parts[2]), mask.as_ref()).unwrap();
+            (y.transpose(1, 2).reshape(&[b as isize, t as isize, c as isize]).unwrap(), w) // (B, T, C), (B, H, T, T)
+        }
+    };
+    let mut rng = Rng::new(22);
+    let causal = causal_mask(t, t);
+    let padding = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[b, 1, 1, t]), |ix| ix[3] >= t - ix[0] % 4);
+    for (mask, what) in [(Some(causal), "causal"), (Some(padding), "keys padded"), (None, "no mask")] {
+        let x = [rng.normal_array(&[b, t, 3 * c]) * 1.5];
+        let reference = composite(mask.clone());
+        let fused = |v: &[Tensor]| Tensor::multi_head_self_attention(&v[0], heads, mask.as_ref()).unwrap().0;
+        compare(&fused, &|v: &[Tensor]| reference(v).0, &x, &[b, t, c], &format!("multi_head_self_attention, {what}"));
+        // The weights, a tensor outside the graph: the composite's softmax, (B, H, T, T).
+        let (_, w1) = Tensor::multi_head_self_attention(&Tensor::new(x[0].clone()), heads, mask.as_ref()).unwrap();
+        let (_, w2) = reference(&[Tensor::new(x[0].clone())]);
+        assert_close(&w1.to_array(), &w2.to_array(), &format!("multi_head_self_attention, {what}: weights"));
+        assert!(!w1.requires_grad(), "the weights are for plots, outside the graph");
+    }
+    let bad = Tensor::multi_head_self_attention(&Tensor::zeros(&[2, 3, 3 * c]), 4, None).unwrap_err().to_string();
+    assert!(bad.contains("4 heads") && bad.contains("[2, 3, 45]"), "C = 15 into 4 heads must be refused, naming the shape and count: {bad}");
+    let bad = Tensor::multi_head_self_attention(&Tensor::zeros(&[2, 3, 16]), 2, None).unwrap_err().to_string();
+    assert!(bad.contains("(B, T, 3C)"), "a width that is not 3C must be refused: {bad}");
+    let bad = Tensor::multi_head_self_attention(&Tensor::zeros(&[2, 3, 3 * c]), heads, Some(&causal_mask(4, 4))).unwrap_err().to_string();
+    assert!(bad.contains("mask [4, 4]"), "a mask of the wrong size must be refused, naming its shape: {bad}");
+}
+
+#[test]
+fn multi_head_attention_layer_fused_matches_composed() {
+    // MultiHeadAttention::forward (the fused op) against forward_composed (chapter 01's
+    // split, sdpa, merge): output, weights and the gradients of x and of all four parameters.
+    use dalle::nn::attention::causal_mask;
+    use dalle::nn::{Module, MultiHeadAttention};
+    let (b, t, c, heads) = (3, 9, 24, 4);
+    let mut rng = Rng::new(23);
+    let layer = MultiHeadAttention::new(c, heads, true, &mut rng).unwrap();
+    let x = rng.normal_array(&[b, t, c]);
+    let dy = rng.normal_array(&[b, t, c]);
+    let mask = causal_mask(t, t);
+    let run = |fused: bool| {
+        layer.parameters().iter().for_each(|p| p.zero_grad());
+        let xt = Tensor::param(x.clone());
+        let (y, w) = if fused { layer.forward(&xt, Some(&mask)) } else { layer.forward_composed(&xt, Some(&mask)) }.unwrap();
+        y.backward_with(dy.clone());
+        let grads: Vec<_> = std::iter::once(xt.grad().unwrap()).chain(layer.parameters().iter().map(|p| p.grad().unwrap())).collect();
+        (y.to_array(), w.to_array(), grads)
+    };
+    let (y1, w1, g1) = run(true);
+    let (y2, w2, g2) = run(false);
+    assert_close(&y1, &y2, "attention layer output");
+    assert_close(&w1, &w2, "attention layer weights");
+    assert_eq!(g1.len(), 5, "x and qkv.weight, qkv.bias, proj.weight, proj.bias");
+    for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+        assert_close(a, b, &format!("attention layer grad {i}"));
+    }
 }
 
 #[test]

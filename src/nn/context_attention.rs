@@ -54,14 +54,13 @@ impl ContextAttention {
     /// `x (B, T, C)` -> `(B, T, C)`. With `context`, every query also attends to
     /// the `S` context tokens (their keys first, then the image positions').
     pub fn forward(&self, x: &Tensor, context: Option<Context>) -> Result<Tensor> {
+        let Some(ctx) = context else {
+            return Ok(self.attn.forward(x, None)?.0); // plain self-attention
+        };
         // Q, K, V (B, T, C), head h in channels h·D..(h+1)·D; one op splits the heads,
         // attends and merges them (chapter 01's split, attention and merge, fused)
         let qkv = self.attn.project_qkv_channels(x)?;
         let h = self.attn.n_head;
-        let Some(ctx) = context else {
-            let y = Tensor::multi_head_attention(&qkv[0], &qkv[1], &qkv[2], h, None)?; // (B, T, C)
-            return self.attn.proj.forward(&y);
-        };
         let proj = self.context_kv.as_ref().ok_or_else(|| Error::Config("context_attention: context tokens given to a layer built without a context width".into()))?;
         let s = ctx.tokens.shape();
         let (b, t) = (x.dim(0), x.dim(1));

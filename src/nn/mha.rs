@@ -81,15 +81,36 @@ impl MultiHeadAttention {
     }
 
     // ANCHOR: forward
+    /// The attention of [`MultiHeadAttention::forward`] composed step by step from
+    /// the ops, as chapter 01 explains it: split the heads, attend, merge them.
     /// `x (B, T, C)` -> output `(B, T, C)` and attention weights `(B, H, T, T)`.
-    /// `mask` (broadcastable to `(B, H, T, T)`, `true` = not allowed) is e.g.
-    /// [`causal_mask`]`(T, T)` or a padding mask.
-    pub fn forward(&self, x: &Tensor, mask: Option<&ArrayD<bool>>) -> Result<(Tensor, Tensor)> {
+    pub fn forward_composed(&self, x: &Tensor, mask: Option<&ArrayD<bool>>) -> Result<(Tensor, Tensor)> {
         let [q, k, v] = self.project_qkv(x)?; // each (B, H, T, D)
         let (y, weights) = scaled_dot_product_attention(&q, &k, &v, mask)?; // (B, H, T, D), (B, H, T, T)
         Ok((self.merge_heads(&y)?, weights))
     }
     // ANCHOR_END: forward
+
+    // ANCHOR: forward_fused
+    /// `x (B, T, C)` -> output `(B, T, C)` and attention weights `(B, H, T, T)`.
+    /// `mask` (broadcastable to `(B, H, T, T)`, `true` = not allowed) is e.g.
+    /// [`causal_mask`]`(T, T)` or a padding mask. The same computation as
+    /// [`MultiHeadAttention::forward_composed`], run as one op that reads each
+    /// head in place from the `(B, T, 3C)` projection and writes it into the
+    /// merged `(B, T, C)` output ([`Tensor::multi_head_self_attention`]): no copy
+    /// of the activations to split or merge the heads, forward or backward. The
+    /// weights it returns are for plots: no gradient flows through them.
+    pub fn forward(&self, x: &Tensor, mask: Option<&ArrayD<bool>>) -> Result<(Tensor, Tensor)> {
+        let c = self.dim();
+        let shape = x.shape();
+        if shape.len() != 3 || shape[2] != c {
+            return Err(Error::shape("multi_head_attention", format!("input {shape:?} is not (B, T, C = {c})")));
+        }
+        let qkv = self.qkv.forward(x)?; // (B, T, 3C)
+        let (y, weights) = Tensor::multi_head_self_attention(&qkv, self.n_head, mask)?; // (B, T, C), (B, H, T, T)
+        Ok((self.proj.forward(&y)?, weights))
+    }
+    // ANCHOR_END: forward_fused
 
     // ANCHOR: forward_cached
     /// Causal attention for `x_new (B, t, C)`, the next `t` positions after the
