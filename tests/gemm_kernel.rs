@@ -5,7 +5,8 @@
 //!
 //! Tolerance: the naive loop sums in f64; f32 with k <= 600 terms of size ~1
 //! accumulates a relative error near k · 2^-24 ≈ 4e-5, so 1e-4 · (1 + |c|) is
-//! loose enough for rounding and far too tight for a wrong index.
+//! loose enough for rounding and far too tight for a wrong index (the split-over-k
+//! cases sum up to 3001 terms, but of random sign: their error grows as √k, ~3e-6).
 
 use dalle::backend::cpu::gemm::{sgemm, sgemm_serial, MatPtr};
 use dalle::backend::BatchedGemm;
@@ -139,6 +140,33 @@ fn parallel_matches_naive_when_split_by_rows_or_columns() {
             check(m, k, n, la, lb, 0.5, 1.0, true);
         }
     }
+}
+
+#[test]
+fn parallel_matches_naive_when_split_over_k() {
+    // A long k over a small C (a weight gradient dW = dyᵀ x): split over k, each part's
+    // product summed into C. Three threads make three parts (two in the scratch buffer),
+    // one part's run of k shorter than the others; A transposed as dyᵀ is.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    pool.install(|| {
+        for &(m, k, n) in &[(64, 2000, 48), (20, 3001, 30), (3, 1100, 130)] {
+            for (la, lb) in [(Layout::Transposed, Layout::RowMajor), (Layout::RowMajor, Layout::Padded), (Layout::Padded, Layout::Transposed)] {
+                check(m, k, n, la, lb, 1.0, 0.0, true);
+                check(m, k, n, la, lb, 0.5, 1.0, true);
+            }
+        }
+        // Column-major C (row stride 1): the parts are added through C's own strides.
+        let (m, k, n) = (24, 1600, 40);
+        let (a, b) = (values(m * k, 11), values(k * n, 12));
+        let mut c = vec![1.0f32; m * n]; // C[i, j] at j * m + i
+        unsafe { sgemm(m, k, n, 1.0, MatPtr { ptr: a.as_ptr(), rs: k as isize, cs: 1 }, MatPtr { ptr: b.as_ptr(), rs: n as isize, cs: 1 }, 1.0, c.as_mut_ptr(), 1, m as isize) };
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = 1.0 + (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>();
+                assert!((c[j * m + i] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "column-major C[{i},{j}] = {}, expected {want}", c[j * m + i]);
+            }
+        }
+    });
 }
 
 #[test]

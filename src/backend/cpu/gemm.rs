@@ -98,14 +98,19 @@ fn tile_size() -> (usize, usize) {
 
 /// `C = alpha * A B + beta * C`, split across rayon's threads when large: over
 /// rows of C when it is taller than wide, else over columns (each thread packs
-/// its own copy of the shared operand, a cost of `O(mk + kn)` per thread).
+/// its own copy of the shared operand, a cost of `O(mk + kn)` per thread); over
+/// `k` when `k` is long and C small (a weight gradient: each thread packs only its
+/// share of both operands, and the partial products are summed into C).
 ///
 /// # Safety
 /// As [`sgemm_serial`].
 pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: isize, csc: isize) {
     let threads = rayon::current_num_threads();
-    if threads <= 1 || m * n * k < PARALLEL_MIN_FLOPS || (m < 32 && n < 64) {
+    if threads <= 1 || m * n * k < PARALLEL_MIN_FLOPS || (m < 32 && n < 64 && k < SPLIT_K_MIN * threads) {
         return sgemm_serial(m, k, n, alpha, a, b, beta, c, rsc, csc);
+    }
+    if k >= SPLIT_K_RATIO * m.max(n) && k >= SPLIT_K_MIN * threads {
+        return sgemm_split_k(m, k, n, alpha, a, b, beta, c, rsc, csc, threads);
     }
     let by_rows = m >= n;
     // Blocks a multiple of the micro-tile so that no tile straddles two threads.
@@ -125,6 +130,55 @@ pub unsafe fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatP
             sgemm_serial(m, k, size, alpha, a.0, b_blk, beta, c.0.offset(r0 as isize * csc), rsc, csc);
         }
     });
+}
+
+/// `k` at least this many times the larger side of C: split the GEMM over `k`.
+const SPLIT_K_RATIO: usize = 4;
+/// The fewest steps of `k` a thread gets when the GEMM is split over `k`.
+const SPLIT_K_MIN: usize = 256;
+
+/// [`sgemm`] split over `k`, for a small C over a long `k`: the weight gradient of
+/// a linear layer, `dW (N, K) = dyᵀ (N, rows) · x (rows, K)`, sums over every row
+/// of the batch. Split over the rows of C, each thread would pack all of `x`
+/// (`rows x K`) for its half of dW; split over `k`, thread `p` packs only its
+/// share of both operands and computes the partial product
+///
+/// ```text
+/// C_p = A[:, k_p] B[k_p, :]      k_p: the p-th of `parts` equal runs of k
+/// C   = alpha (C_0 + C_1 + ...) + beta C
+/// ```
+///
+/// `C_0` goes straight into C (with beta), the others into a scratch buffer of
+/// `m x n` each, added to C at the end in a fixed order (the result does not
+/// depend on which thread ran first).
+///
+/// # Safety
+/// As [`sgemm_serial`].
+#[allow(clippy::too_many_arguments)] // a GEMM's sizes, operands and output, and the split
+unsafe fn sgemm_split_k(m: usize, k: usize, n: usize, alpha: f32, a: MatPtr, b: MatPtr, beta: f32, c: *mut f32, rsc: isize, csc: isize, threads: usize) {
+    let parts = threads.min(k / SPLIT_K_MIN).max(1);
+    let run = k.div_ceil(parts);
+    let mut scratch = vec![0.0f32; (parts - 1) * m * n]; // C_1, C_2, ... row-major (m, n)
+    let (ap, bp, cp, sp) = (SendPtr(a), SendPtr(b), SendPtr(c), SendPtr(scratch.as_mut_ptr()));
+    (0..parts).into_par_iter().for_each(|p| {
+        let (a, b, c, s) = (ap, bp, cp, sp);
+        let k0 = p * run;
+        let kk = run.min(k - k0);
+        let a_p = MatPtr { ptr: a.0.ptr.offset(k0 as isize * a.0.cs), ..a.0 }; // A[:, k_p]
+        let b_p = MatPtr { ptr: b.0.ptr.offset(k0 as isize * b.0.rs), ..b.0 }; // B[k_p, :]
+        if p == 0 {
+            sgemm_serial(m, kk, n, alpha, a_p, b_p, beta, c.0, rsc, csc); // alpha C_0 + beta C
+        } else {
+            sgemm_serial(m, kk, n, alpha, a_p, b_p, 0.0, s.0.add((p - 1) * m * n), n as isize, 1); // alpha C_p
+        }
+    });
+    for part in scratch.chunks_exact(m * n) {
+        for (i, row) in part.chunks_exact(n).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                *c.offset(i as isize * rsc + j as isize * csc) += v;
+            }
+        }
+    }
 }
 
 unsafe impl Sync for BatchedGemm<'_> {}
