@@ -135,6 +135,29 @@ fn exp_error<M: dalle::ops::kernels::MulAdd>() -> f64 {
     worst
 }
 
+fn ln_1p_error<M: dalle::ops::kernels::MulAdd>() -> f64 {
+    // ln(1 + u) for u in [0, 1] (what softplus(-|x|) passes it, u = e^{-|x|}), dense, ends included
+    let mut worst = 0.0f64;
+    for i in 0..=200_000 {
+        let u = i as f32 / 200_000.0;
+        let (got, want) = (dalle::ops::kernels::ln_1p_unit::<M>(u) as f64, (u as f64).ln_1p());
+        worst = worst.max((got - want).abs() / want.max(f64::MIN_POSITIVE));
+    }
+    assert_eq!(dalle::ops::kernels::ln_1p_unit::<M>(0.0), 0.0);
+    worst
+}
+
+#[test]
+fn arithmetic_ln_1p_is_within_3e_7_relative_of_f64() {
+    use dalle::ops::kernels::{simd_as, Fused, Plain};
+    let plain = simd_as::<Plain, _>(#[inline(always)] || ln_1p_error::<Plain>());
+    assert!(plain < 3e-7, "ln_1p_unit (plain multiply-adds): relative error {plain}");
+    if dalle::backend::cpu::tier::tier().fused() {
+        let fused = simd_as::<Fused, _>(#[inline(always)] || ln_1p_error::<Fused>());
+        assert!(fused < 3e-7, "ln_1p_unit (fused multiply-adds): relative error {fused}");
+    }
+}
+
 #[test]
 fn f32_erf_stays_within_3e_7_of_f64_reference() {
     // Fused multiply-adds round once per Horner step, the plain ones twice: the

@@ -630,6 +630,23 @@ pub fn erf<M: MulAdd>(x: f32) -> f32 {
     if x >= 0.0 { r } else { -r }
 }
 
+/// `ln(1 + u)` for `u` in `[0, 1]` from arithmetic alone (no libm call), so that
+/// loops calling it vectorise: with `s = u / (2 + u)` (in `[0, 1/3]`),
+/// `ln(1 + u) = 2 atanh(s) = 2 (s + s³/3 + s⁵/5 + ...)`. Eight terms leave out
+/// at most `(1/9)⁸ / 17` of the sum, 2e-9 relative; with the rounding, within
+/// 3e-7 of libm's `ln_1p` on the whole interval. The softplus of
+/// [`crate::Tensor::bce_with_logits`], `ln(1 + e^{-|x|})`, calls it.
+#[inline(always)]
+pub fn ln_1p_unit<M: MulAdd>(u: f32) -> f32 {
+    let s = u / (2.0 + u);
+    let s2 = s * s;
+    let mut p = 1.0 / 15.0;
+    for c in [1.0 / 13.0, 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = M::mul_add(p, s2, c); // 1 + s²/3 + s⁴/5 + ... by Horner's rule
+    }
+    2.0 * s * p
+}
+
 /// `eˣ` in f32 from arithmetic alone (no libm call), so that loops calling it
 /// vectorise: Cephes' `expf`. With `n = round(x / ln 2)` and `r = x - n ln 2`
 /// (|r| <= ln2 / 2), `eˣ = 2ⁿ · eʳ`, where `eʳ` is a degree-7 polynomial and
