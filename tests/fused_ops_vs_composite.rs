@@ -135,8 +135,10 @@ fn exp_error<M: dalle::ops::kernels::MulAdd>() -> f64 {
     worst
 }
 
+/// The worst relative distance of `ln_1p_unit::<M>` from f64's `ln_1p` on `[0, 1]`
+/// (what softplus(-|x|) passes it, u = e^{-|x|}), densely, ends included.
+#[inline(always)]
 fn ln_1p_error<M: dalle::ops::kernels::MulAdd>() -> f64 {
-    // ln(1 + u) for u in [0, 1] (what softplus(-|x|) passes it, u = e^{-|x|}), dense, ends included
     let mut worst = 0.0f64;
     for i in 0..=200_000 {
         let u = i as f32 / 200_000.0;
@@ -147,39 +149,35 @@ fn ln_1p_error<M: dalle::ops::kernels::MulAdd>() -> f64 {
     worst
 }
 
+/// `$error::<M>()` below `$bound` for the plain multiply-adds and, where this tier has
+/// FMA, the fused ones (each run inside the tier's compiled copy, where `Fused` is one instruction).
+macro_rules! below_for_both_mul_adds {
+    ($what:expr, $error:ident, $bound:expr) => {{
+        use dalle::ops::kernels::{simd_as, Fused, Plain};
+        let plain = simd_as::<Plain, _>(#[inline(always)] || $error::<Plain>());
+        assert!(plain < $bound, "{} (plain multiply-adds): error {plain}", $what);
+        if dalle::backend::cpu::tier::tier().fused() {
+            let fused = simd_as::<Fused, _>(#[inline(always)] || $error::<Fused>());
+            assert!(fused < $bound, "{} (fused multiply-adds): error {fused}", $what);
+        }
+    }};
+}
+
 #[test]
 fn arithmetic_ln_1p_is_within_3e_7_relative_of_f64() {
-    use dalle::ops::kernels::{simd_as, Fused, Plain};
-    let plain = simd_as::<Plain, _>(#[inline(always)] || ln_1p_error::<Plain>());
-    assert!(plain < 3e-7, "ln_1p_unit (plain multiply-adds): relative error {plain}");
-    if dalle::backend::cpu::tier::tier().fused() {
-        let fused = simd_as::<Fused, _>(#[inline(always)] || ln_1p_error::<Fused>());
-        assert!(fused < 3e-7, "ln_1p_unit (fused multiply-adds): relative error {fused}");
-    }
+    below_for_both_mul_adds!("ln_1p_unit, relative to f64", ln_1p_error, 3e-7);
 }
 
 #[test]
 fn f32_erf_stays_within_3e_7_of_f64_reference() {
     // Fused multiply-adds round once per Horner step, the plain ones twice: the
     // bound holds for both (the series itself is good to 1.2e-7).
-    use dalle::ops::kernels::{simd_as, Fused, Plain};
-    let plain = simd_as::<Plain, _>(#[inline(always)] || erf_error::<Plain>());
-    assert!(plain < 3e-7, "f32 erf (plain multiply-adds) is {plain} away from the f64 series");
-    if dalle::backend::cpu::tier::tier().fused() {
-        let fused = simd_as::<Fused, _>(#[inline(always)] || erf_error::<Fused>());
-        assert!(fused < 3e-7, "f32 erf (fused multiply-adds) is {fused} away from the f64 series");
-    }
+    below_for_both_mul_adds!("f32 erf, from the f64 series", erf_error, 3e-7);
 }
 
 #[test]
 fn arithmetic_exp_is_within_3e_7_relative_of_libm() {
-    use dalle::ops::kernels::{simd_as, Fused, Plain};
-    let plain = simd_as::<Plain, _>(#[inline(always)] || exp_error::<Plain>());
-    assert!(plain < 3e-7, "exp (plain multiply-adds): relative error {plain}");
-    if dalle::backend::cpu::tier::tier().fused() {
-        let fused = simd_as::<Fused, _>(#[inline(always)] || exp_error::<Fused>());
-        assert!(fused < 3e-7, "exp (fused multiply-adds): relative error {fused}");
-    }
+    below_for_both_mul_adds!("exp, relative to libm", exp_error, 3e-7);
 }
 
 #[test]
