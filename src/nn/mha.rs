@@ -72,12 +72,18 @@ impl MultiHeadAttention {
     /// `x (B, T, C)` -> Q, K, V, each `(B, T, C)` with head `h` in channels
     /// `h·D .. (h+1)·D` (the layout [`Tensor::multi_head_attention`] reads in place).
     pub(crate) fn project_qkv_channels(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.project_fused(x)?.chunk(3, -1) // (B, T, 3C) -> 3 x (B, T, C)
+    }
+
+    /// `x (B, T, C)` -> the fused projection `(B, T, 3C)`: Q, K, V in channels
+    /// `[0, C)`, `[C, 2C)`, `[2C, 3C)`; errors name an input that is not `(B, T, C)`.
+    fn project_fused(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.shape();
         let c = self.dim();
         if shape.len() != 3 || shape[2] != c {
             return Err(Error::shape("multi_head_attention", format!("input {shape:?} is not (B, T, C = {c})")));
         }
-        self.qkv.forward(x)?.chunk(3, -1) // (B, T, 3C) -> 3 x (B, T, C)
+        self.qkv.forward(x)
     }
 
     // ANCHOR: forward
@@ -101,12 +107,7 @@ impl MultiHeadAttention {
     /// of the activations to split or merge the heads, forward or backward. The
     /// weights it returns are for plots: no gradient flows through them.
     pub fn forward(&self, x: &Tensor, mask: Option<&ArrayD<bool>>) -> Result<(Tensor, Tensor)> {
-        let c = self.dim();
-        let shape = x.shape();
-        if shape.len() != 3 || shape[2] != c {
-            return Err(Error::shape("multi_head_attention", format!("input {shape:?} is not (B, T, C = {c})")));
-        }
-        let qkv = self.qkv.forward(x)?; // (B, T, 3C)
+        let qkv = self.project_fused(x)?; // (B, T, 3C)
         let (y, weights) = Tensor::multi_head_self_attention(&qkv, self.n_head, mask)?; // (B, T, C), (B, H, T, T)
         Ok((self.proj.forward(&y)?, weights))
     }

@@ -30,18 +30,13 @@ use crate::Result;
 use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn};
 use rayon::prelude::*;
 
-/// A raw pointer shared by the `(b, h)` tasks: each writes its own head's
-/// columns (or its own `(T, S)` block), so no two tasks write one element.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
 /// One of Q, K, V, O (or their gradients) in a `(B, rows, ·)` row-major array:
 /// element `(b, i, c)` is at `ptr + (b·rows + i)·rs + c`, head `h` in the
 /// channels `c = h·D .. (h+1)·D`. A separate `(B, T, C)` array has `rs = C`;
 /// Q, K, V inside one fused projection `(B, T, 3C)` have `rs = 3C`, starting
-/// at channels 0, C and 2C.
+/// at channels 0, C and 2C. Shared by the `(b, h)` tasks: an output (O, or a
+/// gradient, its pointer taken from a mutable buffer) is written by each task
+/// in its own head's columns only, so no two tasks write one element.
 #[derive(Clone, Copy)]
 struct Heads {
     ptr: *const f32,
@@ -107,17 +102,16 @@ impl Tensor {
             return Err(bad("C does not split into the heads"));
         }
         let dims = Dims { b: sq[0], h: heads, d: sq[2] / heads, t: sq[1], s: sk[1] };
-        let given = mask;
-        let mask = broadcast_mask(mask, dims, &bad)?;
+        let view = broadcast_mask(mask, dims, &bad)?;
         if crate::backend::device() == crate::backend::Device::Wgpu {
-            return Ok(composite(q, k, v, dims, given)?.0);
+            return Ok(composite(q, k, v, dims, mask)?.0);
         }
         let c = sq[2];
         let (out, weights) = {
             let (qd, kd, vd) = (q.data(), k.data(), v.data());
             let (qs, ks, vs) = (standard_layout(&qd), standard_layout(&kd), standard_layout(&vd)); // copies only when strided
             let at = |x: *const f32| Heads { ptr: x, rs: c };
-            crate::with_mul_add!(M => forward::<M>(at(qs.as_ptr()), at(ks.as_ptr()), at(vs.as_ptr()), dims, mask.as_ref()))
+            crate::with_mul_add!(M => forward::<M>(at(qs.as_ptr()), at(ks.as_ptr()), at(vs.as_ptr()), dims, view.as_ref()))
         };
         let out = ArrayD::from_shape_vec(IxDyn(&sq), out).expect("B·T·C values");
         let (qc, kc, vc) = (q.clone(), k.clone(), v.clone());
@@ -127,8 +121,8 @@ impl Tensor {
             let (qs, ks, vs) = (standard_layout(&qd), standard_layout(&kd), standard_layout(&vd));
             let at = |x: *const f32| Heads { ptr: x, rs: c };
             let (mut dq, mut dk, mut dv) = (vec![0.0f32; dims.b * dims.t * c], vec![0.0f32; dims.b * dims.s * c], vec![0.0f32; dims.b * dims.s * c]);
-            let into = |x: &mut Vec<f32>| Shared(x.as_mut_ptr());
-            backward(at(g.as_ptr()), [at(qs.as_ptr()), at(ks.as_ptr()), at(vs.as_ptr())], [into(&mut dq), into(&mut dk), into(&mut dv)], c, &weights, dims);
+            let into = |x: &mut Vec<f32>| at(x.as_mut_ptr());
+            backward(at(g.as_ptr()), [at(qs.as_ptr()), at(ks.as_ptr()), at(vs.as_ptr())], [into(&mut dq), into(&mut dk), into(&mut dv)], &weights, dims);
             let shaped = |x: Vec<f32>, rows: usize| Some(ArrayD::from_shape_vec(IxDyn(&[dims.b, rows, c]), x).expect("B·rows·C values"));
             vec![shaped(dq, dims.t), shaped(dk, dims.s), shaped(dv, dims.s)]
         }))
@@ -154,18 +148,17 @@ impl Tensor {
             return Err(bad("C does not split into the heads"));
         }
         let dims = Dims { b: sx[0], h: heads, d: c / heads, t: sx[1], s: sx[1] };
-        let given = mask;
-        let mask = broadcast_mask(mask, dims, &bad)?;
+        let view = broadcast_mask(mask, dims, &bad)?;
         if crate::backend::device() == crate::backend::Device::Wgpu {
             let parts = qkv.chunk(3, -1)?; // 3 x (B, T, C)
-            let (out, weights) = composite(&parts[0], &parts[1], &parts[2], dims, given)?;
+            let (out, weights) = composite(&parts[0], &parts[1], &parts[2], dims, mask)?;
             return Ok((out, weights.detach()));
         }
         let (out, weights) = {
             let x = qkv.data();
             let xs = standard_layout(&x);
             let all = Heads { ptr: xs.as_ptr(), rs: 3 * c };
-            crate::with_mul_add!(M => forward::<M>(all, all.at(c), all.at(2 * c), dims, mask.as_ref()))
+            crate::with_mul_add!(M => forward::<M>(all, all.at(c), all.at(2 * c), dims, view.as_ref()))
         };
         let out = ArrayD::from_shape_vec(IxDyn(&[dims.b, dims.t, c]), out).expect("B·T·C values");
         let weights = Tensor::new(ArrayD::from_shape_vec(IxDyn(&[dims.b, heads, dims.t, dims.s]), weights).expect("B·H·T·T values"));
@@ -177,10 +170,8 @@ impl Tensor {
             let all = Heads { ptr: xs.as_ptr(), rs: 3 * c };
             let p = kept.data();
             let mut dx = vec![0.0f32; dims.b * dims.t * 3 * c]; // every element written: dQ, dK, dV of every head
-            let d = Shared(dx.as_mut_ptr());
-            // SAFETY: the three gradients are the channel ranges [0, C), [C, 2C), [2C, 3C) of dx.
-            let parts = unsafe { [d, Shared(d.0.add(c)), Shared(d.0.add(2 * c))] };
-            backward(Heads { ptr: g.as_ptr(), rs: c }, [all, all.at(c), all.at(2 * c)], parts, 3 * c, p.as_slice().expect("standard"), dims);
+            let d = Heads { ptr: dx.as_mut_ptr(), rs: 3 * c }; // dQ, dK, dV at channels 0, C, 2C, as Q, K, V
+            backward(Heads { ptr: g.as_ptr(), rs: c }, [all, all.at(c), all.at(2 * c)], [d, d.at(c), d.at(2 * c)], p.as_slice().expect("standard"), dims);
             vec![Some(ArrayD::from_shape_vec(IxDyn(&[dims.b, dims.t, 3 * c]), dx).expect("B·T·3C values"))]
         });
         Ok((out, weights))
@@ -225,11 +216,10 @@ fn softmax_rows<M: MulAdd>(p: &mut [f32], s: usize, mask: Option<ArrayView2<bool
     }
 }
 
-/// Writes `dq (B, T, ·)`, `dk` and `dv (B, S, ·)` (at `grads`, rows `rs` apart) for the
-/// output gradient `g (B, T, C)`, the inputs `[q, k, v]` and the weights `P (B·H, T, S)`.
-fn backward(g: Heads, [q, k, v]: [Heads; 3], grads: [Shared; 3], rs: usize, weights: &[f32], dims: Dims) {
+/// Writes `dq (B, T, ·)`, `dk` and `dv (B, S, ·)` (at `[dq, dk, dv]`) for the output
+/// gradient `g (B, T, C)`, the inputs `[q, k, v]` and the weights `P (B·H, T, S)`.
+fn backward(g: Heads, [q, k, v]: [Heads; 3], [dq, dk, dv]: [Heads; 3], weights: &[f32], dims: Dims) {
     let Dims { t, s, d, .. } = dims;
-    let [dq, dk, dv] = grads.map(|x| Heads { ptr: x.0, rs });
     let scale = 1.0 / (d as f32).sqrt();
     weights.par_chunks((t * s).max(1)).enumerate().for_each_init(
         || vec![0.0f32; t * s],
@@ -240,7 +230,7 @@ fn backward(g: Heads, [q, k, v]: [Heads; 3], grads: [Shared; 3], rs: usize, weig
                 let (p_rows, p_cols) = (s as isize, 1);
                 let go = dims.operand(g, t, item, false);
                 // dV = Pᵀ dO   (S, D)
-                sgemm_serial(s, t, d, 1.0, MatPtr { ptr: p.as_ptr(), rs: p_cols, cs: p_rows }, go, 0.0, dvh, rs as isize, 1);
+                sgemm_serial(s, t, d, 1.0, MatPtr { ptr: p.as_ptr(), rs: p_cols, cs: p_rows }, go, 0.0, dvh, dv.rs as isize, 1);
                 // dP = dO Vᵀ   (T, S)
                 sgemm_serial(t, d, s, 1.0, go, dims.operand(v, s, item, true), 0.0, ds.as_mut_ptr(), p_rows, 1);
                 // dS = P ⊙ (dP - Σ_j dP_j P_j), row by row
@@ -249,8 +239,8 @@ fn backward(g: Heads, [q, k, v]: [Heads; 3], grads: [Shared; 3], rs: usize, weig
                     dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = y * (*x - dot));
                 }
                 // dQ = dS K / √D   (T, D),   dK = dSᵀ Q / √D   (S, D)
-                sgemm_serial(t, s, d, scale, MatPtr { ptr: ds.as_ptr(), rs: p_rows, cs: 1 }, dims.operand(k, s, item, false), 0.0, dqh, rs as isize, 1);
-                sgemm_serial(s, t, d, scale, MatPtr { ptr: ds.as_ptr(), rs: p_cols, cs: p_rows }, dims.operand(q, t, item, false), 0.0, dkh, rs as isize, 1);
+                sgemm_serial(t, s, d, scale, MatPtr { ptr: ds.as_ptr(), rs: p_rows, cs: 1 }, dims.operand(k, s, item, false), 0.0, dqh, dq.rs as isize, 1);
+                sgemm_serial(s, t, d, scale, MatPtr { ptr: ds.as_ptr(), rs: p_cols, cs: p_rows }, dims.operand(q, t, item, false), 0.0, dkh, dk.rs as isize, 1);
             })
         },
     );
