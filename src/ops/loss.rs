@@ -1,5 +1,6 @@
 //! Losses and similarities.
 
+use super::elementwise::logistic;
 use super::kernels;
 use crate::tensor::Tensor;
 use crate::Result;
@@ -100,7 +101,7 @@ impl Tensor {
         let total: f64 = {
             // the terms in parallel chunks (vectorised: exp and ln(1 + u) from arithmetic), summed in order
             let (x, y) = (self.data(), target.data());
-            let terms = crate::with_mul_add!(M => super::kernels::map2_as::<M>(&x, &y, #[inline(always)] |x, y| {
+            let terms = crate::with_mul_add!(M => kernels::map2_as::<M>(&x, &y, #[inline(always)] |x, y| {
                 x.max(0.0) - x * y + kernels::ln_1p_unit::<M>(kernels::exp::<M>(-x.abs())) // max(x, 0) - x y + ln(1 + e^{-|x|})
             }));
             terms.iter().map(|&t| t as f64).sum()
@@ -110,11 +111,7 @@ impl Tensor {
         Ok(Tensor::from_op(out, "bce_with_logits", &[self, target], move |g, _| {
             let g = *g.iter().next().expect("scalar");
             let (x, y) = (xc.data(), yc.data());
-            let dx = crate::with_mul_add!(M => super::kernels::map2_as::<M>(&x, &y, #[inline(always)] move |x, y| {
-                let e = kernels::exp::<M>(-x.abs()); // σ(x) = 1 / (1 + e^{-x}), from e^{-|x|} on either side of 0
-                let sigma = if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-                g * (sigma - y) / n
-            }));
+            let dx = crate::with_mul_add!(M => kernels::map2_as::<M>(&x, &y, #[inline(always)] move |x, y| g * (logistic::<M>(x) - y) / n));
             let dy = yc.requires_grad().then(|| x.mapv(|x| -g * x / n));
             vec![Some(dx), dy]
         }))
