@@ -168,6 +168,16 @@ pub fn conv2d_backward_into(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: 
         dw => dw,
     };
     match tier() {
+        // dW reads the image in place where C is a multiple of the panel's width, and
+        // packs it otherwise. At 16, 48, 80 ... channels that is AVX2's 16 but not AVX-512's
+        // 32, and the AVX2 kernel reading in place beat the AVX-512 one packing (the DDPM
+        // U-Net's layers, batch 64, 2 threads, Zen 4, the two alternated call by call: dW
+        // of 16->16 at 28x28 in 0.68x the time, 48->16 0.74x; 48->32 at 14x14 1.04x).
+        #[cfg(target_arch = "x86_64")]
+        Tier::Avx512 if dw.is_some() && !implicit::weight_grad_in_place::<Avx512>(g) && implicit::weight_grad_in_place::<Avx2>(g) => {
+            implicit::backward_into::<Avx512>(g, x, w, dy, dx, None);
+            implicit::backward_into::<Avx2>(g, x, w, dy, None, dw)
+        }
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => implicit::backward_into::<Avx512>(g, x, w, dy, dx, dw),
         #[cfg(target_arch = "x86_64")]

@@ -40,7 +40,7 @@
 use super::{im2col, images_per_task, layout, span, strided, with_scratch, ConvGeom};
 use crate::backend::cpu::copy_short;
 use crate::backend::cpu::gemm::MatPtr;
-use crate::backend::cpu::microkernel::{widen, MicroKernel};
+use crate::backend::cpu::microkernel::{widen, MicroKernel, Shift};
 use crate::backend::cpu::packed_gemm::{pack_a, sliver, sliver_count};
 use rayon::prelude::*;
 use std::marker::PhantomData;
@@ -60,9 +60,9 @@ struct Taps<K> {
     /// `src[tap * OHW + q]`, `tap = i * KW + j`: the input pixel `iy * W + ix`
     /// under output pixel `q`, or -1 where it falls in the padding.
     src: Vec<i32>,
-    /// For a stride-1 convolution with OW == W, per `(tap, panel)`: the plane
-    /// offset of the panel's first pixel and the mask of its lanes inside the image.
-    shifted: Option<Vec<(isize, u32)>>,
+    /// For a stride-1 convolution with OW == W, per `(panel, tap)`: where the
+    /// tap reads for the panel's pixels (`shifted[t * KK + tap]`).
+    shifted: Option<Vec<Shift>>,
     kernel: PhantomData<K>,
 }
 
@@ -87,7 +87,8 @@ impl<K: MicroKernel> Taps<K> {
         }
         let panels = ohw.div_ceil(nr);
         let shifted = (g.stride == 1 && ow == g.w).then(|| {
-            let mut v = Vec::with_capacity(g.kh * g.kw * panels);
+            let kk = g.kh * g.kw;
+            let mut v = vec![Shift::default(); panels * kk];
             for (tap, row) in src.chunks_exact(ohw).enumerate() {
                 // src = q + (i - p) W + (j - p) wherever the tap is inside the image
                 let shift = ((tap / g.kw) * g.w + tap % g.kw) as isize - (g.pad * g.w + g.pad) as isize;
@@ -95,7 +96,8 @@ impl<K: MicroKernel> Taps<K> {
                     let lanes = &row[t * nr..ohw.min((t + 1) * nr)];
                     debug_assert!(lanes.iter().enumerate().all(|(l, &s)| s < 0 || s as isize == (t * nr + l) as isize + shift));
                     let mask = lanes.iter().enumerate().filter(|&(_, &s)| s >= 0).fold(0u32, |m, (l, _)| m | 1 << l);
-                    v.push(((t * nr) as isize + shift, mask));
+                    let start = (t * nr) as isize + shift;
+                    v[t * kk + tap] = Shift { start, mask, inside: start >= 0 && start as usize + nr <= g.h * g.w };
                 }
             }
             v
@@ -112,28 +114,21 @@ impl<K: MicroKernel> Taps<K> {
 unsafe fn pack_pixels<K: MicroKernel>(g: &ConvGeom, taps: &Taps<K>, x: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
     let nr = K::NR;
     let (hw, kk) = (g.h * g.w, g.kh * g.kw);
-    let panels = taps.ohw.div_ceil(nr);
     let cols = nr.min(taps.ohw - t * nr);
+    if let Some(shifted) = &taps.shifted {
+        // NR floats of a plane from each tap's start, the lanes in the padding zeroed.
+        // Only the masked-in lanes are read when the run crosses an end of the plane.
+        return K::shifted_rows(&mut panel[..rows.len() * nr], x.as_ptr(), hw, rows.start, &shifted[t * kk..(t + 1) * kk], false);
+    }
     // row r of col_n is (c, tap) = (r / KK, r % KK), stepped without a division per row
     let (mut c, mut tap) = (rows.start / kk, rows.start % kk);
     for row in panel.chunks_exact_mut(nr).take(rows.len()) {
         let plane = &x[c * hw..(c + 1) * hw];
-        match &taps.shifted {
-            Some(shifted) => {
-                // NR floats of the plane from `start`, the lanes in the padding zeroed.
-                // Only the masked-in lanes are read when the run crosses an end of the plane.
-                let (start, mask) = shifted[tap * panels + t];
-                let inside = start >= 0 && start as usize + nr <= hw;
-                K::masked_row(row, plane.as_ptr().wrapping_offset(start), mask, inside);
-            }
-            None => {
-                let src = &taps.src[tap * taps.ohw + t * nr..][..cols];
-                for (d, &s) in row.iter_mut().zip(src) {
-                    *d = if s >= 0 { plane[s as usize] } else { 0.0 };
-                }
-                row[cols..].fill(0.0);
-            }
+        let src = &taps.src[tap * taps.ohw + t * nr..][..cols];
+        for (d, &s) in row.iter_mut().zip(src) {
+            *d = if s >= 0 { plane[s as usize] } else { 0.0 };
         }
+        row[cols..].fill(0.0);
         tap += 1;
         if tap == kk {
             (c, tap) = (c + 1, 0);
@@ -355,6 +350,13 @@ fn flipped(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
         }
     }
     Some((gt, wt))
+}
+
+/// Whether dW on the micro-kernel `K` reads the image in place (zero-padded,
+/// channels-last in blocks of NR channels, no packing): stride 1, C a multiple
+/// of NR, and at most an eighth of the padded-width grid junk.
+pub fn weight_grad_in_place<K: MicroKernel>(g: &ConvGeom) -> bool {
+    matches!(TapSource::new::<K>(g), TapSource::Blocked { .. })
 }
 
 /// The image as dW's right operand reads it (`colᵀ_n[q, (tap, c)] = x_n[c, src(tap, q)]`),

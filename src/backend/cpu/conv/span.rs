@@ -20,7 +20,7 @@
 //! columns are then copied to their images.
 
 use super::ConvGeom;
-use crate::backend::cpu::microkernel::MicroKernel;
+use crate::backend::cpu::microkernel::{MicroKernel, Shift};
 use std::ops::Range;
 
 /// Lanes `l0..l0 + len` of a panel: output pixels `p0..p0 + len` of image `image` of the run.
@@ -37,11 +37,11 @@ pub(super) struct SpanPlan {
     /// The segments of every panel in order; panel `t` has `segs[first[t]..first[t + 1]]`.
     segs: Vec<Segment>,
     first: Vec<usize>,
-    /// Per `(tap, segment)`, index `tap * segs.len() + s`: the offset in the
+    /// Per `(segment, tap)`, index `s * KK + tap`: the offset in the
     /// image's input plane that lane 0 of the segment's row would read
     /// (lane `l` reads `offset + l`), and the mask of the segment's lanes whose
     /// tap lies inside the image.
-    rows: Vec<(isize, u32)>,
+    rows: Vec<Shift>,
 }
 
 /// Whether the run of images should be one GEMM: a stride-1 convolution as wide
@@ -72,16 +72,16 @@ impl SpanPlan {
             }
         }
         first.push(segs.len());
-        let taps = g.kh * g.kw;
+        let (taps, hw) = (g.kh * g.kw, g.h * g.w);
         let mut rows = Vec::with_capacity(taps * segs.len());
-        for tap in 0..taps {
-            // src = q + (i - p) W + (j - p) wherever the tap is inside the image
-            let shift = ((tap / g.kw) * g.w + tap % g.kw) as isize - (g.pad * g.w + g.pad) as isize;
-            let row = &src[tap * ohw..(tap + 1) * ohw];
-            for s in &segs {
-                let lanes = &row[s.p0..s.p0 + s.len];
+        for s in &segs {
+            for tap in 0..taps {
+                // src = q + (i - p) W + (j - p) wherever the tap is inside the image
+                let shift = ((tap / g.kw) * g.w + tap % g.kw) as isize - (g.pad * g.w + g.pad) as isize;
+                let lanes = &src[tap * ohw + s.p0..tap * ohw + s.p0 + s.len];
                 let mask = lanes.iter().enumerate().filter(|&(_, &v)| v >= 0).fold(0u32, |m, (l, _)| m | 1 << (s.l0 + l));
-                rows.push((s.p0 as isize - s.l0 as isize + shift, mask));
+                let start = s.p0 as isize - s.l0 as isize + shift;
+                rows.push(Shift { start, mask, inside: start >= 0 && start as usize + nr <= hw });
             }
         }
         SpanPlan { segs, first, rows }
@@ -106,31 +106,13 @@ impl SpanPlan {
     /// # Safety
     /// The CPU must support `K`'s tier; `x` holds the run's images.
     pub(super) unsafe fn pack<K: MicroKernel>(&self, g: &ConvGeom, x: &[f32], t: usize, rows: Range<usize>, panel: &mut [f32]) {
-        let (nr, hw, kk) = (K::NR, g.h * g.w, g.kh * g.kw);
-        let chw = g.c * hw;
-        let (segs, nsegs) = (self.first[t]..self.first[t + 1], self.segs.len());
-        let mut extra = [0.0f32; 32]; // NR <= 32
-        let (mut c, mut tap) = (rows.start / kk, rows.start % kk);
-        for row in panel.chunks_exact_mut(nr).take(rows.len()) {
-            for (k, s) in segs.clone().enumerate() {
-                let (offset, mask) = self.rows[tap * nsegs + s];
-                let plane = &x[self.segs[s].image * chw + c * hw..][..hw];
-                // NR floats of the plane from `offset`, lanes outside the segment or in the padding zeroed
-                let inside = offset >= 0 && offset as usize + nr <= hw;
-                let p = plane.as_ptr().wrapping_offset(offset);
-                if k == 0 {
-                    K::masked_row(row, p, mask, inside);
-                } else {
-                    K::masked_row(&mut extra, p, mask, inside);
-                    for (d, e) in row.iter_mut().zip(&extra[..nr]) {
-                        *d = f32::from_bits(d.to_bits() | e.to_bits());
-                    }
-                }
-            }
-            tap += 1;
-            if tap == kk {
-                (c, tap) = (c + 1, 0);
-            }
+        let (hw, kk) = (g.h * g.w, g.kh * g.kw);
+        let dst = &mut panel[..rows.len() * K::NR];
+        for (k, s) in (self.first[t]..self.first[t + 1]).enumerate() {
+            // NR floats of each plane of the segment's image from the tap's offset, lanes
+            // outside the segment or in the padding zeroed; a second segment OR-ed in
+            let image = &x[self.segs[s].image * g.c * hw..][..g.c * hw];
+            K::shifted_rows(dst, image.as_ptr(), hw, rows.start, &self.rows[s * kk..(s + 1) * kk], k > 0);
         }
     }
 

@@ -52,9 +52,20 @@ impl super::MicroKernel for Avx2 {
         transpose_pack(w, kc, src, stride, dst)
     }
 
+    #[inline]
     unsafe fn masked_row(dst: &mut [f32], src: *const f32, mask: u32, inside: bool) {
         masked_row(dst, src, mask, inside)
     }
+
+    unsafe fn shifted_rows(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[super::Shift], merge: bool) {
+        shifted_rows(dst, x, hw, first, shifts, merge)
+    }
+}
+
+/// [`super::shifted_rows`] compiled with this tier's features, [`masked_row`] inlined.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn shifted_rows(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[super::Shift], merge: bool) {
+    super::shifted_rows::<Avx2>(dst, x, hw, first, shifts, merge)
 }
 
 /// The lane mask for the lanes of `bits` (bit `l` for lane `l` of 8), as
@@ -185,6 +196,7 @@ pub(crate) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// a blend inside the image, masked loads (which never read a masked-off
 /// lane) at its ends.
 #[target_feature(enable = "avx2,fma")]
+#[inline]
 unsafe fn masked_row(dst: &mut [f32], p: *const f32, mask: u32, inside: bool) {
     let (m0, m1) = (lane_mask(mask & 0xFF), lane_mask(mask >> 8 & 0xFF));
     let (v0, v1) = if inside {

@@ -45,9 +45,20 @@ impl super::MicroKernel for Avx512 {
         }
     }
 
+    #[inline]
     unsafe fn masked_row(dst: &mut [f32], src: *const f32, mask: u32, inside: bool) {
         masked_row(dst, src, mask, inside)
     }
+
+    unsafe fn shifted_rows(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[super::Shift], merge: bool) {
+        shifted_rows(dst, x, hw, first, shifts, merge)
+    }
+}
+
+/// [`super::shifted_rows`] compiled with this tier's features, [`masked_row`] inlined.
+#[target_feature(enable = "avx512f")]
+unsafe fn shifted_rows(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[super::Shift], merge: bool) {
+    super::shifted_rows::<Avx512>(dst, x, hw, first, shifts, merge)
 }
 
 /// The lane mask for the first `n` of 16 lanes.
@@ -221,6 +232,7 @@ mod transpose_tests {
 /// loads). At its ends a masked load, which never touches its masked-off
 /// lanes, so nothing outside the image is read.
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn masked_row(dst: &mut [f32], p: *const f32, mask: u32, inside: bool) {
     let (m0, m1) = (mask as __mmask16, (mask >> 16) as __mmask16);
     let (v0, v1) = if inside {

@@ -84,10 +84,77 @@ pub trait MicroKernel: Copy + Send + Sync + 'static {
     ///
     /// # Safety
     /// As stated; the CPU must support the kernel's tier; `dst` holds `NR` floats.
+    #[inline]
     unsafe fn masked_row(dst: &mut [f32], src: *const f32, mask: u32, inside: bool) {
         let _ = inside;
         for (l, d) in dst[..Self::NR].iter_mut().enumerate() {
             *d = if mask >> l & 1 == 1 { *src.wrapping_add(l) } else { 0.0 };
+        }
+    }
+
+    /// Panel rows `first ..` of a stride-1 "same" convolution's `col_n`, one
+    /// [`Self::masked_row`] each, `dst.len() / NR` of them: row `r` is `(c, tap) =
+    /// (r / KK, r % KK)` and reads plane `c` of the image `x (C, hw)` at
+    /// `shifts[tap]` (the panel's `KK` taps). With `merge`, each row is OR-ed
+    /// into what `dst` holds (a panel whose lanes come from two images).
+    ///
+    /// # Safety
+    /// The CPU must support the kernel's tier; `x` holds the image's planes and
+    /// each shift reads as [`Self::masked_row`] allows.
+    unsafe fn shifted_rows(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[Shift], merge: bool) {
+        shifted_rows::<Self>(dst, x, hw, first, shifts, merge)
+    }
+}
+
+/// Where one tap of a stride-1 "same" convolution reads for one panel of
+/// output pixels (see [`crate::backend::cpu::conv::implicit`]): `NR` floats of a
+/// plane from `start`, the lanes of `mask` kept and the others (the padding)
+/// zeroed; `inside` when all `NR` floats lie in the plane.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shift {
+    /// Plane offset of the panel's first pixel for this tap (may be negative).
+    pub start: isize,
+    /// Bit `l` set where lane `l` lies inside the image.
+    pub mask: u32,
+    /// Whether `start .. start + NR` lies inside the plane.
+    pub inside: bool,
+}
+
+/// The rows of [`MicroKernel::shifted_rows`], for each tier to compile with
+/// its features (so that its [`MicroKernel::masked_row`] is inlined into the loop).
+///
+/// # Safety
+/// As [`MicroKernel::shifted_rows`].
+#[inline(always)]
+pub(crate) unsafe fn shifted_rows<K: MicroKernel>(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[Shift], merge: bool) {
+    if merge {
+        shifted_rows_as::<K, true>(dst, x, hw, first, shifts)
+    } else {
+        shifted_rows_as::<K, false>(dst, x, hw, first, shifts)
+    }
+}
+
+#[inline(always)]
+unsafe fn shifted_rows_as<K: MicroKernel, const MERGE: bool>(dst: &mut [f32], x: *const f32, hw: usize, first: usize, shifts: &[Shift]) {
+    let kk = shifts.len();
+    let mut lanes = [0.0f32; 32]; // NR <= 32
+    // row r of the panel is (c, tap) = (r / KK, r % KK), stepped without a division per row
+    let (mut c, mut tap) = (first / kk, first % kk);
+    for row in dst.chunks_exact_mut(K::NR) {
+        let s = shifts[tap];
+        let src = x.wrapping_add(c * hw).wrapping_offset(s.start);
+        if MERGE {
+            // a masked-off lane is +0.0, all bits zero: OR puts the lanes of both reads together
+            K::masked_row(&mut lanes, src, s.mask, s.inside);
+            for (d, e) in row.iter_mut().zip(&lanes) {
+                *d = f32::from_bits(d.to_bits() | e.to_bits());
+            }
+        } else {
+            K::masked_row(row, src, s.mask, s.inside);
+        }
+        tap += 1;
+        if tap == kk {
+            (c, tap) = (c + 1, 0);
         }
     }
 }

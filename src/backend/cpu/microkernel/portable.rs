@@ -66,6 +66,7 @@ impl super::MicroKernel for Portable {
     /// Inside the image: one load of the 8 floats and an AND with the lanes'
     /// masks from a table (no branch per lane; SSE2 and NEON both vectorise it).
     /// At the image's ends only the masked-in lanes are read.
+    #[inline]
     unsafe fn masked_row(dst: &mut [f32], src: *const f32, mask: u32, inside: bool) {
         let dst = &mut dst[..NR];
         if inside {
