@@ -65,11 +65,22 @@ pub fn transpose_into(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &m
             _ => simd(|| each_tile(&mut |i0, p0| tile(src, lds, i0, p0, dst, ldd))),
         }
     }
+    // the rows below the last full tile: on the AVX tiers as tiles of the
+    // rows there are (dY's slivers of 6 or 12 rows were mostly this edge)
+    let mut edge_cols = 0..cols;
+    #[cfg(target_arch = "x86_64")]
+    if matches!(tier(), Tier::Avx512 | Tier::Avx2Fma) && rows > full_rows && full_cols > 0 {
+        for p0 in (0..full_cols).step_by(T) {
+            // SAFETY: the asserts above keep rows full_rows.. of columns p0..p0 + 8 inside both buffers.
+            unsafe { x86::tile_avx_rows(src.as_ptr().add(full_rows * lds + p0), lds, rows - full_rows, dst.as_mut_ptr().add(p0 * ldd + full_rows).cast(), ldd) }
+        }
+        edge_cols = full_cols..cols;
+    }
     // the edges one float at a time, outside `simd` (vectorised, these short
     // strided loops ran slower than scalar code on the AVX2 tier)
-    // the rows below the last full tile (every column), then the columns right of it
-    for i in full_rows..rows {
-        for (d, &v) in dst[i..].iter_mut().step_by(ldd).zip(&src[i * lds..][..cols]) {
+    // the rows below the last full tile (the columns not done above), then the columns right of it
+    for i in (full_rows..rows).filter(|_| !edge_cols.is_empty()) {
+        for (d, &v) in dst[edge_cols.start * ldd + i..].iter_mut().step_by(ldd).zip(&src[i * lds + edge_cols.start..][..edge_cols.len()]) {
             d.write(v);
         }
     }
@@ -113,6 +124,36 @@ mod x86 {
         }
     }
 
+    /// [`tile_avx`] of the last `r < 8` rows: those rows loaded (the others
+    /// zero), and `r` floats of each column stored.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `r` rows of 8 floats readable at `src` (stride `lds`),
+    /// 8 columns of `r` floats writable at `dst` (stride `ldd`).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_avx_rows(src: *const f32, lds: usize, r: usize, dst: *mut f32, ldd: usize) {
+        match r {
+            1 => rows_of::<1>(src, lds, dst, ldd),
+            2 => rows_of::<2>(src, lds, dst, ldd),
+            3 => rows_of::<3>(src, lds, dst, ldd),
+            4 => rows_of::<4>(src, lds, dst, ldd),
+            5 => rows_of::<5>(src, lds, dst, ldd),
+            6 => rows_of::<6>(src, lds, dst, ldd),
+            _ => rows_of::<7>(src, lds, dst, ldd),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_of<const R: usize>(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        let rows: [__m256; 8] = std::array::from_fn(|i| if i < R { _mm256_loadu_ps(src.add(i * lds)) } else { _mm256_setzero_ps() });
+        for (p, column) in transpose8(rows).into_iter().enumerate() {
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), column);
+            // R floats: a fixed-size copy, moved as one or two vector stores
+            (dst.add(p * ldd) as *mut [f32; R]).write_unaligned(*(lanes.as_ptr() as *const [f32; R]));
+        }
+    }
+
     /// The same as four 4 x 4 blocks of SSE2 shuffles (the x86-64 baseline).
     ///
     /// # Safety
@@ -139,7 +180,7 @@ mod tests {
     /// Against the definition, with partial tiles on both sides and padded strides.
     #[test]
     fn is_a_transpose() {
-        for (rows, cols) in [(1, 1), (3, 5), (8, 8), (12, 28), (48, 67), (17, 9)] {
+        for (rows, cols) in [(1, 1), (3, 5), (8, 8), (12, 28), (48, 67), (17, 9), (6, 28), (4, 17), (7, 8), (1, 24), (13, 16), (2, 9)] {
             let (lds, ldd) = (cols + 3, rows + 2);
             let src: Vec<f32> = (0..rows * lds).map(|v| v as f32).collect();
             let mut dst = vec![-1.0f32; cols * ldd];
