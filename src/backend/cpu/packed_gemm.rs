@@ -109,9 +109,12 @@ pub(crate) unsafe fn pack_a<K: MicroKernel>(mc: usize, kc: usize, a: MatPtr, dst
         // to the slivers (reading down one sliver at a time instead touches a new
         // column at every step, which the prefetcher does not follow; see `pack_b`).
         let slivers = sliver_count::<K>(mc);
+        // the slivers of MR rows (all but the last one or two) as fixed-size copies
+        let full = (0..slivers).take_while(|&s| self::sliver::<K>(mc, s).1 == mr).count();
         for p in 0..kc {
             let col = std::slice::from_raw_parts(a.ptr.offset(p as isize * a.cs), mc);
-            for s in 0..slivers {
+            deal(mr, kc, p, col, full, dst);
+            for s in full..slivers {
                 let (row0, rows) = self::sliver::<K>(mc, s);
                 let at = s * mr * kc + p * mr;
                 super::copy_short(&mut dst[at..at + rows], &col[row0..row0 + rows]);
@@ -149,6 +152,38 @@ pub(crate) unsafe fn pack_a<K: MicroKernel>(mc: usize, kc: usize, a: MatPtr, dst
     }
 }
 
+/// Step `p` of the first `count` blocks of `w` (MR slivers or NR panels, each
+/// `w * kc` floats): `dst[t][p][..w] = src[t*w..(t + 1)*w]`. The width is the
+/// tier's MR or NR, so each piece is a copy of a length known at compile time,
+/// moved by vector loads and stores in the loop (a call to [`super::copy_short`]
+/// and a zero fill per piece cost more than the copy: the weight gradients of
+/// the prior's width-64 layers spent a tenth of their time there).
+#[inline(always)]
+fn deal(w: usize, kc: usize, p: usize, src: &[f32], count: usize, dst: &mut [f32]) {
+    match w {
+        32 => deal_fixed::<32>(kc, p, src, count, dst),
+        16 => deal_fixed::<16>(kc, p, src, count, dst),
+        12 => deal_fixed::<12>(kc, p, src, count, dst),
+        8 => deal_fixed::<8>(kc, p, src, count, dst),
+        6 => deal_fixed::<6>(kc, p, src, count, dst),
+        _ => {
+            for t in 0..count {
+                let at = t * w * kc + p * w;
+                dst[at..at + w].copy_from_slice(&src[t * w..(t + 1) * w]);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn deal_fixed<const W: usize>(kc: usize, p: usize, src: &[f32], count: usize, dst: &mut [f32]) {
+    for (t, piece) in src.chunks_exact(W).take(count).enumerate() {
+        let at = t * W * kc + p * W;
+        let d: &mut [f32; W] = (&mut dst[at..at + W]).try_into().expect("W floats");
+        *d = piece.try_into().expect("W floats");
+    }
+}
+
 /// Copy B's `kc x nc` block into NR-column panels: `dst[t][p][j] = B[p, t*NR + j]`, zero-padded.
 unsafe fn pack_b<K: MicroKernel>(kc: usize, nc: usize, b: MatPtr, dst: &mut [f32]) {
     let nr = K::NR;
@@ -158,10 +193,12 @@ unsafe fn pack_b<K: MicroKernel>(kc: usize, nc: usize, b: MatPtr, dst: &mut [f32
         // instead touches a new row at every step, a stride the hardware
         // prefetcher does not follow once B is larger than L2: about a fifth of
         // sgemm 2048's time went to those misses.)
+        let full = nc / nr;
         for p in 0..kc {
             let row = std::slice::from_raw_parts(b.ptr.offset(p as isize * b.rs), nc);
-            for (t, piece) in row.chunks(nr).enumerate() {
-                let at = t * nr * kc + p * nr;
+            deal(nr, kc, p, row, full, dst);
+            if full < nc.div_ceil(nr) {
+                let (piece, at) = (&row[full * nr..], full * nr * kc + p * nr);
                 super::copy_short(&mut dst[at..at + piece.len()], piece);
                 dst[at + piece.len()..at + nr].fill(0.0);
             }
