@@ -17,7 +17,10 @@
 //! (`Taps`). For a stride-1 convolution whose output is as wide as its input
 //! (a "same" convolution), `src(i, j, q) = q + (i - p) W + (j - p)`: a panel row
 //! is NR consecutive floats of one input plane, read by vector loads whose
-//! lane masks zero the padding ([`MicroKernel::masked_row`]).
+//! lane masks zero the padding ([`MicroKernel::masked_row`]). A panel's rows
+//! are packed by one loop compiled for the tier ([`MicroKernel::shifted_rows`]),
+//! so that the masked load is inlined: called once per row, it cost as much as
+//! the arithmetic of a 16-channel layer's panel.
 //!
 //! The gradients are GEMMs of the same kind:
 //!
