@@ -83,6 +83,12 @@ impl ConvGeom {
     pub fn ckk(&self) -> usize {
         self.c * self.kh * self.kw
     }
+    /// For a stride-1 convolution as wide as its input: how far tap `(i, j)`
+    /// reads from output pixel `q` in the input plane, `src = q + (i - p) W + (j - p)`
+    /// wherever the tap is inside the image.
+    fn same_shift(&self, i: usize, j: usize) -> isize {
+        (i * self.w + j) as isize - (self.pad * self.w + self.pad) as isize
+    }
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }

@@ -57,7 +57,7 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
                     let row = &mut col[((c * g.kh + i) * g.kw + j) * oh * ow..][..oh * ow];
                     let (lo, hi) = valid_cols(g, j);
                     // row[y*ow + xo] = src[(y + i - pad) * w + xo + j - pad] for y in y0..y1
-                    let shift = (i * g.w + j) as isize - (g.pad * g.w + g.pad) as isize;
+                    let shift = g.same_shift(i, j);
                     let (d0, d1) = (y0 * ow, y1 * ow);
                     // (a kernel wider than the padded image can shift the whole run off the plane)
                     let s0 = (d0 as isize + shift).clamp(0, plane as isize) as usize;
@@ -127,7 +127,7 @@ pub fn col2im(g: &ConvGeom, col: &mut [f32], dx: &mut [f32]) {
                         row[y * ow..y * ow + lo].fill(0.0);
                         row[y * ow + hi..(y + 1) * ow].fill(0.0);
                     }
-                    let shift = (i * g.w + j) as isize - (g.pad * g.w + g.pad) as isize;
+                    let shift = g.same_shift(i, j);
                     let (d0, d1) = (y0 * ow, y1 * ow);
                     let s0 = (d0 as isize + shift).clamp(0, plane as isize) as usize;
                     let s1 = (d1 as isize + shift).clamp(s0 as isize, plane as isize) as usize;

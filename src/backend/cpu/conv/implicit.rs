@@ -93,14 +93,13 @@ impl<K: MicroKernel> Taps<K> {
             let kk = g.kh * g.kw;
             let mut v = vec![Shift::default(); panels * kk];
             for (tap, row) in src.chunks_exact(ohw).enumerate() {
-                // src = q + (i - p) W + (j - p) wherever the tap is inside the image
-                let shift = ((tap / g.kw) * g.w + tap % g.kw) as isize - (g.pad * g.w + g.pad) as isize;
+                let shift = g.same_shift(tap / g.kw, tap % g.kw);
                 for t in 0..panels {
                     let lanes = &row[t * nr..ohw.min((t + 1) * nr)];
                     debug_assert!(lanes.iter().enumerate().all(|(l, &s)| s < 0 || s as isize == (t * nr + l) as isize + shift));
                     let mask = lanes.iter().enumerate().filter(|&(_, &s)| s >= 0).fold(0u32, |m, (l, _)| m | 1 << l);
                     let start = (t * nr) as isize + shift;
-                    v[t * kk + tap] = Shift { start, mask, inside: start >= 0 && start as usize + nr <= g.h * g.w };
+                    v[t * kk + tap] = Shift::new(start, mask, nr, g.h * g.w);
                 }
             }
             v

@@ -67,20 +67,24 @@ pub fn transpose_into(src: &[f32], lds: usize, rows: usize, cols: usize, dst: &m
     }
     // the rows below the last full tile: on the AVX tiers as tiles of the
     // rows there are (dY's slivers of 6 or 12 rows were mostly this edge)
-    let mut edge_cols = 0..cols;
+    // (p1: the first column of those rows left to the scalar loop below)
     #[cfg(target_arch = "x86_64")]
-    if matches!(tier(), Tier::Avx512 | Tier::Avx2Fma) && rows > full_rows && full_cols > 0 {
+    let p1 = if matches!(tier(), Tier::Avx512 | Tier::Avx2Fma) && rows > full_rows {
         for p0 in (0..full_cols).step_by(T) {
             // SAFETY: the asserts above keep rows full_rows.. of columns p0..p0 + 8 inside both buffers.
             unsafe { x86::tile_avx_rows(src.as_ptr().add(full_rows * lds + p0), lds, rows - full_rows, dst.as_mut_ptr().add(p0 * ldd + full_rows).cast(), ldd) }
         }
-        edge_cols = full_cols..cols;
-    }
+        full_cols
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let p1 = 0;
     // the edges one float at a time, outside `simd` (vectorised, these short
     // strided loops ran slower than scalar code on the AVX2 tier)
     // the rows below the last full tile (the columns not done above), then the columns right of it
-    for i in (full_rows..rows).filter(|_| !edge_cols.is_empty()) {
-        for (d, &v) in dst[edge_cols.start * ldd + i..].iter_mut().step_by(ldd).zip(&src[i * lds + edge_cols.start..][..edge_cols.len()]) {
+    for i in (full_rows..rows).filter(|_| p1 < cols) {
+        for (d, &v) in dst[p1 * ldd + i..].iter_mut().step_by(ldd).zip(&src[i * lds + p1..][..cols - p1]) {
             d.write(v);
         }
     }

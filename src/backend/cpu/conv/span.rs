@@ -76,12 +76,11 @@ impl SpanPlan {
         let mut rows = Vec::with_capacity(taps * segs.len());
         for s in &segs {
             for tap in 0..taps {
-                // src = q + (i - p) W + (j - p) wherever the tap is inside the image
-                let shift = ((tap / g.kw) * g.w + tap % g.kw) as isize - (g.pad * g.w + g.pad) as isize;
+                let shift = g.same_shift(tap / g.kw, tap % g.kw);
                 let lanes = &src[tap * ohw + s.p0..tap * ohw + s.p0 + s.len];
                 let mask = lanes.iter().enumerate().filter(|&(_, &v)| v >= 0).fold(0u32, |m, (l, _)| m | 1 << (s.l0 + l));
                 let start = s.p0 as isize - s.l0 as isize + shift;
-                rows.push(Shift { start, mask, inside: start >= 0 && start as usize + nr <= hw });
+                rows.push(Shift::new(start, mask, nr, hw));
             }
         }
         SpanPlan { segs, first, rows }

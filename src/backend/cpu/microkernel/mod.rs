@@ -120,6 +120,13 @@ pub struct Shift {
     pub inside: bool,
 }
 
+impl Shift {
+    /// The read of `nr` floats from `start` with the lanes of `mask`, in a plane of `plane` floats.
+    pub fn new(start: isize, mask: u32, nr: usize, plane: usize) -> Shift {
+        Shift { start, mask, inside: start >= 0 && start as usize + nr <= plane }
+    }
+}
+
 /// The rows of [`MicroKernel::shifted_rows`], for each tier to compile with
 /// its features (so that its [`MicroKernel::masked_row`] is inlined into the loop).
 ///
